@@ -1,0 +1,31 @@
+"""Let torch >= 2.6's safe ``torch.load`` read mmengine checkpoints.
+
+torch 2.6 made ``weights_only=True`` the default of ``torch.load``, which
+mmengine 0.10.x calls without the argument. Its checkpoints hold a few
+non-tensor types (the message hub's HistoryBuffer, numpy arrays and scalars
+in logged values), so ``--resume`` fails. Rather than switch safe loading off
+for the whole process, we allow-list exactly those types; anything else in a
+checkpoint is still refused. InfoBatch's own state is plain tensors and ints.
+"""
+import torch
+
+
+def _mmengine_checkpoint_types() -> list:
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtype_classes = [type(np.dtype(t)) for t in (
+        'bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'float16',
+        'float32', 'float64')]
+    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar
+            ] + dtype_classes
+
+
+def allow_mmengine_checkpoint_types() -> None:
+    """Add mmengine's checkpoint types to torch's safe-load allow-list."""
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is not None:  # torch >= 2.4
+        add_safe_globals(_mmengine_checkpoint_types())

@@ -1,0 +1,172 @@
+"""The per-pass pruning decision of InfoBatch, as pure vectorised functions.
+
+Everything here is O(N) tensor work with no sort and no Python loop over
+samples, and draws randomness only from the generator it is given.
+"""
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+POLICIES = ('mean', 'quantile', 'random')
+
+
+class PassDecision:
+    """What one pass decided.
+
+    Args:
+        indices (torch.Tensor): Kept sample indices in training order (int64).
+        weights (torch.Tensor): Loss weight of every sample (float32, N).
+            Survivors of soft pruning carry ``1 / (1 - r)``; all others 1.
+        threshold (float): The score threshold (NaN when nothing was scored
+            or the policy has none).
+        num_candidates (int): Samples that were eligible to be pruned.
+        num_pruned (int): Samples dropped from this pass.
+    """
+
+    def __init__(self, indices: torch.Tensor, weights: torch.Tensor,
+                 threshold: float, num_candidates: int,
+                 num_pruned: int) -> None:
+        self.indices = indices
+        self.weights = weights
+        self.threshold = threshold
+        self.num_candidates = num_candidates
+        self.num_pruned = num_pruned
+
+
+def validate_policy(policy: str, ratio: float,
+                    buckets: Optional[Sequence[Sequence[float]]]) -> None:
+    """Raise a ValueError that names the fix for a bad pruning set-up."""
+    if policy not in POLICIES:
+        raise ValueError(f'InfoBatchSampler policy must be one of {POLICIES}, '
+                         f'but got {policy!r}')
+    if not (isinstance(ratio, (int, float)) and 0 <= ratio < 1):
+        raise ValueError('InfoBatchSampler ratio (prune probability r) must '
+                         f'be in [0, 1), but got {ratio!r}')
+    if policy != 'quantile':
+        if buckets is not None:
+            raise ValueError("InfoBatchSampler buckets are only used with "
+                             f"policy='quantile', but policy={policy!r}")
+        return
+    if not buckets:
+        raise ValueError("policy='quantile' needs buckets=[(q1, r1), "
+                         '(q2, r2), ...]: increasing quantiles q in (0, 1] '
+                         'with a prune probability r in [0, 1) each, but '
+                         f'got {buckets!r}')
+    last_q = 0.0
+    for bucket in buckets:
+        if len(bucket) != 2:
+            raise ValueError('each InfoBatchSampler bucket must be a pair '
+                             f'(quantile, ratio), but got {bucket!r}')
+        q, r = bucket
+        if not (last_q < q <= 1):
+            raise ValueError('InfoBatchSampler bucket quantiles must increase '
+                             f'within (0, 1], but got {list(buckets)!r}')
+        if not (0 <= r < 1):
+            raise ValueError('InfoBatchSampler bucket ratios must be in '
+                             f'[0, 1), but got {r!r} in {list(buckets)!r}')
+        last_q = q
+
+
+def prune_probabilities(
+        scores: torch.Tensor,
+        seen: torch.Tensor,
+        ratio: float,
+        policy: str = 'mean',
+        prune_high: bool = False,
+        buckets: Optional[Sequence[Sequence[float]]] = None
+) -> Tuple[torch.Tensor, float]:
+    """Per-sample probability of being dropped this pass.
+
+    Samples never scored (``seen`` False) are never pruned and never enter the
+    threshold, so the first pass is full and a stale initial value can't bias
+    the mean.
+
+    Returns:
+        tuple: ``(probability, threshold)`` with probability as float32 (N,).
+    """
+    prob = torch.zeros(scores.numel(), dtype=torch.float32)
+    num_seen = int(seen.sum())
+    if num_seen == 0 or ratio == 0 and policy != 'quantile':
+        return prob, math.nan
+    if policy == 'random':
+        prob[seen] = ratio
+        return prob, math.nan
+    # Low scores are well learned (paper); prune_high flips the side (Tab. 4).
+    signed = -scores if prune_high else scores
+    if policy == 'mean':
+        # float64 sum: a float32 sum of 10M values loses the low digits.
+        threshold = float(scores.double().masked_fill(~seen, 0).sum() /
+                          num_seen)
+        signed_thr = -threshold if prune_high else threshold
+        prob.masked_fill_(seen & (signed < signed_thr), ratio)
+        return prob, threshold
+    # 'quantile': buckets of increasing cut points, each with its own ratio.
+    # kthvalue is a selection, not a sort.
+    seen_signed = signed[seen]
+    assigned = ~seen
+    threshold = math.nan
+    for q, r in buckets:
+        k = max(1, min(num_seen, math.ceil(q * num_seen)))
+        cut = seen_signed.kthvalue(k).values
+        in_bucket = ~assigned & (signed <= cut)
+        prob.masked_fill_(in_bucket, r)
+        assigned |= in_bucket
+        threshold = float(-cut if prune_high else cut)
+    return prob, threshold
+
+
+def decide_pass(scores: torch.Tensor,
+                seen: torch.Tensor,
+                ratio: float,
+                generator: torch.Generator,
+                prune: bool = True,
+                policy: str = 'mean',
+                prune_high: bool = False,
+                buckets: Optional[Sequence[Sequence[float]]] = None,
+                rescale: bool = True,
+                shuffle: bool = True) -> PassDecision:
+    """Decide one pass: which samples train, in which order, with which weight.
+
+    Each candidate is dropped with its probability p; a survivor gets weight
+    ``1 / (1 - p)`` when ``rescale``, so ``E[kept * weight] = 1`` per sample.
+    With ``prune=False`` (first pass, annealing) the pass is the full data
+    and every weight is 1.
+    """
+    num_samples = scores.numel()
+    weights = torch.ones(num_samples, dtype=torch.float32)
+    threshold, num_candidates, num_pruned = math.nan, 0, 0
+    if prune:
+        prob, threshold = prune_probabilities(scores, seen, ratio, policy,
+                                              prune_high, buckets)
+        candidates = prob > 0
+        num_candidates = int(candidates.sum())
+        drop = torch.rand(num_samples, generator=generator) < prob
+        keep = ~drop
+        num_pruned = num_samples - int(keep.sum())
+        if rescale:
+            survivors = candidates & keep
+            weights[survivors] = 1.0 / (1.0 - prob[survivors])
+        indices = keep.nonzero().squeeze(1)
+    else:
+        indices = torch.arange(num_samples)
+    if shuffle:
+        indices = indices[torch.randperm(indices.numel(),
+                                         generator=generator)]
+    return PassDecision(indices, weights, threshold, num_candidates,
+                        num_pruned)
+
+
+def pad_for_ranks(indices: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Repeat the head of ``indices`` so every rank gets an equal share."""
+    total = math.ceil(indices.numel() / world_size) * world_size
+    if total == indices.numel():
+        return indices
+    repeats = math.ceil(total / indices.numel())
+    return indices.repeat(repeats)[:total]
+
+
+def rank_share(padded: torch.Tensor, rank: int,
+               world_size: int) -> torch.Tensor:
+    """The rank's interleaved slice, as in mmengine's DefaultSampler."""
+    return padded[rank::world_size]
