@@ -106,11 +106,8 @@ class InfoBatchLoss(nn.Module):
         if reduction == 'none':
             raise ValueError("InfoBatchLoss can't rescale with "
                              "reduction='none'; use 'mean' or 'sum'")
-        if (avg_factor is None and reduction == 'mean'
-                and getattr(self.loss, 'avg_non_ignore', False)
-                and ignore_index is not None):
-            # Same denominator as mmseg's cross_entropy with avg_non_ignore.
-            avg_factor = target.numel() - (target == ignore_index).sum().item()
+        if avg_factor is None and reduction == 'mean':
+            avg_factor = self._mean_denominator(target, ignore_index)
         shape = (num_images, ) + (1, ) * (per_element.dim() - 1)
         image_weights = self.batch_weights.to(
             device=per_element.device, dtype=per_element.dtype).view(shape)
@@ -119,6 +116,26 @@ class InfoBatchLoss(nn.Module):
             weight=image_weights,
             reduction=reduction,
             avg_factor=avg_factor)
+
+    def _mean_denominator(self, target: torch.Tensor,
+                          ignore_index: Optional[int]) -> Optional[float]:
+        """The denominator of mmseg's cross-entropy 'mean', which is not a
+        plain mean: all pixels, non-ignored pixels (``avg_non_ignore``) or
+        the summed class weights of the labels. None for other losses."""
+        if not hasattr(self.loss, 'avg_non_ignore'):
+            return None
+        valid = torch.ones_like(target, dtype=torch.bool) \
+            if ignore_index is None else target != ignore_index
+        class_weight = getattr(self.loss, 'class_weight', None)
+        if class_weight is None:
+            if self.loss.avg_non_ignore:
+                return valid.sum().item()
+            return target.numel()
+        class_weight = target.new_tensor(class_weight, dtype=torch.float)
+        label_weights = class_weight[torch.where(valid, target, 0)]
+        if self.loss.avg_non_ignore:
+            label_weights = label_weights * valid
+        return label_weights.sum()
 
     def _add_scores(self, values: torch.Tensor, target: torch.Tensor,
                     ignore_index: Optional[int]) -> None:

@@ -1,0 +1,143 @@
+import math
+
+import pytest
+import torch
+
+from mmseg_infobatch.pruning import (decide_pass, pad_for_ranks,
+                                     prune_probabilities, rank_share,
+                                     validate_policy)
+
+
+def _scores(n=1000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, generator=g) ** 3, torch.ones(n, dtype=torch.bool)
+
+
+def _monte_carlo_kept_weight(trials=4000, **kwargs):
+    scores, seen = _scores(200)
+    total = torch.zeros(200, dtype=torch.float64)
+    for t in range(trials):
+        g = torch.Generator().manual_seed(t)
+        d = decide_pass(scores, seen, generator=g, shuffle=False, **kwargs)
+        kept = torch.zeros(200, dtype=torch.float64)
+        kept[d.indices] = 1
+        total += kept * d.weights.double()
+    return total / trials
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(ratio=0.5),
+    dict(ratio=0.8),
+    dict(ratio=0.5, prune_high=True),
+    dict(ratio=0.0, policy='quantile', buckets=[(0.3, 0.8), (0.7, 0.4)]),
+    dict(ratio=0.3, policy='random'),
+])
+def test_unbiased_kept_times_weight_is_one_per_sample(kwargs):
+    mean = _monte_carlo_kept_weight(**kwargs)
+    # Per-sample standard error is at most sqrt(r/(1-r)/trials) ~ 0.032.
+    assert torch.allclose(mean, torch.ones_like(mean), atol=0.13), mean
+    assert abs(float(mean.mean()) - 1) < 0.01
+
+
+def test_no_rescale_is_biased_by_design():
+    mean = _monte_carlo_kept_weight(ratio=0.5, rescale=False)
+    assert float(mean.min()) < 0.7
+
+
+def test_mean_policy_prunes_only_below_mean_with_exact_weights():
+    scores, seen = _scores()
+    d = decide_pass(scores, seen, 0.5, torch.Generator().manual_seed(0))
+    mean = float(scores.double().mean())
+    assert d.threshold == pytest.approx(mean)
+    kept = torch.zeros(1000, dtype=torch.bool)
+    kept[d.indices] = True
+    assert kept[scores >= mean].all()
+    below = scores < mean
+    assert d.num_candidates == int(below.sum())
+    assert d.num_pruned == int((~kept).sum()) > 0
+    assert torch.equal(d.weights[kept & below],
+                       torch.full_like(d.weights[kept & below], 2.0))
+    assert (d.weights[~below] == 1).all()
+    assert len(set(d.indices.tolist())) == d.indices.numel()
+
+
+def test_unseen_samples_are_never_pruned_nor_in_threshold():
+    scores, seen = _scores()
+    seen[:500] = False
+    scores[:500] = 100.0  # a stale value must not move the mean
+    d = decide_pass(scores, seen, 0.9, torch.Generator().manual_seed(0))
+    assert d.threshold == pytest.approx(float(scores[500:].double().mean()))
+    assert set(range(500)) <= set(d.indices.tolist())
+
+
+def test_first_pass_full_when_nothing_scored():
+    scores = torch.zeros(50)
+    seen = torch.zeros(50, dtype=torch.bool)
+    d = decide_pass(scores, seen, 0.5, torch.Generator().manual_seed(0))
+    assert sorted(d.indices.tolist()) == list(range(50))
+    assert (d.weights == 1).all() and d.num_pruned == 0
+
+
+def test_prune_false_is_full_pass_with_unit_weights():
+    scores, seen = _scores()
+    d = decide_pass(scores, seen, 0.5, torch.Generator(), prune=False)
+    assert sorted(d.indices.tolist()) == list(range(1000))
+    assert (d.weights == 1).all()
+
+
+def test_quantile_buckets_assign_their_own_probability():
+    scores = torch.arange(100, dtype=torch.float32)
+    seen = torch.ones(100, dtype=torch.bool)
+    prob, _ = prune_probabilities(scores, seen, 0.0, 'quantile', False,
+                                  [(0.3, 0.8), (0.7, 0.4)])
+    assert (prob[:30] == 0.8).all()
+    assert (prob[30:70] == 0.4).all()
+    assert (prob[70:] == 0).all()
+    prob, _ = prune_probabilities(scores, seen, 0.0, 'quantile', True,
+                                  [(0.3, 0.8)])
+    assert (prob[70:] == 0.8).all() and (prob[:70] == 0).all()
+
+
+def test_decision_is_deterministic_and_leaves_global_rng_alone():
+    scores, seen = _scores()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = decide_pass(scores, seen, 0.5, torch.Generator().manual_seed(7))
+    assert torch.equal(torch.get_rng_state(), before)
+    b = decide_pass(scores, seen, 0.5, torch.Generator().manual_seed(7))
+    assert torch.equal(a.indices, b.indices)
+    assert torch.equal(a.weights, b.weights)
+
+
+def test_rank_shares_are_equal_disjoint_and_cover():
+    indices = torch.randperm(103)
+    world = 4
+    padded = pad_for_ranks(indices, world)
+    assert padded.numel() == 104
+    shares = [rank_share(padded, r, world) for r in range(world)]
+    assert {s.numel() for s in shares} == {26}
+    assert set(torch.cat(shares).tolist()) == set(indices.tolist())
+    # Only the padding repeats, and it repeats the head of the list.
+    assert torch.equal(padded[:103], indices)
+    assert padded[103] == indices[0]
+
+
+@pytest.mark.parametrize('policy,ratio,buckets,match', [
+    ('mean', 1.0, None, r'must be in \[0, 1\), but got 1.0'),
+    ('mean', -0.1, None, 'but got -0.1'),
+    ('median', 0.5, None, "one of .* but got 'median'"),
+    ('quantile', 0.5, None, 'needs buckets'),
+    ('quantile', 0.5, [(0.5, 0.2), (0.4, 0.1)], 'must increase'),
+    ('quantile', 0.5, [(0.5, 1.0)], r'must be in \[0, 1\)'),
+    ('mean', 0.5, [(0.5, 0.2)], "only used with policy='quantile'"),
+])
+def test_bad_policy_arguments_are_named(policy, ratio, buckets, match):
+    with pytest.raises(ValueError, match=match):
+        validate_policy(policy, ratio, buckets)
+
+
+def test_threshold_mean_is_exact_for_large_n():
+    scores = torch.full((2**25 + 3, ), 0.1)
+    seen = torch.ones_like(scores, dtype=torch.bool)
+    _, thr = prune_probabilities(scores, seen, 0.5)
+    assert math.isclose(thr, 0.1, rel_tol=1e-7)
