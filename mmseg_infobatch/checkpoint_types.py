@@ -6,7 +6,14 @@ non-tensor types (the message hub's HistoryBuffer, numpy arrays and scalars
 in logged values), so ``--resume`` fails. Rather than switch safe loading off
 for the whole process, we allow-list exactly those types; anything else in a
 checkpoint is still refused. InfoBatch's own state is plain tensors and ints.
+
+HistoryBuffer pickles its bound statistics methods as ``getattr(buffer,
+'mean')``, so ``getattr`` is allowed too. That stays safe: the weights-only
+unpickler still refuses to call anything that is not allow-listed, so getattr
+can only fetch attributes of objects it was already allowed to build.
 """
+import builtins
+
 import torch
 
 
@@ -20,8 +27,10 @@ def _mmengine_checkpoint_types() -> list:
     dtype_classes = [type(np.dtype(t)) for t in (
         'bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'float16',
         'float32', 'float64')]
-    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar
-            ] + dtype_classes
+    return [
+        HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar,
+        builtins.getattr
+    ] + dtype_classes
 
 
 def allow_mmengine_checkpoint_types() -> None:

@@ -125,6 +125,7 @@ class InfoBatchHook(Hook):
                 ', so not even one full batch per rank exists. Lower '
                 'train_dataloader.batch_size or use more data.')
         sampler.hook_attached = True
+        sampler.batch_size = batch_size
         self.sampler = sampler
         self.batch_size = batch_size
         self.full_batches = batches_per_pass(

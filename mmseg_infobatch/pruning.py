@@ -157,9 +157,11 @@ def decide_pass(scores: torch.Tensor,
                         num_pruned)
 
 
-def pad_for_ranks(indices: torch.Tensor, world_size: int) -> torch.Tensor:
-    """Repeat the head of ``indices`` so every rank gets an equal share."""
-    total = math.ceil(indices.numel() / world_size) * world_size
+def pad_to_multiple(indices: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Repeat the head of ``indices`` up to a multiple of ``multiple``: the
+    world size, so every rank gets an equal share, or world size x batch
+    size, so every batch is full."""
+    total = math.ceil(indices.numel() / multiple) * multiple
     if total == indices.numel():
         return indices
     repeats = math.ceil(total / indices.numel())

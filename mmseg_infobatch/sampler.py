@@ -8,7 +8,8 @@ from mmengine.logging import print_log
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from .pruning import decide_pass, pad_for_ranks, rank_share, validate_policy
+from .pruning import (decide_pass, pad_to_multiple, rank_share,
+                      validate_policy)
 
 
 @DATA_SAMPLERS.register_module()
@@ -73,8 +74,9 @@ class InfoBatchSampler(Sampler):
         self.scores = torch.zeros(self.num_samples, dtype=torch.float32)
         self.seen = torch.zeros(self.num_samples, dtype=torch.bool)
         self.weights = torch.ones(self.num_samples, dtype=torch.float32)
-        # Passes t >= prune_stop are full (annealing). The hook sets it.
+        # Passes t >= prune_stop are full (annealing). The hook sets both.
         self.prune_stop = math.inf
+        self.batch_size = 1
         self.hook_attached = False
         self.epoch = 0
         self.pass_idx = -1
@@ -138,7 +140,12 @@ class InfoBatchSampler(Sampler):
             shuffle=self.shuffle)
         # Fresh weights every pass: nothing leaks into annealing passes.
         self.weights = decision.weights
-        self.pass_indices = pad_for_ranks(decision.indices, self.world_size)
+        # A pruned pass has a random length: pad it to full batches, as
+        # mmseg's InfiniteSampler always gives, since a last batch of one
+        # image breaks BatchNorm. A full pass is padded like DefaultSampler.
+        multiple = self.world_size * (
+            self.batch_size if decision.num_pruned else 1)
+        self.pass_indices = pad_to_multiple(decision.indices, multiple)
         self.pass_stats = dict(
             threshold=decision.threshold,
             candidates=decision.num_candidates,

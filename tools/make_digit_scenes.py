@@ -11,14 +11,26 @@ def main(argv=None):
     parser.add_argument('--num-train', type=int, default=1000)
     parser.add_argument('--num-val', type=int, default=200)
     parser.add_argument('--size', type=int, default=64)
+    parser.add_argument(
+        '--digit-size',
+        type=int,
+        nargs=2,
+        default=(24, 40),
+        metavar=('MIN', 'MAX'),
+        help='side of an upscaled digit in pixels, drawn from [MIN, MAX]')
+    parser.add_argument('--max-digits', type=int, default=2)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     start = time.time()
+    # Every setting is passed explicitly, so that data made with other
+    # settings (or older defaults) is regenerated rather than reused.
     meta = ensure_digit_scenes(
         args.root,
         num_train=args.num_train,
         num_val=args.num_val,
         size=args.size,
+        digit_size=tuple(args.digit_size),
+        max_digits=args.max_digits,
         seed=args.seed)
     print(f'digit scenes ready in {args.root} ({meta["num_train"]} train, '
           f'{meta["num_val"]} val, {meta["size"]}px) after '

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mmseg_infobatch.pruning import (decide_pass, pad_for_ranks,
+from mmseg_infobatch.pruning import (decide_pass, pad_to_multiple,
                                      prune_probabilities, rank_share,
                                      validate_policy)
 
@@ -112,7 +112,7 @@ def test_decision_is_deterministic_and_leaves_global_rng_alone():
 def test_rank_shares_are_equal_disjoint_and_cover():
     indices = torch.randperm(103)
     world = 4
-    padded = pad_for_ranks(indices, world)
+    padded = pad_to_multiple(indices, world)
     assert padded.numel() == 104
     shares = [rank_share(padded, r, world) for r in range(world)]
     assert {s.numel() for s in shares} == {26}
@@ -120,6 +120,9 @@ def test_rank_shares_are_equal_disjoint_and_cover():
     # Only the padding repeats, and it repeats the head of the list.
     assert torch.equal(padded[:103], indices)
     assert padded[103] == indices[0]
+    # Padding to world x batch repeats the head as often as needed.
+    padded = pad_to_multiple(torch.arange(3), 8)
+    assert padded.tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
 
 
 @pytest.mark.parametrize('policy,ratio,buckets,match', [

@@ -20,15 +20,20 @@ def _score_all(sampler, seed=0):
                           torch.rand(sampler.num_samples, generator=g))
 
 
-def test_first_pass_full_then_prunes():
-    s = _sampler(100)
+def test_first_pass_full_then_prunes_into_full_batches():
+    s = _sampler(100, rank=1, world=2)
+    s.batch_size = 8
     first = list(iter(s))
-    assert sorted(first) == list(range(100)) and s.pass_idx == 0
+    assert sorted(first) == list(range(1, 100, 2)) or len(first) == 50
+    assert s.pass_idx == 0 and s.pass_indices.numel() == 100
     _score_all(s)
     second = list(iter(s))
     assert s.pass_idx == 1
-    assert len(second) == len(s) < 100
-    assert s.pass_stats['pruned'] == 100 - len(second)
+    assert len(second) == len(s) < 50
+    kept = 100 - s.pass_stats['pruned']
+    # Padded to whole batches on every rank: world 2 x batch 8.
+    assert s.pass_indices.numel() == -(-kept // 16) * 16
+    assert set(s.pass_indices.tolist()) == set(s.pass_indices[:kept].tolist())
 
 
 def test_annealing_resets_weights_at_fractional_stop():

@@ -1,0 +1,102 @@
+"""Shared fixtures: tiny real datasets and in-process runners."""
+import math
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+DEMO_CONFIG = REPO / 'configs' / 'demo' / 'upernet_r18_digit_scenes_infobatch.py'
+sys.path.insert(0, str(TESTS))  # infobatch_recorder for custom_imports
+
+
+def make_ade_layout(root, num_train=12, num_val=2, size=(48, 64),
+                    num_classes=150, seed=0):
+    """Random images and labels in ADE20K's layout and file types."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    for split, count in (('training', num_train), ('validation', num_val)):
+        os.makedirs(root / 'images' / split, exist_ok=True)
+        os.makedirs(root / 'annotations' / split, exist_ok=True)
+        for i in range(count):
+            img = rng.integers(0, 255, size + (3, ), dtype=np.uint8)
+            label = rng.integers(0, num_classes + 1, size, dtype=np.uint8)
+            cv2.imwrite(str(root / 'images' / split / f'{i:04d}.jpg'), img)
+            cv2.imwrite(str(root / 'annotations' / split / f'{i:04d}.png'),
+                        label)
+    return root
+
+
+@pytest.fixture(scope='session')
+def ade_root(tmp_path_factory):
+    return make_ade_layout(tmp_path_factory.mktemp('ade'))
+
+
+@pytest.fixture(scope='session')
+def digit_root(tmp_path_factory):
+    from mmseg_infobatch.digit_scenes import generate_digit_scenes
+    root = tmp_path_factory.mktemp('digits')
+    generate_digit_scenes(str(root), num_train=40, num_val=8, seed=0)
+    return root
+
+
+def unique_names(cfg):
+    """mmengine keys loggers and visualizers by name: keep runs apart."""
+    tag = uuid.uuid4().hex[:8]
+    cfg.experiment_name = f'test_{tag}'
+    cfg.visualizer.name = f'vis_{tag}'
+    return cfg
+
+
+def demo_config(work_dir, data_root, passes=3, batch_size=4, num_train=40,
+                ratio=0.5, delta=0.875, record=True, **options):
+    """The demo config shrunk to a few seconds on CPU."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(DEMO_CONFIG))
+    full_batches = math.ceil(num_train / batch_size)
+    max_iters = int(passes * full_batches)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader,
+                   cfg.test_dataloader):
+        loader.dataset.data_root = str(data_root)
+    cfg.train_dataloader.batch_size = batch_size
+    cfg.train_dataloader.sampler.ratio = ratio
+    cfg.train_dataloader.sampler.seed = 0
+    cfg.custom_hooks = [dict(type='InfoBatchHook', delta=delta)]
+    if record:
+        import infobatch_recorder  # noqa: F401  (custom_imports run at load)
+        cfg.custom_imports.imports = ['mmseg_infobatch', 'infobatch_recorder']
+        cfg.custom_hooks.append(
+            dict(type='InfoBatchRecorderHook',
+                 out_file=str(Path(work_dir) / 'record_rank{rank}.pth')))
+    cfg.train_cfg = dict(
+        type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10**6)
+    cfg.param_scheduler = [
+        dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters,
+             by_epoch=False)
+    ]
+    cfg.optim_wrapper.optimizer.lr = 1e-2
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', by_epoch=False, interval=max_iters)
+    cfg.log_level = 'INFO'
+    cfg.work_dir = str(work_dir)
+    cfg.merge_from_dict(options)
+    return unique_names(cfg)
+
+
+def run_config(cfg, train=True):
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg)
+    if train:
+        runner.train()
+    return runner
+
+
+def load_record(work_dir, rank=0):
+    import torch
+    return torch.load(Path(work_dir) / f'record_rank{rank}.pth',
+                      weights_only=True)

@@ -1,0 +1,60 @@
+"""Test-only hook: records InfoBatch's decisions, weights and schedule.
+
+Imported through ``custom_imports`` by the tests; one file per rank.
+"""
+import torch
+from mmengine.dist import get_dist_info
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+from mmseg_infobatch import InfoBatchHook
+
+
+@HOOKS.register_module()
+class InfoBatchRecorderHook(Hook):
+    # After InfoBatchHook (LOW), so the pass it begins is already set up.
+    priority = 'VERY_LOW'
+
+    def __init__(self, out_file):
+        self.out_file = out_file
+        self.passes = []
+        self.iters = []
+        self.last_pass = None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
+        sampler = hook.sampler
+        if sampler.pass_idx != self.last_pass:
+            self.last_pass = sampler.pass_idx
+            self.passes.append(dict(
+                pass_idx=sampler.pass_idx,
+                start_iter=runner.iter,
+                position=hook.position,
+                pass_indices=sampler.pass_indices.clone(),
+                rank_indices=sampler.rank_indices().clone(),
+                weights=sampler.weights.clone(),
+                scores=sampler.scores.clone(),
+                seen=sampler.seen.clone(),
+                prunes=sampler.prunes_now))
+        self.iters.append([
+            runner.iter, hook.virtual_iter, runner.optim_wrapper.get_lr()
+            ['lr'][0], sampler.pass_idx, hook.position
+        ])
+        self._batch = hook._batch_indices.clone()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.iters[-1].append(self._batch.tolist())
+
+    def after_train(self, runner):
+        hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
+        rank, _ = get_dist_info()
+        torch.save(
+            dict(passes=self.passes,
+                 iters=[i[:5] for i in self.iters],
+                 batches=[i[5] for i in self.iters],
+                 final_scores=hook.sampler.scores.clone(),
+                 final_seen=hook.sampler.seen.clone(),
+                 final_iter=runner.iter,
+                 final_lr=runner.optim_wrapper.get_lr()['lr'][0]),
+            self.out_file.format(rank=rank))
