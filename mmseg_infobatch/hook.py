@@ -256,13 +256,13 @@ class InfoBatchHook(Hook):
             self.offset = resumed_iter
             return
         hook = state['hook']
+        self.sampler.load_state_dict(state['sampler'])
         if hook['full_batches'] != self.full_batches:
             raise ValueError(
                 'The checkpoint was made with '
                 f"{hook['full_batches']} iterations per full pass, but this "
                 f'run has {self.full_batches}: resume with the same dataset, '
                 'batch size and number of processes.')
-        self.sampler.load_state_dict(state['sampler'])
         self.pass_idx = int(hook['pass_idx'])
         self.position = int(hook['position'])
         self.pass_start_iter = int(hook['pass_start_iter'])

@@ -53,11 +53,12 @@ def unique_names(cfg):
 
 
 def demo_config(work_dir, data_root, passes=3, batch_size=4, num_train=40,
-                ratio=0.5, delta=0.875, record=True, **options):
+                ratio=0.5, delta=0.875, record=True, world_size=1,
+                **options):
     """The demo config shrunk to a few seconds on CPU."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(DEMO_CONFIG))
-    full_batches = math.ceil(num_train / batch_size)
+    full_batches = math.ceil(math.ceil(num_train / world_size) / batch_size)
     max_iters = int(passes * full_batches)
     for loader in (cfg.train_dataloader, cfg.val_dataloader,
                    cfg.test_dataloader):
@@ -100,3 +101,31 @@ def load_record(work_dir, rank=0):
     import torch
     return torch.load(Path(work_dir) / f'record_rank{rank}.pth',
                       weights_only=True)
+
+
+def train_subprocess(cfg, config_file, *args, nproc=1, expect_rc=0,
+                     timeout=600):
+    """Run tools/train.py on a dumped config (torchrun when nproc > 1)."""
+    import socket
+    import subprocess
+    cfg.dump(str(config_file))
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
+               OMP_NUM_THREADS='1')
+    train_py = str(REPO / 'tools' / 'train.py')
+    if nproc > 1:
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, '-m', 'torch.distributed.run',
+               f'--nproc_per_node={nproc}', f'--master_port={port}',
+               '--master_addr=127.0.0.1', train_py, str(config_file),
+               '--launcher', 'pytorch']
+    else:
+        cmd = [sys.executable, train_py, str(config_file)]
+    result = subprocess.run(cmd + list(args), capture_output=True, text=True,
+                            cwd=REPO, env=env, timeout=timeout)
+    assert result.returncode == expect_rc, (
+        f'exit {result.returncode}\nSTDERR:\n{result.stderr[-6000:]}'
+        f'\nSTDOUT:\n{result.stdout[-2000:]}')
+    return result
