@@ -94,8 +94,8 @@ def _scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray,
 def generate_digit_scenes(root: str,
                           num_train: int = 1000,
                           num_val: int = 200,
-                          size: int = 64,
-                          digit_size: Tuple[int, int] = (24, 40),
+                          size: int = 32,
+                          digit_size: Tuple[int, int] = (16, 26),
                           max_digits: int = 2,
                           seed: int = 0) -> dict:
     """Write digit scenes under ``root``; the same seed gives the same bytes.

@@ -88,14 +88,17 @@ class InfoBatchHook(Hook):
         loop = runner.train_loop
         dataloader = loop.dataloader
         sampler = getattr(dataloader, 'sampler', None)
+        batch_sampler = getattr(dataloader, 'batch_sampler', None)
+        if isinstance(getattr(batch_sampler, 'sampler', None),
+                      InfoBatchSampler):
+            sampler = batch_sampler.sampler  # under a custom batch_sampler
         if not isinstance(sampler, InfoBatchSampler):
             raise TypeError(
                 'InfoBatchHook needs train_dataloader to use InfoBatchSampler, '
                 f'but it uses {type(sampler).__name__}. Add to the config:'
                 f'{CONFIG_HINT}')
-        batch_sampler = getattr(dataloader, 'batch_sampler', None)
         if type(batch_sampler) is not BatchSampler or \
-                batch_sampler.sampler is not sampler:
+                dataloader.sampler is not sampler:
             raise TypeError(
                 'InfoBatch finds each batch\'s sample indices from the '
                 'sampler\'s pass order, which needs the default torch '

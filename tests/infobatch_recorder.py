@@ -19,6 +19,7 @@ class InfoBatchRecorderHook(Hook):
         self.out_file = out_file
         self.passes = []
         self.iters = []
+        self.img_paths = []
         self.last_pass = None
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
@@ -41,6 +42,8 @@ class InfoBatchRecorderHook(Hook):
             ['lr'][0], sampler.pass_idx, hook.position
         ])
         self._batch = hook._batch_indices.clone()
+        self.img_paths.append(
+            [s.metainfo['img_path'] for s in data_batch['data_samples']])
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
@@ -53,6 +56,7 @@ class InfoBatchRecorderHook(Hook):
             dict(passes=self.passes,
                  iters=[i[:5] for i in self.iters],
                  batches=[i[5] for i in self.iters],
+                 img_paths=self.img_paths,
                  final_scores=hook.sampler.scores.clone(),
                  final_seen=hook.sampler.seen.clone(),
                  final_iter=runner.iter,

@@ -10,12 +10,12 @@ def main(argv=None):
     parser.add_argument('root', nargs='?', default='data/digit_scenes')
     parser.add_argument('--num-train', type=int, default=1000)
     parser.add_argument('--num-val', type=int, default=200)
-    parser.add_argument('--size', type=int, default=64)
+    parser.add_argument('--size', type=int, default=32)
     parser.add_argument(
         '--digit-size',
         type=int,
         nargs=2,
-        default=(24, 40),
+        default=(16, 26),
         metavar=('MIN', 'MAX'),
         help='side of an upscaled digit in pixels, drawn from [MIN, MAX]')
     parser.add_argument('--max-digits', type=int, default=2)

@@ -1,13 +1,15 @@
 # The embedded demo: UperNet on a slim ResNet-18, trained from scratch on
-# digit scenes (64x64, 11 classes) with InfoBatch. Runs on CPU in minutes.
+# digit scenes (32x32, 1-2 digits of 16-26 px, 11 classes) with InfoBatch.
+# Full-data training converges (val mIoU plateaus near 90) in about 1,800
+# iterations, a few minutes on a 2-core CPU; see tools/run_study.py.
 # Generate the data first: python tools/make_digit_scenes.py data/digit_scenes
 _base_ = ['mmseg::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
 
 data_root = 'data/digit_scenes'
-crop_size = (64, 64)
+crop_size = (32, 32)
 num_classes = 11
-passes = 12  # full-data passes the schedule is sized for
+passes = 28  # full-data passes the schedule is sized for
 batch_size = 16
 iters_per_pass = 63  # ceil(1000 training scenes / batch 16)
 
@@ -108,13 +110,19 @@ max_iters = passes * iters_per_pass
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=3e-3, weight_decay=1e-4))
+warmup_iters = 100
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, begin=0, end=30, by_epoch=False),
+    dict(
+        type='LinearLR',
+        start_factor=0.1,
+        begin=0,
+        end=warmup_iters,
+        by_epoch=False),
     dict(
         type='PolyLR',
         eta_min=1e-5,
         power=0.9,
-        begin=30,
+        begin=warmup_iters,
         end=max_iters,
         by_epoch=False)
 ]

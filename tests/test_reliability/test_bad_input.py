@@ -1,0 +1,199 @@
+"""Every bad input gets a clear error or warning that names the fix."""
+import logging
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+import torch
+from conftest import demo_config, run_config
+from mmengine.runner import Runner
+from torch.utils.data import BatchSampler, DataLoader
+
+from mmseg_infobatch import InfoBatchHook, InfoBatchLoss, InfoBatchSampler
+
+PLAIN_CE = dict(type='CrossEntropyLoss', loss_weight=1.0)
+
+
+@pytest.mark.parametrize('delta', [0, -0.5, 1.5, 'x'])
+def test_delta_outside_range(delta):
+    with pytest.raises(ValueError, match=r'delta .* must be in \(0, 1\]'):
+        InfoBatchHook(delta=delta)
+
+
+class _Model(torch.nn.Module):
+
+    def __init__(self, decode, aux=None):
+        super().__init__()
+        self.decode_head = torch.nn.Module()
+        self.decode_head.loss_decode = decode
+        if aux is not None:
+            self.auxiliary_head = torch.nn.Module()
+            self.auxiliary_head.loss_decode = aux
+
+
+def _fake_runner(model, sampler=None, dataset_len=20, batch_size=4,
+                 batch_sampler=None):
+    dataset = list(range(dataset_len))
+    if sampler is None:
+        sampler = InfoBatchSampler(dataset, seed=0)
+    if batch_sampler is not None:
+        loader = DataLoader(dataset, batch_sampler=batch_sampler)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+    return SimpleNamespace(
+        train_loop=SimpleNamespace(dataloader=loader), model=model,
+        logger=logging.getLogger('test_bad_input'))
+
+
+def _wrapped():
+    return InfoBatchLoss(loss=PLAIN_CE)
+
+
+def _plain():
+    from mmseg.registry import MODELS
+    return MODELS.build(PLAIN_CE)
+
+
+def test_hook_without_sampler():
+    from torch.utils.data import SequentialSampler
+    runner = _fake_runner(_Model(_wrapped()),
+                          sampler=SequentialSampler(range(20)))
+    with pytest.raises(TypeError, match="(?s)uses SequentialSampler.*"
+                       "sampler=dict\\(type='InfoBatchSampler'"):
+        InfoBatchHook().before_run(runner)
+
+
+def test_no_loss_wrapped():
+    runner = _fake_runner(_Model(_plain(), _plain()))
+    with pytest.raises(TypeError, match="(?s)no InfoBatchLoss.*"
+                       "type='InfoBatchLoss'"):
+        InfoBatchHook().before_run(runner)
+
+
+def test_only_some_heads_wrapped_warns(caplog):
+    runner = _fake_runner(_Model(_wrapped(), _plain()))
+    with caplog.at_level(logging.WARNING, logger='test_bad_input'):
+        InfoBatchHook().before_run(runner)
+    assert 'auxiliary_head.loss_decode.loss_ce' in caplog.text or \
+        'auxiliary_head.loss_ce' in caplog.text
+    assert 'biases the gradient' in caplog.text
+
+
+def test_custom_batch_sampler_cannot_carry_indices():
+
+    class MyBatchSampler(BatchSampler):
+        pass
+
+    dataset = list(range(20))
+    sampler = InfoBatchSampler(dataset, seed=0)
+    runner = _fake_runner(_Model(_wrapped()), sampler=sampler,
+                          batch_sampler=MyBatchSampler(sampler, 4, False))
+    runner.train_loop.dataloader.sampler  # the loader keeps our sampler
+    with pytest.raises(TypeError, match='needs the default torch '
+                       'BatchSampler.*MyBatchSampler'):
+        InfoBatchHook().before_run(runner)
+
+
+def test_dataset_smaller_than_world_times_batch():
+    runner = _fake_runner(_Model(_wrapped()), dataset_len=6, batch_size=4)
+    with mock.patch('mmseg_infobatch.hook.get_dist_info',
+                    return_value=(0, 2)):
+        with pytest.raises(ValueError, match='6 samples, fewer than world '
+                           'size x batch size = 2 x 4'):
+            InfoBatchHook().before_run(runner)
+
+
+def test_batch_mismatch_is_caught():
+    dataset = list(range(20))
+    sampler = InfoBatchSampler(dataset, seed=0)
+    runner = _fake_runner(_Model(_wrapped()), sampler=sampler)
+    hook = InfoBatchHook()
+    hook.before_run(runner)
+    list(iter(sampler))
+    hook.pass_idx = 0
+    with pytest.raises(RuntimeError, match='expected 4 images.*has 3'):
+        hook.before_train_iter(runner, 0, dict(inputs=[0, 1, 2]))
+
+
+def test_nonfinite_and_empty_images_never_enter_scores(tmp_path, digit_root):
+    """NaN, inf and no-valid-pixel scores are skipped and counted."""
+    dataset = list(range(8))
+    sampler = InfoBatchSampler(dataset, seed=0)
+    loss = _wrapped()
+    runner = _fake_runner(_Model(loss), sampler=sampler)
+    runner.param_schedulers = None
+    hook = InfoBatchHook()
+    hook.before_run(runner)
+    list(iter(sampler))
+    hook.pass_idx, hook.pass_batches = 0, 2
+    hook.before_train_iter(runner, 0, dict(inputs=[0] * 4))
+    loss._scores = torch.tensor([1.0, float('nan'), float('inf'), 3.0])
+    hook.after_train_iter(runner, 0)
+    batch = hook._batch_indices
+    assert sampler.seen[batch].tolist() == [True, False, False, True]
+    assert torch.isfinite(sampler.scores).all()
+    assert hook.num_unscored == 2
+
+
+def test_sampler_without_hook_fails_at_first_pass_end(tmp_path, digit_root):
+    cfg = demo_config(tmp_path, digit_root, passes=2, record=False)
+    cfg.custom_hooks = []
+    with pytest.raises(RuntimeError, match="(?s)has no InfoBatchHook.*"
+                       "custom_hooks = \\[dict\\(type='InfoBatchHook'\\)\\]"):
+        run_config(cfg)
+
+
+def test_cfg_option_typos_are_named(tmp_path, digit_root):
+    cfg = demo_config(tmp_path, digit_root, record=False)
+    cfg.merge_from_dict({'train_dataloader.sampler.ratoi': 0.3})
+    with pytest.raises(TypeError, match='ratoi'):
+        run_config(cfg)
+    cfg = demo_config(tmp_path, digit_root, record=False)
+    cfg.merge_from_dict({'custom_hooks.0.detla': 0.5})
+    with pytest.raises(TypeError, match='detla'):
+        run_config(cfg, train=False)
+    cfg = demo_config(tmp_path, digit_root, record=False)
+    cfg.merge_from_dict({'model.decode_head.loss_decode.los': PLAIN_CE})
+    with pytest.raises(TypeError, match="InfoBatchLoss got arguments "
+                       "\\['los'\\]"):
+        run_config(cfg, train=False)
+
+
+def _plain_config(work_dir, digit_root, passes=1):
+    cfg = demo_config(work_dir, digit_root, passes=passes, record=False)
+    cfg.custom_hooks = []
+    cfg.train_dataloader.sampler = dict(type='DefaultSampler', shuffle=True)
+    cfg.model.decode_head.loss_decode = PLAIN_CE
+    cfg.model.auxiliary_head.loss_decode = dict(PLAIN_CE, loss_weight=0.4)
+    return cfg
+
+
+def test_resume_without_infobatch_state_starts_fresh(tmp_path, digit_root,
+                                                     caplog):
+    run_config(_plain_config(tmp_path, digit_root, passes=1))  # iter_10
+    cfg = demo_config(tmp_path, digit_root, passes=4, record=False)
+    cfg.resume = True
+    runner = run_config(cfg)
+    log = next(tmp_path.glob('*/*.log'))
+    text = ''.join(p.read_text() for p in tmp_path.glob('*/*.log'))
+    assert 'without InfoBatch state: InfoBatch starts fresh' in text
+    hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
+    assert hook.offset == 10
+    assert hook.history[0][1] == 10  # its first pass starts at the resume
+    assert hook.history[0][3] == 0  # and is full
+    assert runner.iter < 40
+    assert log.exists()
+
+
+def test_resume_with_other_dataset_size(tmp_path, digit_root,
+                                        tmp_path_factory):
+    from mmseg_infobatch.digit_scenes import generate_digit_scenes
+    run_config(demo_config(tmp_path, digit_root, passes=1, record=False))
+    other = tmp_path_factory.mktemp('digits44')
+    generate_digit_scenes(str(other), num_train=44, num_val=4, seed=0)
+    cfg = demo_config(tmp_path, other, passes=2, num_train=44,
+                      record=False)
+    cfg.resume = True
+    with pytest.raises(ValueError, match='dataset of 40 samples, but the '
+                       'train dataset has 44.*load_from'):
+        run_config(cfg)
