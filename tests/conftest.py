@@ -5,30 +5,14 @@ import sys
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from mmseg_infobatch.testing import make_ade_layout
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 DEMO_CONFIG = REPO / 'configs' / 'demo' / 'upernet_r18_digit_scenes_infobatch.py'
 sys.path.insert(0, str(TESTS))  # infobatch_recorder for custom_imports
-
-
-def make_ade_layout(root, num_train=12, num_val=2, size=(48, 64),
-                    num_classes=150, seed=0):
-    """Random images and labels in ADE20K's layout and file types."""
-    import cv2
-    rng = np.random.default_rng(seed)
-    for split, count in (('training', num_train), ('validation', num_val)):
-        os.makedirs(root / 'images' / split, exist_ok=True)
-        os.makedirs(root / 'annotations' / split, exist_ok=True)
-        for i in range(count):
-            img = rng.integers(0, 255, size + (3, ), dtype=np.uint8)
-            label = rng.integers(0, num_classes + 1, size, dtype=np.uint8)
-            cv2.imwrite(str(root / 'images' / split / f'{i:04d}.jpg'), img)
-            cv2.imwrite(str(root / 'annotations' / split / f'{i:04d}.png'),
-                        label)
-    return root
 
 
 @pytest.fixture(scope='session')
