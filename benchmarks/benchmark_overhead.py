@@ -70,6 +70,10 @@ def time_median(fn, repeats, *args):
 
 
 def bench_decisions(sizes, repeats):
+    # One thread: the setting under torchrun (OMP_NUM_THREADS=1), and the
+    # only stable one on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     print(f'\n## Pass decision (world {WORLD}, batch {BATCH}, median of '
           f'{repeats}, {torch.get_num_threads()} threads)\n')
     print('| N | InfoBatch (ours) | sort reference | official-style '
@@ -88,6 +92,7 @@ def bench_decisions(sizes, repeats):
         rows.append((n, *cells))
         print(f'| {n:,} | {cells[0]:.1f} ms | {cells[1]:.1f} ms | '
               f'{cells[2]:.1f} ms | {cells[1] / cells[0]:.1f}x |')
+    torch.set_num_threads(threads)
     return rows
 
 

@@ -85,22 +85,15 @@ def prune_probabilities(
     Returns:
         tuple: ``(probability, threshold)`` with probability as float32 (N,).
     """
+    if policy != 'quantile':
+        candidates, threshold = _candidates(scores, seen, ratio, policy,
+                                            prune_high)
+        return candidates.float() * ratio, threshold
     prob = torch.zeros(scores.numel(), dtype=torch.float32)
     num_seen = int(seen.sum())
-    if num_seen == 0 or ratio == 0 and policy != 'quantile':
+    if num_seen == 0:
         return prob, math.nan
-    if policy == 'random':
-        prob[seen] = ratio
-        return prob, math.nan
-    # Low scores are well learned (paper); prune_high flips the side (Tab. 4).
     signed = -scores if prune_high else scores
-    if policy == 'mean':
-        # float64 sum: a float32 sum of 10M values loses the low digits.
-        threshold = float(scores.double().masked_fill(~seen, 0).sum() /
-                          num_seen)
-        signed_thr = -threshold if prune_high else threshold
-        prob.masked_fill_(seen & (signed < signed_thr), ratio)
-        return prob, threshold
     # 'quantile': buckets of increasing cut points, each with its own ratio.
     # kthvalue is a selection, not a sort.
     seen_signed = signed[seen]
@@ -114,6 +107,27 @@ def prune_probabilities(
         assigned |= in_bucket
         threshold = float(-cut if prune_high else cut)
     return prob, threshold
+
+
+def _candidates(scores: torch.Tensor, seen: torch.Tensor, ratio: float,
+                policy: str, prune_high: bool) -> Tuple[torch.Tensor, float]:
+    """Samples eligible for pruning under 'mean' or 'random', and the
+    threshold. Unscored samples are never eligible."""
+    if ratio == 0:
+        return torch.zeros_like(seen), math.nan
+    if policy == 'random':
+        return seen.clone(), math.nan
+    num_seen = int(seen.sum())
+    if num_seen == 0:
+        return seen.clone(), math.nan
+    # float64 sum: a float32 sum of 10M values loses the low digits.
+    total = scores.sum(dtype=torch.float64) if num_seen == seen.numel() \
+        else scores.double().masked_fill(~seen, 0).sum()
+    threshold = float(total / num_seen)
+    # Low scores are well learned (paper); prune_high flips the side.
+    candidates = scores > threshold if prune_high else scores < threshold
+    candidates &= seen
+    return candidates, threshold
 
 
 def decide_pass(scores: torch.Tensor,
@@ -134,22 +148,32 @@ def decide_pass(scores: torch.Tensor,
     and every weight is 1.
     """
     num_samples = scores.numel()
-    weights = torch.ones(num_samples, dtype=torch.float32)
     threshold, num_candidates, num_pruned = math.nan, 0, 0
-    if prune:
+    if not prune:
+        weights = torch.ones(num_samples, dtype=torch.float32)
+        indices = torch.arange(num_samples)
+    elif policy == 'quantile':
         prob, threshold = prune_probabilities(scores, seen, ratio, policy,
                                               prune_high, buckets)
         candidates = prob > 0
-        num_candidates = int(candidates.sum())
-        drop = torch.rand(num_samples, generator=generator) < prob
-        keep = ~drop
-        num_pruned = num_samples - int(keep.sum())
+        keep = torch.rand(num_samples, generator=generator) >= prob
+        weights = torch.ones(num_samples, dtype=torch.float32)
         if rescale:
             survivors = candidates & keep
             weights[survivors] = 1.0 / (1.0 - prob[survivors])
-        indices = keep.nonzero().squeeze(1)
     else:
-        indices = torch.arange(num_samples)
+        # One drop probability for every candidate: boolean masks and one
+        # torch.where, the cheapest path at ImageNet scale.
+        candidates, threshold = _candidates(scores, seen, ratio, policy,
+                                            prune_high)
+        keep = ~(candidates & (torch.rand(num_samples, generator=generator)
+                               < ratio))
+        scale = 1.0 / (1.0 - ratio) if rescale else 1.0
+        weights = torch.where(candidates & keep, scale, 1.0)
+    if prune:
+        num_candidates = int(candidates.sum())
+        indices = keep.nonzero().squeeze(1)
+        num_pruned = num_samples - indices.numel()
     if shuffle:
         indices = indices[torch.randperm(indices.numel(),
                                          generator=generator)]
