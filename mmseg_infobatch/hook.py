@@ -84,7 +84,10 @@ class InfoBatchHook(Hook):
         self._batch_indices: Optional[torch.Tensor] = None
 
     # -- set-up ----------------------------------------------------------
-    def before_run(self, runner) -> None:
+    def check_setup(self, runner) -> None:
+        """Validate the whole set-up and say exactly what to add. Called in
+        before_train, not before_run: mmengine also calls before_run for
+        test-only runs, which have no train loop to check."""
         loop = runner.train_loop
         dataloader = loop.dataloader
         sampler = getattr(dataloader, 'sampler', None)
@@ -136,6 +139,7 @@ class InfoBatchHook(Hook):
             dataloader.drop_last)
 
     def before_train(self, runner) -> None:
+        self.check_setup(runner)
         loop = runner.train_loop
         iter_based = isinstance(loop, IterBasedTrainLoop)
         if iter_based:

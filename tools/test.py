@@ -3,8 +3,9 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
+from train import load_config  # tools/ is on sys.path when run as a script
 
 import mmseg_infobatch  # noqa: F401  registers components, safe loading
 from mmseg_infobatch.cpu_runtime import prepare_cpu_config
@@ -34,18 +35,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    for path in (args.config, args.checkpoint):
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'File not found: {path}')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'Checkpoint not found: {args.checkpoint}')
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
     cfg.load_from = args.checkpoint
     prepare_cpu_config(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)

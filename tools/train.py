@@ -44,18 +44,25 @@ def parse_args(argv=None):
     return args
 
 
-def build_config(args) -> Config:
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'Config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
+def load_config(config: str, cfg_options, work_dir, launcher) -> Config:
+    """Read a config and apply the command line, as mmseg's tools do."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'Config file not found: {config}')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+                                osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def build_config(args) -> Config:
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.type
         if optim_wrapper == 'AmpOptimWrapper':

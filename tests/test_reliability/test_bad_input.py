@@ -60,20 +60,20 @@ def test_hook_without_sampler():
                           sampler=SequentialSampler(range(20)))
     with pytest.raises(TypeError, match="(?s)uses SequentialSampler.*"
                        "sampler=dict\\(type='InfoBatchSampler'"):
-        InfoBatchHook().before_run(runner)
+        InfoBatchHook().check_setup(runner)
 
 
 def test_no_loss_wrapped():
     runner = _fake_runner(_Model(_plain(), _plain()))
     with pytest.raises(TypeError, match="(?s)no InfoBatchLoss.*"
                        "type='InfoBatchLoss'"):
-        InfoBatchHook().before_run(runner)
+        InfoBatchHook().check_setup(runner)
 
 
 def test_only_some_heads_wrapped_warns(caplog):
     runner = _fake_runner(_Model(_wrapped(), _plain()))
     with caplog.at_level(logging.WARNING, logger='test_bad_input'):
-        InfoBatchHook().before_run(runner)
+        InfoBatchHook().check_setup(runner)
     assert 'auxiliary_head.loss_decode.loss_ce' in caplog.text or \
         'auxiliary_head.loss_ce' in caplog.text
     assert 'biases the gradient' in caplog.text
@@ -91,7 +91,7 @@ def test_custom_batch_sampler_cannot_carry_indices():
     runner.train_loop.dataloader.sampler  # the loader keeps our sampler
     with pytest.raises(TypeError, match='needs the default torch '
                        'BatchSampler.*MyBatchSampler'):
-        InfoBatchHook().before_run(runner)
+        InfoBatchHook().check_setup(runner)
 
 
 def test_dataset_smaller_than_world_times_batch():
@@ -100,7 +100,7 @@ def test_dataset_smaller_than_world_times_batch():
                     return_value=(0, 2)):
         with pytest.raises(ValueError, match='6 samples, fewer than world '
                            'size x batch size = 2 x 4'):
-            InfoBatchHook().before_run(runner)
+            InfoBatchHook().check_setup(runner)
 
 
 def test_batch_mismatch_is_caught():
@@ -108,7 +108,7 @@ def test_batch_mismatch_is_caught():
     sampler = InfoBatchSampler(dataset, seed=0)
     runner = _fake_runner(_Model(_wrapped()), sampler=sampler)
     hook = InfoBatchHook()
-    hook.before_run(runner)
+    hook.check_setup(runner)
     list(iter(sampler))
     hook.pass_idx = 0
     with pytest.raises(RuntimeError, match='expected 4 images.*has 3'):
@@ -123,7 +123,7 @@ def test_nonfinite_and_empty_images_never_enter_scores(tmp_path, digit_root):
     runner = _fake_runner(_Model(loss), sampler=sampler)
     runner.param_schedulers = None
     hook = InfoBatchHook()
-    hook.before_run(runner)
+    hook.check_setup(runner)
     list(iter(sampler))
     hook.pass_idx, hook.pass_batches = 0, 2
     hook.before_train_iter(runner, 0, dict(inputs=[0] * 4))

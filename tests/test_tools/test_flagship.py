@@ -4,6 +4,9 @@ import re
 import subprocess
 import sys
 
+from pathlib import Path
+
+import mmseg
 import pytest
 import torch
 from conftest import REPO
@@ -98,6 +101,35 @@ def test_flagship_resume_continues(flagship_run, ade_root):
                                rtol=0, atol=0, equal_nan=True)
 
 
+def _unscoped(node):
+    if isinstance(node, dict):
+        return {k: _unscoped(v) for k, v in node.items() if k != '_scope_'}
+    if isinstance(node, (list, tuple)):
+        return [_unscoped(v) for v in node]
+    return node
+
+
+def test_test_tool_evaluates_a_checkpoint(flagship_run, ade_root, tmp_path):
+    work_dir, _ = flagship_run
+    checkpoint = work_dir / 'iter_8.pth'
+    cmd = [
+        sys.executable, str(REPO / 'tools' / 'test.py'), str(FLAGSHIP),
+        str(checkpoint), '--work-dir', str(tmp_path), '--cfg-options',
+        'model.pretrained=None', f'test_dataloader.dataset.data_root={ade_root}',
+        'test_dataloader.num_workers=0',
+        'test_dataloader.persistent_workers=False',
+        'test_dataloader.dataset.pipeline.1.scale=(128,64)'
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r'Iter\(test\) \[\d+/\d+\].*mIoU: \d', result.stdout +
+                     result.stderr)
+    missing = subprocess.run(cmd[:3] + [str(tmp_path / 'none.pth')],
+                             capture_output=True, text=True, cwd=REPO)
+    assert f'Checkpoint not found: {tmp_path}/none.pth' in missing.stderr
+
+
 @pytest.mark.parametrize('config', [FLAGSHIP, FLAGSHIP_80K])
 def test_flagship_configs_parse_and_build(config):
     from mmengine.config import Config
@@ -109,8 +141,15 @@ def test_flagship_configs_parse_and_build(config):
     cfg = Config.fromfile(str(config))
     assert cfg.train_dataloader.sampler.type == 'InfoBatchSampler'
     assert [h.type for h in cfg.custom_hooks] == ['InfoBatchHook']
-    expected_iters = 80000 if '80k' in config.name else 160000
-    assert cfg.train_cfg.max_iters == expected_iters
+    # The schedule is the stock one of the same length.
+    length = '80k' if '80k' in config.name else '160k'
+    stock = Config.fromfile(str(
+        Path(mmseg.__file__).parent / '.mim' / 'configs' / 'upernet' /
+        f'upernet_r50_4xb4-{length}_ade20k-512x512.py'))
+    for key in ('train_cfg', 'param_scheduler', 'optim_wrapper'):
+        assert _unscoped(cfg[key]) == _unscoped(stock[key]), key
+    assert cfg.default_hooks.checkpoint.interval == \
+        stock.default_hooks.checkpoint.interval
     cfg.model.pretrained = None
     model = MODELS.build(sync_bn_to_bn(cfg.model))
     assert isinstance(model.decode_head.loss_decode, InfoBatchLoss)
