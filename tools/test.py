@@ -1,11 +1,9 @@
 """Evaluate a checkpoint on a config's test set (mmseg's tools/test.py)."""
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import DictAction
 from mmengine.runner import Runner
-from train import load_config  # tools/ is on sys.path when run as a script
+from train import load_config, parse_common_args  # tools/ is on sys.path
 
 import mmseg_infobatch  # noqa: F401  registers components, safe loading
 from mmseg_infobatch.cpu_runtime import prepare_cpu_config
@@ -16,21 +14,7 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the metrics')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_common_args(parser, argv)
 
 
 def main(argv=None):

@@ -26,6 +26,11 @@ def parse_args(argv=None):
         action='store_true',
         default=False,
         help='enable automatic-mixed-precision training')
+    return parse_common_args(parser, argv)
+
+
+def parse_common_args(parser, argv=None):
+    """Add the options train.py and test.py share, then parse."""
     parser.add_argument(
         '--cfg-options',
         nargs='+',
