@@ -4,4 +4,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/bootstrap_env.sh"
 cd "$ROOT"
-exec python -m pytest tests -p no:cacheprovider "$@"
+# With arguments, they replace the default target: a file, -k, -x ...
+exec python -m pytest -p no:cacheprovider "${@:-tests}"
