@@ -392,10 +392,11 @@ def _check_sample_idx(data_batch, indices: torch.Tensor, dataset) -> None:
             hasattr(dataset, 'times') or hasattr(dataset, 'dataset'):
         return
     samples = data_batch.get('data_samples') or []
-    seen = [s.metainfo.get('sample_idx') for s in samples
-            if hasattr(s, 'metainfo')]
-    if not seen or any(i is None for i in seen):
+    # PackSegInputs drops sample_idx unless it is in meta_keys: then skip
+    # at the cost of one lookup.
+    if not samples or 'sample_idx' not in samples[0]:
         return
+    seen = [s.sample_idx for s in samples]
     if seen != indices.tolist():
         raise RuntimeError(
             f'InfoBatch expected samples {indices.tolist()} but the batch '

@@ -197,3 +197,15 @@ def test_resume_with_other_dataset_size(tmp_path, digit_root,
     with pytest.raises(ValueError, match='dataset of 40 samples, but the '
                        'train dataset has 44.*load_from'):
         run_config(cfg)
+
+
+def test_sample_idx_mismatch_is_caught():
+    from mmseg.structures import SegDataSample
+
+    from mmseg_infobatch.hook import _check_sample_idx
+    batch = dict(data_samples=[
+        SegDataSample(metainfo=dict(sample_idx=i)) for i in (3, 1)])
+    _check_sample_idx(batch, torch.tensor([3, 1]), list(range(5)))
+    with pytest.raises(RuntimeError, match='expected samples \\[1, 3\\] but '
+                       'the batch holds \\[3, 1\\]'):
+        _check_sample_idx(batch, torch.tensor([1, 3]), list(range(5)))

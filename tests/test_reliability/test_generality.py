@@ -123,7 +123,12 @@ def test_indices_reach_the_right_images(wrapper, digit_root, tmp_path):
             inner, _digit_dataset(digit_root, 'validation')])
         num_train = 48
     else:
-        dataset = inner
+        # Also carry mmengine's sample_idx, which the hook then cross-checks.
+        dataset = dict(inner, pipeline=inner['pipeline'][:-1] + [
+            dict(type='PackSegInputs', meta_keys=('img_path', 'seg_map_path',
+                                                  'ori_shape', 'img_shape',
+                                                  'sample_idx'))
+        ])
         num_train = 40
         loader = dict(num_workers=2, persistent_workers=True)
     cfg = demo_config(tmp_path, digit_root, passes=3, num_train=num_train,
