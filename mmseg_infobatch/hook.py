@@ -123,6 +123,7 @@ class InfoBatchHook(Hook):
                 'they do not count in the scores. Wrap each of them: '
                 "loss_decode=dict(type='InfoBatchLoss', loss=<the loss>).")
         _, world_size = get_dist_info()
+        self.world_size = world_size
         batch_size = dataloader.batch_size
         if sampler.num_samples < world_size * batch_size:
             raise ValueError(
@@ -209,7 +210,7 @@ class InfoBatchHook(Hook):
                 'No InfoBatchLoss ran in this training iteration, so no '
                 'image was scored. Wrap the losses that the heads use.')
         indices = self._batch_indices
-        if get_dist_info()[1] > 1:
+        if self.world_size > 1:
             indices = torch.cat(all_gather(indices.to(torch.int64)))
             scores = torch.cat(all_gather(scores.float()))
         self.num_unscored += self.sampler.update_scores(

@@ -175,10 +175,11 @@ class InfoBatchSampler(Sampler):
             int: How many non-finite scores were skipped.
         """
         finite = torch.isfinite(scores)
-        indices, values = indices[finite], scores[finite]
-        self.scores[indices] = values.to(self.scores.dtype)
+        if not bool(finite.all()):
+            indices, scores = indices[finite], scores[finite]
+        self.scores[indices] = scores.to(self.scores.dtype)
         self.seen[indices] = True
-        return int((~finite).sum())
+        return int(finite.numel() - indices.numel())
 
     # -- checkpoint ------------------------------------------------------
     def state_dict(self) -> dict:
