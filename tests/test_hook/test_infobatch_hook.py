@@ -102,3 +102,23 @@ def test_no_rescale_no_anneal_switches(digit_root, tmp_path):
     # delta * C = 1.5 would anneal pass 2; anneal=False prunes it.
     assert [p['prunes'] for p in passes] == [True, True, True]
     assert passes[2]['pass_indices'].numel() < 40
+
+
+def test_epoch_based_loop_prunes_each_epoch(digit_root, tmp_path):
+    cfg = demo_config(tmp_path, digit_root, passes=3)
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=3,
+                         val_interval=10)
+    cfg.param_scheduler = [dict(type='PolyLR', eta_min=1e-4, by_epoch=True,
+                                begin=0, end=3, convert_to_iter_based=True)]
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=True,
+                                        interval=3)
+    cfg.log_processor = dict(by_epoch=True)
+    runner = run_config(cfg)
+    record = load_record(tmp_path)
+    passes = record['passes']
+    assert [p['pass_idx'] for p in passes] == [0, 1, 2]
+    assert passes[0]['pass_indices'].numel() == 40
+    assert all(p['pass_indices'].numel() < 40 for p in passes[1:])
+    assert runner.epoch == 3 and record['final_iter'] < 30
+    # The iteration-based LR reaches eta_min with the epochs, not later.
+    assert record['final_lr'] == pytest.approx(1e-4, rel=1e-3)
