@@ -133,15 +133,21 @@ def generate_digit_scenes(root: str,
 
 
 def ensure_digit_scenes(root: str, **kwargs) -> dict:
-    """Generate the scenes unless ``root/meta.json`` records these settings."""
+    """Generate the scenes unless ``root/meta.json`` records exactly these
+    settings, defaults included (data made with other defaults is redone)."""
+    import inspect
+    defaults = {
+        name: param.default
+        for name, param in inspect.signature(
+            generate_digit_scenes).parameters.items() if name != 'root'
+    }
+    settings = dict(defaults, **kwargs)
+    wanted = {k: list(v) if isinstance(v, tuple) else v
+              for k, v in settings.items()}
+    wanted['classes'] = list(CLASSES)
     meta_file = osp.join(root, 'meta.json')
     if osp.isfile(meta_file):
         with open(meta_file) as f:
-            meta = json.load(f)
-        wanted = dict(meta, **{
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in kwargs.items()
-        })
-        if wanted == meta:
-            return meta
-    return generate_digit_scenes(root, **kwargs)
+            if json.load(f) == wanted:
+                return wanted
+    return generate_digit_scenes(root, **settings)

@@ -72,3 +72,15 @@ def test_train_tool_names_missing_config(tmp_path):
          str(tmp_path / 'nope.py')], capture_output=True, text=True)
     assert result.returncode != 0
     assert f'Config file not found: {tmp_path}/nope.py' in result.stderr
+
+
+def test_data_from_other_defaults_is_regenerated(tmp_path):
+    from mmseg_infobatch.digit_scenes import (ensure_digit_scenes,
+                                              generate_digit_scenes)
+    generate_digit_scenes(str(tmp_path), num_train=4, num_val=2, size=48,
+                          digit_size=(20, 30))
+    meta = ensure_digit_scenes(str(tmp_path), num_train=4, num_val=2)
+    assert meta['size'] == 32
+    import cv2
+    img = cv2.imread(str(tmp_path / 'images' / 'training' / '00000.png'))
+    assert img.shape[:2] == (32, 32)
