@@ -76,8 +76,8 @@ def bench_decisions(sizes, repeats):
     torch.set_num_threads(1)
     print(f'\n## Pass decision (world {WORLD}, batch {BATCH}, median of '
           f'{repeats}, {torch.get_num_threads()} threads)\n')
-    print('| N | InfoBatch (ours) | sort reference | official-style '
-          '(numpy choice) | speed-up vs sort |')
+    print('| N | InfoBatch (ours) | sort reference | numpy-choice '
+          'reference | speed-up vs sort |')
     print('|---|---|---|---|---|')
     rows = []
     for n in sizes:
@@ -183,8 +183,10 @@ def bench_iterations(data_root, blocks, iters):
     hook_ms = timed_hook.spent / num_iters * 1e3
     # The wrapper's own share: the same logits through the plain loss and
     # the wrapper, timed side by side.
-    logits = torch.randn(16, 11, 64, 64)
-    label = torch.randint(0, 11, (16, 64, 64))
+    crop = runner.cfg.crop_size
+    batch = runner.cfg.train_dataloader.batch_size
+    logits = torch.randn(batch, 11, *crop)
+    label = torch.randint(0, 11, (batch, *crop))
     plain_ce = MODELS.build(dict(type='CrossEntropyLoss'))
     wrapped = MODELS.build(
         dict(type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss')))
@@ -193,7 +195,7 @@ def bench_iterations(data_root, blocks, iters):
         plain_ce(logits, label, ignore_index=255)
 
     def run_wrapped(_):
-        wrapped.batch_weights = torch.ones(16)
+        wrapped.set_batch_weights(torch.ones(batch))
         wrapped(logits, label, ignore_index=255)
         wrapped.pop_scores()
 
@@ -201,7 +203,8 @@ def bench_iterations(data_root, blocks, iters):
     for _ in range(5):
         extra.append(time_median(run_wrapped, 30) - time_median(run_plain, 30))
     wrapper_ms = max(statistics.median(extra), 0.0) * 1e3 * 2  # two heads
-    print(f'\n## Per-iteration cost, demo model (batch 16, 64x64), '
+    print(f'\n## Per-iteration cost, demo model (batch {batch}, '
+          f'{crop[0]}x{crop[1]}), '
           f'{blocks} alternating blocks of {iters} iterations\n')
     print('| measure | value |')
     print('|---|---|')

@@ -192,7 +192,7 @@ class InfoBatchHook(Hook):
         self._batch_indices = indices
         weights = self.sampler.weights[indices]
         for loss in self.losses:
-            loss.batch_weights = weights
+            loss.set_batch_weights(weights)
 
     def after_train_iter(self,
                          runner,
@@ -201,7 +201,7 @@ class InfoBatchHook(Hook):
                          outputs=None) -> None:
         scores = None
         for loss in self.losses:
-            loss.batch_weights = None
+            loss.set_batch_weights(None)
             term = loss.pop_scores()
             if term is not None:
                 scores = term if scores is None else scores + term

@@ -57,9 +57,18 @@ class InfoBatchLoss(nn.Module):
         """The inner loss's name, so log keys stay e.g. ``decode.loss_ce``."""
         return self.loss.loss_name
 
+    def set_batch_weights(self, weights: Optional[torch.Tensor]) -> None:
+        """Set (or clear, with None) the per-image weights of the next call.
+
+        Plain attribute writes: this runs every iteration, and
+        ``nn.Module.__setattr__``'s parameter bookkeeping is not needed.
+        """
+        self.__dict__['batch_weights'] = weights
+
     def pop_scores(self) -> Optional[torch.Tensor]:
         """Return and clear the per-image scores summed since the last pop."""
-        scores, self._scores = self._scores, None
+        scores = self._scores
+        self.__dict__['_scores'] = None
         return scores
 
     def forward(self,
@@ -156,5 +165,5 @@ class InfoBatchLoss(nn.Module):
                                  torch.full_like(total, float('nan')))
         else:
             scores = values.flatten(1).mean(1)
-        self._scores = scores if self._scores is None else \
+        self.__dict__['_scores'] = scores if self._scores is None else \
             self._scores + scores
