@@ -122,3 +122,18 @@ def test_epoch_based_loop_prunes_each_epoch(digit_root, tmp_path):
     assert runner.epoch == 3 and record['final_iter'] < 30
     # The iteration-based LR reaches eta_min with the epochs, not later.
     assert record['final_lr'] == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_analysis_tool_plots_a_finished_run(runs, tmp_path):
+    import sys
+
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / 'tools'))
+    import analyze_infobatch
+    analyze_infobatch.main([
+        str(runs['infobatch']['work_dir']), '--compare',
+        str(runs['full']['work_dir']), '--out', str(tmp_path)
+    ])
+    made = {p.name for p in tmp_path.glob('*.png')}
+    assert {'pruning.png', 'scores.png', 'lr_progress.png'} <= made
+    assert all(p.stat().st_size > 5000 for p in tmp_path.glob('*.png'))
