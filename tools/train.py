@@ -4,6 +4,7 @@ import logging
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
@@ -89,6 +90,11 @@ def main(argv=None):
     cfg = build_config(parse_args(argv))
     runner = Runner.from_cfg(cfg)
     runner.train()
+    if torch.distributed.is_initialized():
+        # Tear gloo/NCCL down before interpreter exit; left to the exit
+        # handlers, gloo's threads can abort the process after a good run.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return runner
 
 
