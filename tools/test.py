@@ -3,7 +3,8 @@ import argparse
 import os.path as osp
 
 from mmengine.runner import Runner
-from train import load_config, parse_common_args  # tools/ is on sys.path
+from train import (finish_distributed, load_config,  # tools/ on sys.path
+                   parse_common_args)
 
 import mmseg_infobatch  # noqa: F401  registers components, safe loading
 from mmseg_infobatch.cpu_runtime import prepare_cpu_config
@@ -26,7 +27,9 @@ def main(argv=None):
     cfg.load_from = args.checkpoint
     prepare_cpu_config(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
-    return runner.test()
+    metrics = runner.test()
+    finish_distributed()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -90,12 +90,17 @@ def main(argv=None):
     cfg = build_config(parse_args(argv))
     runner = Runner.from_cfg(cfg)
     runner.train()
+    finish_distributed()
+    return runner
+
+
+def finish_distributed() -> None:
+    """Tear the process group down before interpreter exit: left to exit
+    handlers, gloo's threads can abort a process after a good run
+    ("terminate called without an active exception", pytorch#190489)."""
     if torch.distributed.is_initialized():
-        # Tear gloo/NCCL down before interpreter exit; left to the exit
-        # handlers, gloo's threads can abort the process after a good run.
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return runner
 
 
 if __name__ == '__main__':
