@@ -28,6 +28,32 @@ def digit_root(tmp_path_factory):
     return root
 
 
+def tiny_ade_options(data_root):
+    """Shrink a stock 512x512 ADE20K set-up to 64x64 crops of tiny data
+    (12 images, batch 2: 6 iterations a pass) without workers, and switch
+    off the pretrained download (nothing can be fetched offline)."""
+    return {
+        'model.pretrained': None,
+        'model.data_preprocessor.size': (64, 64),
+        'train_dataloader.dataset.data_root': str(data_root),
+        'val_dataloader.dataset.data_root': str(data_root),
+        'train_dataloader.batch_size': 2,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+        'val_dataloader.num_workers': 0,
+        'val_dataloader.persistent_workers': False,
+        'train_dataloader.dataset.pipeline.2.scale': (128, 64),
+        'train_dataloader.dataset.pipeline.3.crop_size': (64, 64),
+        'val_dataloader.dataset.pipeline.1.scale': (128, 64),
+    }
+
+
+def as_cli_options(options):
+    """``--cfg-options`` words for a dict of overrides."""
+    return [f'{key}={str(value).replace(" ", "")}'
+            for key, value in options.items()]
+
+
 def unique_names(cfg):
     """mmengine keys loggers and visualizers by name: keep runs apart."""
     tag = uuid.uuid4().hex[:8]

@@ -1,7 +1,7 @@
 """InfoBatch in stock mmseg configs of other families, dataset wrappers,
 workers, AMP and gradient accumulation."""
 import pytest
-from conftest import (demo_config, load_record, make_ade_layout, run_config,
+from conftest import (demo_config, load_record, run_config, tiny_ade_options,
                       unique_names)
 from mmengine.config import Config
 
@@ -41,18 +41,7 @@ def _infobatch_config(path, base, aux):
 
 def _tiny(cfg, data_root, work_dir, max_iters):
     cfg.merge_from_dict({
-        'model.pretrained': None,
-        'model.data_preprocessor.size': (64, 64),
-        'train_dataloader.dataset.data_root': str(data_root),
-        'val_dataloader.dataset.data_root': str(data_root),
-        'train_dataloader.batch_size': 2,
-        'train_dataloader.num_workers': 0,
-        'train_dataloader.persistent_workers': False,
-        'val_dataloader.num_workers': 0,
-        'val_dataloader.persistent_workers': False,
-        'train_dataloader.dataset.pipeline.2.scale': (128, 64),
-        'train_dataloader.dataset.pipeline.3.crop_size': (64, 64),
-        'val_dataloader.dataset.pipeline.1.scale': (128, 64),
+        **tiny_ade_options(data_root),
         'train_cfg.max_iters': max_iters,
         'train_cfg.val_interval': 10**6,
         'default_hooks.checkpoint.interval': max_iters,
@@ -70,20 +59,14 @@ def _tiny(cfg, data_root, work_dir, max_iters):
     return unique_names(prepare_cpu_config(cfg, 'none'))
 
 
-@pytest.fixture(scope='module')
-def tiny_ade(tmp_path_factory):
-    return make_ade_layout(tmp_path_factory.mktemp('ade_gen'), num_train=12,
-                           num_val=1)
-
-
 @pytest.mark.parametrize('family', sorted(STOCK))
-def test_stock_configs_gain_infobatch(family, tiny_ade, tmp_path):
+def test_stock_configs_gain_infobatch(family, ade_root, tmp_path):
     base, aux = STOCK[family]
     cfg = Config.fromfile(
         str(_infobatch_config(tmp_path / f'{family}_ib.py', base, aux)))
     # 12 images, batch 2: 6 iterations a pass; a budget of 2 passes prunes
     # pass 1 (delta * C = 1.75).
-    runner = run_config(_tiny(cfg, tiny_ade, tmp_path, max_iters=12))
+    runner = run_config(_tiny(cfg, ade_root, tmp_path, max_iters=12))
     hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
     assert len(hook.losses) == (2 if aux else 1)
     assert [int(r[0]) for r in hook.history] == [0, 1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import mmseg
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, as_cli_options, tiny_ade_options
 
 import mmseg_infobatch  # noqa: F401  allow-lists mmengine checkpoint types
 
@@ -20,27 +20,15 @@ BUDGET = 3 * ITERS_PER_PASS
 
 
 def tiny_options(data_root, max_iters=BUDGET, ckpt_interval=4):
-    """Shrink the stock 512x512 ADE20K set-up to 64x64 on tiny data, and
-    switch off the pretrained download (nothing can be fetched offline)."""
-    return [
-        'model.pretrained=None',
-        'model.data_preprocessor.size=(64,64)',
-        f'train_dataloader.dataset.data_root={data_root}',
-        f'val_dataloader.dataset.data_root={data_root}',
-        'train_dataloader.batch_size=2',
-        'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-        'val_dataloader.num_workers=0',
-        'val_dataloader.persistent_workers=False',
-        'train_dataloader.dataset.pipeline.2.scale=(128,64)',
-        'train_dataloader.dataset.pipeline.3.crop_size=(64,64)',
-        'val_dataloader.dataset.pipeline.1.scale=(128,64)',
-        f'train_cfg.max_iters={max_iters}',
-        f'param_scheduler.0.end={max_iters}',
-        f'default_hooks.checkpoint.interval={ckpt_interval}',
-        'default_hooks.logger.interval=1',
-        'randomness.seed=0',
-    ]
+    """The flagship on tiny data, with a short schedule."""
+    return as_cli_options({
+        **tiny_ade_options(data_root),
+        'train_cfg.max_iters': max_iters,
+        'param_scheduler.0.end': max_iters,
+        'default_hooks.checkpoint.interval': ckpt_interval,
+        'default_hooks.logger.interval': 1,
+        'randomness.seed': 0,
+    })
 
 
 def train(work_dir, data_root, *extra):
