@@ -64,7 +64,7 @@ def unique_names(cfg):
 
 def demo_config(work_dir, data_root, passes=3, batch_size=4, num_train=40,
                 ratio=0.5, delta=0.875, record=True, world_size=1,
-                **options):
+                loop='NoPauseIterBasedTrainLoop', **options):
     """The demo config shrunk to a few seconds on CPU."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(DEMO_CONFIG))
@@ -84,7 +84,7 @@ def demo_config(work_dir, data_root, passes=3, batch_size=4, num_train=40,
             dict(type='InfoBatchRecorderHook',
                  out_file=str(Path(work_dir) / 'record_rank{rank}.pth')))
     cfg.train_cfg = dict(
-        type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10**6)
+        type=loop, max_iters=max_iters, val_interval=10**6)
     cfg.param_scheduler = [
         dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters,
              by_epoch=False)

@@ -1,7 +1,8 @@
 """The lossless study: InfoBatch against full data and its ablations.
 
-Every arm trains the demo config for the same number of full-data passes,
-once per seed, through ``tools/train.py`` in its own process, into
+Every arm trains a demo config for the same number of full-data passes (56
+by default, near the plateau; 28 with ``--quick``), once per seed, through
+``tools/train.py`` in its own process (``--jobs`` at a time), into
 ``WORK_DIR/<arm>/seed<k>/``. A finished run leaves ``result.json`` there and
 is skipped next time, so the study resumes where it stopped. The summary goes
 to ``WORK_DIR/results.json`` and ``WORK_DIR/results.md``.
@@ -13,11 +14,13 @@ Arms:
                 it saves what the infobatch arm saved, no rescaling
     no_rescale  InfoBatch without rescaling survivors
     no_anneal   InfoBatch pruning in every pass (no annealing)
+    ratio_0.6   InfoBatch with ratio 0.6: how far the saving stretches
 
 Examples::
 
-    python tools/run_study.py --quick        # full vs infobatch, 2 seeds
-    python tools/run_study.py                # all arms, 3 seeds
+    python tools/run_study.py --quick        # 28 passes, full vs infobatch,
+                                             # 2 seeds
+    python tools/run_study.py                # 56 passes, all arms, 3 seeds
     python tools/run_study.py --arms full infobatch --seeds 0 1 2 3
 """
 import argparse
@@ -33,8 +36,10 @@ import time
 from datetime import datetime
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch.py'
-ARMS = ('full', 'infobatch', 'random', 'no_rescale', 'no_anneal')
+CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch_56passes.py'
+QUICK_CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch.py'
+ARMS = ('full', 'infobatch', 'random', 'no_rescale', 'no_anneal',
+        'ratio_0.6')
 QUICK_ARMS = ('full', 'infobatch')
 FINISHED = re.compile(r'InfoBatch finished: (\d+) iterations instead of (\d+)')
 PASS0 = re.compile(r'InfoBatch pass 0 ')
@@ -44,20 +49,30 @@ DESCRIPTIONS = dict(
     infobatch='InfoBatch (r 0.5, delta 0.875)',
     random='Random* (r {ratio:.3f}, no rescale)',
     no_rescale='InfoBatch, no rescaling',
-    no_anneal='InfoBatch, no annealing')
+    no_anneal='InfoBatch, no annealing',
+    **{'ratio_0.6': 'InfoBatch (r 0.6, delta 0.875)'})
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument('--config', default=CONFIG)
-    parser.add_argument('--work-dir', default='work_dirs/study')
+    parser.add_argument(
+        '--config', help=f'default {CONFIG}; {QUICK_CONFIG} with --quick')
+    parser.add_argument(
+        '--work-dir',
+        help='default work_dirs/study, work_dirs/study_quick with --quick')
     parser.add_argument('--arms', nargs='+', choices=ARMS)
     parser.add_argument('--seeds', nargs='+', type=int)
     parser.add_argument(
         '--quick',
         action='store_true',
-        help='full vs infobatch, seeds 0 1 (unless --arms/--seeds given)')
+        help='28 passes, full vs infobatch, seeds 0 1 (unless --config, '
+        '--arms or --seeds say otherwise)')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=2,
+        help='runs at a time (each on --threads threads); 2 fills 2 cores')
     parser.add_argument(
         '--val-every',
         type=int,
@@ -77,6 +92,11 @@ def parse_args(argv=None):
         default=[],
         help='extra key=value overrides for every run')
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f'--jobs must be at least 1, got {args.jobs}')
+    args.config = args.config or (QUICK_CONFIG if args.quick else CONFIG)
+    args.work_dir = args.work_dir or ('work_dirs/study_quick'
+                                      if args.quick else 'work_dirs/study')
     args.arms = args.arms or list(QUICK_ARMS if args.quick else ARMS)
     args.seeds = args.seeds if args.seeds is not None else (
         [0, 1] if args.quick else [0, 1, 2])
@@ -121,6 +141,8 @@ def arm_options(arm: str, seed: int, random_r: float = None) -> list:
         opts.append('train_dataloader.sampler.rescale=False')
     elif arm == 'no_anneal':
         opts.append('custom_hooks.0.anneal=False')
+    elif arm == 'ratio_0.6':
+        opts.append('train_dataloader.sampler.ratio=0.6')
     return opts
 
 
@@ -170,6 +192,11 @@ def run_one(args, arm: str, seed: int, schedule: dict,
     if osp.isfile(result_file):
         with open(result_file) as f:
             result = json.load(f)
+        if result.get('config') != args.config:
+            raise RuntimeError(
+                f'{run_dir} holds a run of {result.get("config")}, not '
+                f'{args.config}; pass another --work-dir, or delete it to '
+                'run again.')
         print(f'[skip] {arm} seed {seed}: done (mIoU {result["miou"]:.2f})')
         return result
     opts = arm_options(arm, seed, random_r)
@@ -199,7 +226,8 @@ def run_one(args, arm: str, seed: int, schedule: dict,
         raise RuntimeError(f'{arm} seed {seed} failed (exit '
                            f'{proc.returncode}); see {run_dir}/stdout.txt')
     result = parse_run(run_dir)
-    result.update(arm=arm, seed=seed, wall_s=wall, options=opts)
+    result.update(
+        arm=arm, seed=seed, config=args.config, wall_s=wall, options=opts)
     if random_r is not None:
         result['random_ratio'] = random_r
     with open(result_file, 'w') as f:
@@ -238,19 +266,39 @@ def markdown(summary: dict, schedule: dict) -> str:
     lines = [
         f'Digit scenes, UperNet-R18, {schedule["passes"]} passes '
         f'({schedule["max_iters"]} iterations of full data); mean ± std '
-        'over seeds.', '',
-        '| Arm | Seeds | mIoU | Iterations | Saved | Train time (s) '
-        '| Wall time (s) |', '|---|---|---|---|---|---|---|'
+        'over seeds. Δ: mIoU minus full data\'s mean.', '',
+        '| Arm | Seeds | mIoU | Δ | Iterations | Saved | Train time (s) '
+        '| Wall time (s) |', '|---|---|---|---|---|---|---|---|'
     ]
+    full = summary.get('full', {}).get('miou_mean')
     for arm, s in summary.items():
         name = DESCRIPTIONS[arm].format(ratio=s.get('random_ratio') or 0)
         train = '-' if s['train_s_mean'] is None else \
             f'{s["train_s_mean"]:.0f}'
+        delta = '-' if full is None else f'{s["miou_mean"] - full:+.2f}'
         lines.append(
             f'| {name} | {len(s["seeds"])} | {s["miou_mean"]:.2f} ± '
-            f'{s["miou_std"]:.2f} | {s["iters_mean"]:.0f} / {s["budget"]} '
-            f'| {s["saved_mean"]:.1%} | {train} | {s["wall_s_mean"]:.0f} |')
+            f'{s["miou_std"]:.2f} | {delta} | {s["iters_mean"]:.0f} / '
+            f'{s["budget"]} | {s["saved_mean"]:.1%} | {train} | '
+            f'{s["wall_s_mean"]:.0f} |')
     return '\n'.join(lines) + '\n'
+
+
+def run_arms(args, arms: list, schedule: dict, results: dict) -> None:
+    """Run every seed of ``arms``, ``args.jobs`` runs at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+    random_r = None
+    if 'random' in arms:
+        saved = statistics.mean(r['saved'] for r in results['infobatch'])
+        random_r = random_ratio(saved, schedule['passes'], schedule['delta'])
+    jobs = [(arm, seed) for arm in arms for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = pool.map(
+            lambda job: run_one(args, *job, schedule,
+                                random_r if job[0] == 'random' else None),
+            jobs)
+        for (arm, _), result in zip(jobs, done):
+            results.setdefault(arm, []).append(result)
 
 
 def main(argv=None):
@@ -263,20 +311,16 @@ def main(argv=None):
     order = [a for a in ARMS if a in args.arms]
     if 'random' in order and 'infobatch' not in order:
         order.insert(order.index('random'), 'infobatch')
-    results, summary = {}, {}
+    results = {}
+    # Random* is sized by InfoBatch's measured saving, so it runs last.
+    run_arms(args, [a for a in order if a != 'random'], schedule, results)
+    if 'random' in order:
+        run_arms(args, ['random'], schedule, results)
+    summary = {}
     for arm in order:
-        random_r = None
-        if arm == 'random':
-            saved = statistics.mean(r['saved'] for r in results['infobatch'])
-            random_r = random_ratio(saved, schedule['passes'],
-                                    schedule['delta'])
-        results[arm] = [
-            run_one(args, arm, seed, schedule, random_r)
-            for seed in args.seeds
-        ]
         summary[arm] = summarize(results[arm])
-        if random_r is not None:
-            summary[arm]['random_ratio'] = random_r
+        if arm == 'random':
+            summary[arm]['random_ratio'] = results[arm][0]['random_ratio']
     table = markdown(summary, schedule)
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
         json.dump(

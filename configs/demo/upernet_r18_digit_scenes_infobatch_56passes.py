@@ -15,5 +15,7 @@ param_scheduler = [
         by_epoch=False)
 ]
 train_cfg = dict(
-    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+    type='NoPauseIterBasedTrainLoop',
+    max_iters=max_iters,
+    val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=max_iters))
