@@ -13,8 +13,8 @@ WORK_DIR is a work dir of tools/train.py with InfoBatch on. It writes PNGs:
 - ``lr_progress.png``: learning rate against epoch progress for WORK_DIR and
   every ``--compare`` run, to show the schedules align;
 - ``miou_iters.png``: validation mIoU against iterations for all runs;
-- ``study.png``: with ``--results``, mIoU (mean ± std) per arm against the
-  iterations it trained.
+- ``study.png``: with ``--results``, mIoU per arm (each seed, mean ± std,
+  and full data's seed band) against the iterations it trained.
 
 A plot whose inputs are missing is skipped with a message.
 """
@@ -267,22 +267,31 @@ def plot_miou(runs: list, out_dir: str):
 
 
 def plot_study(results_file: str, out_dir: str):
-    """mIoU (mean ± std over seeds) per arm against iterations trained."""
+    """mIoU per arm against iterations trained: each seed, the mean ± std,
+    and full data's mean ± std as a band (its seed noise)."""
     if not results_file or not osp.isfile(results_file):
         print(f'skip study.png: no results file {results_file}')
         return None
     with open(results_file) as f:
-        summary = json.load(f)['summary']
+        study = json.load(f)
+    summary, runs = study['summary'], study.get('runs', {})
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    for arm, s in summary.items():
-        ax.errorbar(s['iters_mean'], s['miou_mean'], yerr=s['miou_std'],
-                    fmt='o', capsize=4, label=f'{arm} (n={len(s["seeds"])})')
     full = summary.get('full')
     if full:
-        ax.axhline(full['miou_mean'], color='gray', ls=':', lw=1)
+        ax.axhspan(full['miou_mean'] - full['miou_std'],
+                   full['miou_mean'] + full['miou_std'], color='gray',
+                   alpha=0.15, lw=0, label='full data mean ± std')
+    for arm, s in summary.items():
+        line = ax.errorbar(s['iters_mean'], s['miou_mean'],
+                           yerr=s['miou_std'], fmt='o', capsize=4,
+                           label=f'{arm} (n={len(s["seeds"])})')
+        seeds = runs.get(arm, [])
+        ax.scatter([r['iters'] for r in seeds], [r['miou'] for r in seeds],
+                   s=10, alpha=0.5, color=line[0].get_color())
     ax.set_xlabel('training iterations')
     ax.set_ylabel('final val mIoU')
-    ax.set_title('Lossless study: mIoU against cost', fontsize=9)
+    ax.set_title('Lossless study: mIoU against cost (dots: seeds)',
+                 fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, out_dir, 'study.png')
 
