@@ -5,7 +5,7 @@ by default, near the plateau; 28 with ``--quick``), once per seed, through
 ``tools/train.py`` in its own process (``--jobs`` at a time), into
 ``WORK_DIR/<arm>/seed<k>/``. A finished run leaves ``result.json`` there and
 is skipped next time, so the study resumes where it stopped. The summary goes
-to ``WORK_DIR/results.json`` and ``WORK_DIR/results.md``.
+to ``WORK_DIR/results.json`` and ``.md`` (``--summary`` renames them).
 
 Arms:
     full        full data (ratio 0: same sampler, same shuffles, no pruning)
@@ -21,7 +21,8 @@ Examples::
     python tools/run_study.py --quick        # 28 passes, full vs infobatch,
                                              # 2 seeds
     python tools/run_study.py                # 56 passes, all arms, 3 seeds
-    python tools/run_study.py --arms full infobatch --seeds 0 1 2 3
+    python tools/run_study.py --arms full infobatch --seeds 0 1 2 3 4 \\
+        --summary results_5seeds     # reuses seeds 0-2 of the study
 """
 import argparse
 import json
@@ -68,6 +69,11 @@ def parse_args(argv=None):
         action='store_true',
         help='28 passes, full vs infobatch, seeds 0 1 (unless --config, '
         '--arms or --seeds say otherwise)')
+    parser.add_argument(
+        '--summary',
+        default='results',
+        help='write the summary to WORK_DIR/SUMMARY.json and .md, so that a '
+        'study with more seeds of some arms can share the runs')
     parser.add_argument(
         '--jobs',
         type=int,
@@ -322,7 +328,7 @@ def main(argv=None):
         if arm == 'random':
             summary[arm]['random_ratio'] = results[arm][0]['random_ratio']
     table = markdown(summary, schedule)
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+    with open(osp.join(args.work_dir, f'{args.summary}.json'), 'w') as f:
         json.dump(
             dict(
                 config=args.config,
@@ -331,7 +337,7 @@ def main(argv=None):
                 runs=results),
             f,
             indent=1)
-    with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
+    with open(osp.join(args.work_dir, f'{args.summary}.md'), 'w') as f:
         f.write(table)
     print(table)
     print(f'study finished in {time.time() - start:.0f}s')
