@@ -195,22 +195,24 @@ def run_one(args, arm: str, seed: int, schedule: dict,
             random_r: float = None) -> dict:
     run_dir = osp.join(args.work_dir, arm, f'seed{seed}')
     result_file = osp.join(run_dir, 'result.json')
-    if osp.isfile(result_file):
-        with open(result_file) as f:
-            result = json.load(f)
-        if result.get('config') != args.config:
-            raise RuntimeError(
-                f'{run_dir} holds a run of {result.get("config")}, not '
-                f'{args.config}; pass another --work-dir, or delete it to '
-                'run again.')
-        print(f'[skip] {arm} seed {seed}: done (mIoU {result["miou"]:.2f})')
-        return result
     opts = arm_options(arm, seed, random_r)
     val = schedule['max_iters']
     if args.val_every > 0:
         val = args.val_every * schedule['iters_per_pass']
     opts.append(f'train_cfg.val_interval={val}')
     opts += args.cfg_options
+    if osp.isfile(result_file):
+        with open(result_file) as f:
+            result = json.load(f)
+        # A finished run is reused only if it is the run asked for.
+        settings = (result.get('config'), result.get('options'))
+        if settings != (args.config, opts):
+            raise RuntimeError(
+                f'{run_dir} holds a run of {settings[0]} with options '
+                f'{settings[1]}, not of {args.config} with {opts}; pass '
+                'another --work-dir, or delete it to run again.')
+        print(f'[skip] {arm} seed {seed}: done (mIoU {result["miou"]:.2f})')
+        return result
     cmd = [
         'nice', '-n',
         str(args.nice), sys.executable,

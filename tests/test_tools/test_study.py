@@ -50,16 +50,21 @@ def test_arm_options():
     assert 'randomness.seed=3' in random
 
 
-def test_finished_run_of_another_config_is_refused(tmp_path):
+def test_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     args = run_study.parse_args(['--work-dir', str(tmp_path)])
+    schedule = dict(max_iters=100, iters_per_pass=10)
+    opts = run_study.arm_options('full', 0) + ['train_cfg.val_interval=40']
     run_dir = tmp_path / 'full' / 'seed0'
     run_dir.mkdir(parents=True)
+    for config, options in ((run_study.QUICK_CONFIG, opts),
+                            (run_study.CONFIG, opts[:-1])):
+        (run_dir / 'result.json').write_text(
+            json.dumps(dict(config=config, options=options, miou=90.0)))
+        with pytest.raises(RuntimeError, match='another --work-dir'):
+            run_study.run_one(args, 'full', 0, schedule)
     (run_dir / 'result.json').write_text(
-        json.dumps(dict(config=run_study.QUICK_CONFIG, miou=90.0)))
-    with pytest.raises(RuntimeError, match='another --work-dir'):
-        run_study.run_one(args, 'full', 0, schedule={})
-    args.config = run_study.QUICK_CONFIG  # same config: reused, not rerun
-    assert run_study.run_one(args, 'full', 0, schedule={})['miou'] == 90.0
+        json.dumps(dict(config=run_study.CONFIG, options=opts, miou=90.0)))
+    assert run_study.run_one(args, 'full', 0, schedule)['miou'] == 90.0
 
 
 def _study(tmp_path):
