@@ -2,7 +2,7 @@
 # Prepare what the GPU check needs on a machine that cannot reach a package
 # registry but has CUDA torch (such as this project's lent H200 machine:
 # Python 3.12, torch 2.11+cu130, no OpenMMLab packages). Run it where pip can
-# download; it fills .gpu_bundle/ (git-ignored, about 3 MB):
+# download; it fills .gpu_bundle/ (git-ignored, about 6 MB):
 #   - pure-Python wheels of mmengine, mmsegmentation and their missing deps;
 #   - the mmcv 2.1.0 source, built there by benchmarks/gpu_offline_check.sh;
 #   - setuptools < 81, which mmcv 2.1.0's setup.py needs (pkg_resources).
