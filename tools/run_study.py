@@ -302,9 +302,7 @@ def run_arms(args, arms: list, schedule: dict, results: dict) -> None:
     jobs = [(arm, seed) for arm in arms for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = pool.map(
-            lambda job: run_one(args, *job, schedule,
-                                random_r if job[0] == 'random' else None),
-            jobs)
+            lambda job: run_one(args, *job, schedule, random_r), jobs)
         for (arm, _), result in zip(jobs, done):
             results.setdefault(arm, []).append(result)
 
