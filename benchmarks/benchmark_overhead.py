@@ -164,7 +164,7 @@ def bench_iterations(data_root, blocks, iters):
     from mmseg.registry import MODELS
 
     import mmseg_infobatch  # noqa: F401
-    from mmseg_infobatch.digit_scenes import ensure_digit_scenes
+    from mmseg_infobatch.demo import ensure_digit_scenes
     ensure_digit_scenes(data_root)
     timed_hook, timed_loss = _register_timed()
     times = {False: [], True: []}

@@ -12,6 +12,7 @@ import argparse
 import math
 import os.path as osp
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -22,10 +23,13 @@ from mmengine.runner import Runner
 
 import mmseg_infobatch  # noqa: F401
 from mmseg_infobatch import InfoBatchHook
-from mmseg_infobatch.cpu_runtime import prepare_cpu_config
-from mmseg_infobatch.testing import make_ade_layout
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# The CPU runtime and the data generator are helpers of tools/, not library.
+sys.path.insert(0, osp.join(REPO, 'tools'))
+from cpu_runtime import prepare_cpu_config  # noqa: E402
+from make_tiny_ade import make_ade_layout  # noqa: E402
+
 STOCK = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
 FLAGSHIP = osp.join(REPO, 'configs', 'upernet_r50_ade20k_infobatch.py')
 

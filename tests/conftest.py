@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from mmseg_infobatch.testing import make_ade_layout
-
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
+TOOLS = REPO / 'tools'
 DEMO_CONFIG = REPO / 'configs' / 'demo' / 'upernet_r18_digit_scenes_infobatch.py'
 sys.path.insert(0, str(TESTS))  # infobatch_recorder for custom_imports
+sys.path.insert(0, str(TOOLS))  # helpers of the tools: cpu_runtime, ...
+
+from make_tiny_ade import make_ade_layout  # noqa: E402
 
 
 @pytest.fixture(scope='session')
@@ -22,7 +24,7 @@ def ade_root(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def digit_root(tmp_path_factory):
-    from mmseg_infobatch.digit_scenes import generate_digit_scenes
+    from mmseg_infobatch.demo import generate_digit_scenes
     root = tmp_path_factory.mktemp('digits')
     generate_digit_scenes(str(root), num_train=40, num_val=8, seed=0)
     return root
@@ -79,7 +81,7 @@ def demo_config(work_dir, data_root, passes=3, batch_size=4, num_train=40,
     cfg.custom_hooks = [dict(type='InfoBatchHook', delta=delta)]
     if record:
         import infobatch_recorder  # noqa: F401  (custom_imports run at load)
-        cfg.custom_imports.imports = ['mmseg_infobatch', 'infobatch_recorder']
+        cfg.custom_imports.imports.append('infobatch_recorder')
         cfg.custom_hooks.append(
             dict(type='InfoBatchRecorderHook',
                  out_file=str(Path(work_dir) / 'record_rank{rank}.pth')))

@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 
 import mmseg_infobatch  # noqa: F401
 from mmseg_infobatch import InfoBatchHook
-from mmseg_infobatch.digit_scenes import ensure_digit_scenes
+from mmseg_infobatch.demo import ensure_digit_scenes
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'demo',

@@ -2,7 +2,7 @@
 import argparse
 import time
 
-from mmseg_infobatch.digit_scenes import ensure_digit_scenes
+from mmseg_infobatch.demo import ensure_digit_scenes
 
 
 def main(argv=None):

@@ -2,12 +2,11 @@
 import argparse
 import os.path as osp
 
+from cpu_runtime import prepare_cpu_config  # tools/ is on sys.path
 from mmengine.runner import Runner
-from train import (finish_distributed, load_config,  # tools/ on sys.path
-                   parse_common_args)
+from train import build_runner, finish_distributed, load_config, parse_common_args
 
-import mmseg_infobatch  # noqa: F401  registers components, safe loading
-from mmseg_infobatch.cpu_runtime import prepare_cpu_config
+import mmseg_infobatch  # noqa: F401  registers the InfoBatch components
 
 
 def parse_args(argv=None):
@@ -26,7 +25,7 @@ def main(argv=None):
                       args.launcher)
     cfg.load_from = args.checkpoint
     prepare_cpu_config(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     metrics = runner.test()
     finish_distributed()
     return metrics

@@ -1,16 +1,22 @@
-"""Train a segmentor (mmseg's tools/train.py, plus CPU and resume support)."""
+"""Train a segmentor (mmseg's tools/train.py, plus CPU and resume support).
+
+Runs from any folder; ``tools/`` is on ``sys.path`` when run as a script,
+which is how ``cpu_runtime`` is found.
+"""
 import argparse
 import logging
 import os
 import os.path as osp
 
 import torch
+from cpu_runtime import prepare_cpu_config  # tools/ is on sys.path
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
 
-import mmseg_infobatch  # noqa: F401  registers components, safe resume
-from mmseg_infobatch.cpu_runtime import prepare_cpu_config
+import mmseg_infobatch  # noqa: F401  registers the InfoBatch components
+from mmseg_infobatch.checkpoint_types import allow_mmengine_checkpoint_types
 
 
 def parse_args(argv=None):
@@ -86,9 +92,21 @@ def build_config(args) -> Config:
     return prepare_cpu_config(cfg, args.launcher)
 
 
+def build_runner(cfg: Config) -> Runner:
+    """Build the runner as mmseg's tools do: ``Runner`` unless the config
+    names a ``runner_type``, then from the ``RUNNERS`` registry."""
+    # InfoBatchHook installs the safe-load allow-list itself, but a resume
+    # of a run without the hook, or test.py's load_from, reads an mmengine
+    # checkpoint too, which torch >= 2.6 refuses without it.
+    allow_mmengine_checkpoint_types()
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
+
+
 def main(argv=None):
     cfg = build_config(parse_args(argv))
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     finish_distributed()
     return runner

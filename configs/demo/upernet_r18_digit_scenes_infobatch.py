@@ -4,7 +4,9 @@
 # iterations, a few minutes on a 2-core CPU; see tools/run_study.py.
 # Generate the data first: python tools/make_digit_scenes.py data/digit_scenes
 _base_ = ['mmseg::_base_/default_runtime.py']
-custom_imports = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmseg_infobatch', 'mmseg_infobatch.demo'],
+    allow_failed_imports=False)
 
 data_root = 'data/digit_scenes'
 crop_size = (32, 32)

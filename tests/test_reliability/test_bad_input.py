@@ -187,7 +187,7 @@ def test_resume_without_infobatch_state_starts_fresh(tmp_path, digit_root,
 
 def test_resume_with_other_dataset_size(tmp_path, digit_root,
                                         tmp_path_factory):
-    from mmseg_infobatch.digit_scenes import generate_digit_scenes
+    from mmseg_infobatch.demo import generate_digit_scenes
     run_config(demo_config(tmp_path, digit_root, passes=1, record=False))
     other = tmp_path_factory.mktemp('digits44')
     generate_digit_scenes(str(other), num_train=44, num_val=4, seed=0)

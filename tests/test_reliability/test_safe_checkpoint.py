@@ -5,7 +5,9 @@ import pickle
 import pytest
 import torch
 
-import mmseg_infobatch  # noqa: F401  installs the allow-list
+from mmseg_infobatch.checkpoint_types import allow_mmengine_checkpoint_types
+
+allow_mmengine_checkpoint_types()
 
 
 class _Exploit:

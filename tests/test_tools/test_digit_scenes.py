@@ -15,7 +15,7 @@ def _digest(root):
 
 
 def test_generator_is_deterministic_by_seed(tmp_path):
-    from mmseg_infobatch.digit_scenes import generate_digit_scenes
+    from mmseg_infobatch.demo import generate_digit_scenes
     for name, seed in (('a', 0), ('b', 0), ('c', 1)):
         generate_digit_scenes(str(tmp_path / name), num_train=6, num_val=2,
                               seed=seed)
@@ -26,7 +26,7 @@ def test_generator_is_deterministic_by_seed(tmp_path):
 def test_scenes_have_ade_layout_and_real_labels(tmp_path):
     import cv2
     import numpy as np
-    from mmseg_infobatch.digit_scenes import generate_digit_scenes
+    from mmseg_infobatch.demo import generate_digit_scenes
     generate_digit_scenes(str(tmp_path), num_train=20, num_val=4, seed=0)
     for split, count in (('training', 20), ('validation', 4)):
         assert len(list((tmp_path / 'images' / split).glob('*.png'))) == count
@@ -56,7 +56,7 @@ def test_generate_tool_reuses_existing_data(tmp_path):
 def test_missing_data_root_names_the_folder(tmp_path):
     from mmseg.registry import DATASETS
 
-    import mmseg_infobatch  # noqa: F401
+    import mmseg_infobatch.demo  # noqa: F401  registers DigitScenesDataset
     missing = tmp_path / 'nowhere'
     with pytest.raises(FileNotFoundError,
                        match=f'no image folder {missing}/images/training'):
@@ -75,8 +75,8 @@ def test_train_tool_names_missing_config(tmp_path):
 
 
 def test_data_from_other_defaults_is_regenerated(tmp_path):
-    from mmseg_infobatch.digit_scenes import (ensure_digit_scenes,
-                                              generate_digit_scenes)
+    from mmseg_infobatch.demo import (ensure_digit_scenes,
+                                      generate_digit_scenes)
     generate_digit_scenes(str(tmp_path), num_train=4, num_val=2, size=48,
                           digit_size=(20, 30))
     meta = ensure_digit_scenes(str(tmp_path), num_train=4, num_val=2)

@@ -10,8 +10,12 @@ import mmseg
 import pytest
 import torch
 from conftest import REPO, as_cli_options, tiny_ade_options
+from cpu_runtime import sync_bn_to_bn
 
-import mmseg_infobatch  # noqa: F401  allow-lists mmengine checkpoint types
+from mmseg_infobatch.checkpoint_types import allow_mmengine_checkpoint_types
+
+# The checkpoints below are read with torch's safe loading, as --resume does.
+allow_mmengine_checkpoint_types()
 
 FLAGSHIP = REPO / 'configs' / 'upernet_r50_ade20k_infobatch.py'
 FLAGSHIP_80K = REPO / 'configs' / 'upernet_r50_ade20k_80k_infobatch.py'
@@ -123,9 +127,7 @@ def test_flagship_configs_parse_and_build(config):
     from mmengine.config import Config
     from mmseg.registry import MODELS
 
-    import mmseg_infobatch  # noqa: F401
     from mmseg_infobatch import InfoBatchLoss
-    from mmseg_infobatch.cpu_runtime import sync_bn_to_bn
     cfg = Config.fromfile(str(config))
     assert cfg.train_dataloader.sampler.type == 'InfoBatchSampler'
     assert [h.type for h in cfg.custom_hooks] == ['InfoBatchHook']
