@@ -1,36 +1,147 @@
-"""InfoBatchLoss: per-image scores and rescaling around any mmseg loss."""
-from typing import Optional
+"""InfoBatchLoss: per-image scores and rescaling around any mmseg loss.
+
+InfoBatch needs two things from each loss term: one score per image (the
+image's loss) and a way to multiply each image's share of the batch loss by
+its weight. mmseg's losses reduce in different ways, so the wrapper serves
+each in one of two modes:
+
+- ``'weight'``: the per-image weights go in through the inner loss's own
+  ``weight=`` argument (multiplied into any pixel weight the head passes,
+  e.g. from ``OHEMPixelSampler``) and the loss reduces itself. Its divisor
+  never depends on the weights, so with every weight at 1 the result is the
+  plain loss, whatever its shape or options. The scores come from a second,
+  gradient-free call with ``reduction_override='none'``.
+- ``'per_image'``: the inner loss runs once per image and the batch loss is
+  the mean over images of ``w_i * loss_i``. For losses that already average
+  per-image values this is exact too. For losses that couple the images of
+  a batch (a threshold or balance computed over all its pixels) the coupling
+  becomes per image; the user must ask for that with ``mode='per_image'``.
+
+``mode='auto'`` (the default) picks the mode by the table below. A loss it
+cannot serve exactly is refused when the model is built, with a message
+that names the option to set.
+
+=====================================  ===========  ==========================
+mmseg loss                             auto mode    with all weights 1
+=====================================  ===========  ==========================
+CrossEntropyLoss (softmax or sigmoid)  weight       exact
+CrossEntropyLoss(use_mask=True)        per_image    exact (mean of images)
+FocalLoss, DiceLoss, SiLogLoss         weight       exact
+LovaszLoss(per_image=True)             per_image    exact (mean of images)
+TverskyLoss, HuasdorffDisstanceLoss    per_image    exact (mean of images)
+KLDivLoss                              per_image    exact (mean of images)
+OhemCrossEntropy, BoundaryLoss         refused      set ``mode='per_image'``
+LovaszLoss(per_image=False)            refused      set ``mode='per_image'``
+a loss outside mmseg                   refused      set ``mode='weight'`` or
+                                                    ``mode='per_image'``
+=====================================  ===========  ==========================
+
+``LovaszLoss(per_image=True, reduction='sum')`` is refused too: it adds the
+images' values where the per-image mode averages them.
+"""
+import inspect
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-from mmseg.models.losses.utils import weight_reduce_loss
 from mmseg.registry import MODELS
+
+MODES = ('auto', 'weight', 'per_image')
+
+# How the losses that take per-image weights lay out their ``weight=``:
+# 'label' is shaped like the label (sigmoid CE expands it over classes),
+# 'flat' is the label flattened (FocalLoss flattens pixels before weighting),
+# 'image' is one weight per image.
+_WEIGHT_LAYOUTS = {
+    'CrossEntropyLoss': 'label',
+    'FocalLoss': 'flat',
+    'DiceLoss': 'image',
+    'SiLogLoss': 'image',
+}
+
+# mmseg losses whose batch value is the mean of their per-image values, so
+# evaluating them image by image is exact.
+_MEAN_OF_IMAGES = ('TverskyLoss', 'HuasdorffDisstanceLoss', 'KLDivLoss')
+
+# Why the batch-coupled mmseg losses cannot be rescaled per image as is.
+_COUPLED = {
+    'OhemCrossEntropy': 'it keeps the hardest pixels of the whole batch',
+    'BoundaryLoss': 'it balances boundary against other pixels over the '
+    'whole batch',
+}
+
+
+def _mmseg_loss_name(loss: nn.Module) -> Optional[str]:
+    """The class name of an mmseg loss; None for a loss defined elsewhere,
+    whose reduction we can't know (a subclass may override ``forward``)."""
+    cls = type(loss)
+    if cls.__module__.startswith('mmseg.models.losses.'):
+        return cls.__name__
+    return None
+
+
+def _serving(loss: nn.Module) -> Tuple[Optional[str], str]:
+    """The mode that serves ``loss`` exactly, or None and the reason."""
+    name = _mmseg_loss_name(loss)
+    if name == 'CrossEntropyLoss' and loss.use_mask:
+        return 'per_image', ''
+    if name in _WEIGHT_LAYOUTS:
+        return 'weight', ''
+    if name in _MEAN_OF_IMAGES:
+        return 'per_image', ''
+    if name == 'LovaszLoss':
+        if not loss.per_image:
+            return None, ('with per_image=False it computes one Lovasz '
+                          "extension over the whole batch's pixels")
+        if loss.reduction == 'sum':
+            return None, ("with reduction='sum' it adds the images' values, "
+                          'where the per-image mode averages them')
+        return 'per_image', ''
+    if name in _COUPLED:
+        return None, _COUPLED[name]
+    return None, 'InfoBatchLoss does not know how it reduces'
+
+
+def _default_ignore_index(loss: nn.Module) -> Optional[int]:
+    """The label a loss ignores when the head passes no ``ignore_index``."""
+    param = inspect.signature(loss.forward).parameters.get('ignore_index')
+    if param is not None and isinstance(param.default, int):
+        return param.default
+    for attr in ('ignore_index', 'ignore_label'):
+        if isinstance(getattr(loss, attr, None), int):
+            return getattr(loss, attr)
+    return None
 
 
 @MODELS.register_module()
 class InfoBatchLoss(nn.Module):
     """Wrap an mmseg loss so InfoBatch can score and rescale each image.
 
-    The inner loss runs with ``reduction_override='none'``. Its output, per
-    pixel (N, H, W) or per image (N,), is
-
-    - reduced to one detached score per image, the mean over valid pixels
-      (``label != ignore_index``), kept for ``InfoBatchHook``;
-    - multiplied by the batch's per-image weights and reduced as the inner
-      loss's own 'mean' (or 'sum') would, so with all weights 1 the result
-      equals the unwrapped loss.
-
-    Without weights (no hook, or outside training) it is the inner loss.
+    Without weights (no hook, or outside training) it is the inner loss,
+    called with exactly the arguments the head gave. With the weights that
+    ``InfoBatchHook`` sets for a training iteration it rescales each image's
+    share of the loss and records one detached score per image: the mean of
+    the per-element loss over the image's valid pixels
+    (``label != ignore_index``), or the image's loss in the per-image mode.
+    The module docstring tells which mode serves which loss.
 
     Args:
         loss (dict): Config of the inner loss, e.g.
             ``dict(type='CrossEntropyLoss', loss_weight=1.0)``.
+        mode (str): 'auto', 'weight' or 'per_image'. 'auto' serves every
+            mmseg loss that can be served exactly and refuses the others.
+            'weight' hands the weights to the inner loss's ``weight=``,
+            shaped like the label; set it for a loss of your own that
+            takes such a weight and divides by a count that does not depend
+            on it. 'per_image' evaluates the inner loss image by image and
+            averages ``w_i * loss_i``; a loss that couples the images of a
+            batch then does so within each image. Defaults to 'auto'.
         **inherited: Keys left over when a config that inherits a plain
             loss merges ``type='InfoBatchLoss'`` into it. They are accepted
             only where they repeat the inner loss's own value.
     """
 
-    def __init__(self, loss: dict, **inherited) -> None:
+    def __init__(self, loss: dict, mode: str = 'auto', **inherited) -> None:
         super().__init__()
         if not isinstance(loss, dict) or 'type' not in loss:
             raise TypeError('InfoBatchLoss(loss=...) must be an mmseg loss '
@@ -47,15 +158,56 @@ class InfoBatchLoss(nn.Module):
         if loss['type'] in ('InfoBatchLoss', InfoBatchLoss):
             raise TypeError('InfoBatchLoss must not wrap another '
                             'InfoBatchLoss')
+        if mode not in MODES:
+            raise ValueError(f'InfoBatchLoss mode must be one of {MODES}, '
+                             f'but got {mode!r}')
         self.loss = MODELS.build(loss)
+        self.mode = self._resolve_mode(mode)
+        name = _mmseg_loss_name(self.loss)
+        self._layout = _WEIGHT_LAYOUTS.get(name, 'label')
+        self._ignore_index = _default_ignore_index(self.loss)
         # Set by InfoBatchHook before each training iteration, cleared after.
         self.batch_weights: Optional[torch.Tensor] = None
         self._scores: Optional[torch.Tensor] = None
+
+    def _resolve_mode(self, mode: str) -> str:
+        """Check the requested mode against the inner loss, at build time,
+        so that a loss we can't serve fails before any data is loaded."""
+        served, why = _serving(self.loss)
+        name = type(self.loss).__name__
+        if mode == 'per_image':
+            return mode
+        if mode == 'weight':
+            if _mmseg_loss_name(self.loss) is None or served == 'weight':
+                return mode
+            raise ValueError(
+                f"InfoBatchLoss(mode='weight') can't serve {name}: its "
+                'forward does not rescale by a per-image weight= argument. '
+                "Use mode='auto' or mode='per_image'.")
+        if served is not None:
+            return served
+        if _mmseg_loss_name(self.loss) is None:
+            raise ValueError(
+                f'InfoBatchLoss does not know how {name} reduces, so it '
+                'cannot tell how to rescale each image. If its forward takes '
+                'weight= shaped like the label and divides by a count that '
+                "does not depend on it (as CrossEntropyLoss does), set "
+                "mode='weight'; otherwise set mode='per_image' to evaluate "
+                'it image by image.')
+        raise ValueError(
+            f'InfoBatchLoss cannot rescale each image of {name} exactly: '
+            f'{why}. It can evaluate {name} image by image instead, which '
+            'makes that coupling per image. To accept this, set '
+            "mode='per_image': loss_decode=dict(type='InfoBatchLoss', "
+            f"mode='per_image', loss=dict(type='{name}', ...)).")
 
     @property
     def loss_name(self) -> str:
         """The inner loss's name, so log keys stay e.g. ``decode.loss_ce``."""
         return self.loss.loss_name
+
+    def extra_repr(self) -> str:
+        return f'mode={self.mode!r}'
 
     def set_batch_weights(self, weights: Optional[torch.Tensor]) -> None:
         """Set (or clear, with None) the per-image weights of the next call.
@@ -71,99 +223,113 @@ class InfoBatchLoss(nn.Module):
         self.__dict__['_scores'] = None
         return scores
 
-    def forward(self,
-                pred: torch.Tensor,
-                target: torch.Tensor,
-                weight: Optional[torch.Tensor] = None,
-                avg_factor: Optional[float] = None,
-                reduction_override: Optional[str] = None,
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, *args,
                 **kwargs) -> torch.Tensor:
-        if self.batch_weights is None:
-            return self.loss(
-                pred,
-                target,
-                weight=weight,
-                avg_factor=avg_factor,
-                reduction_override=reduction_override,
-                **kwargs)
+        weights = self.batch_weights
+        if weights is None:
+            return self.loss(pred, target, *args, **kwargs)
         num_images = pred.shape[0]
-        if self.batch_weights.numel() != num_images:
+        if weights.numel() != num_images:
             raise RuntimeError(
                 f'InfoBatchLoss({self.loss_name}) got {num_images} images '
-                f'but {self.batch_weights.numel()} weights: the batch does '
-                'not match the sampler. Use InfoBatchSampler with the '
-                "default BatchSampler (no custom batch_sampler) in "
-                'train_dataloader.')
-        per_element = self.loss(
-            pred,
-            target,
-            weight=weight,
-            avg_factor=None,
-            reduction_override='none',
-            **kwargs)
-        if per_element.dim() == 0 or per_element.shape[0] != num_images:
-            raise RuntimeError(
-                f'InfoBatchLoss needs per-image or per-pixel values from '
-                f"{type(self.loss).__name__}(reduction='none'), but got "
-                f'shape {tuple(per_element.shape)} for {num_images} images. '
-                'Wrap only losses that keep the batch dimension.')
-        ignore_index = kwargs.get('ignore_index')
-        self._add_scores(per_element.detach(), target, ignore_index)
+                f'but {weights.numel()} weights: the batch does not match '
+                'the sampler. Use InfoBatchSampler with the default '
+                'BatchSampler (no custom batch_sampler) in train_dataloader, '
+                'and wrap only losses that heads call with one row per '
+                'image.')
+        if self.mode == 'per_image':
+            return self._per_image(weights, pred, target, args, kwargs)
+        return self._weighted(weights, pred, target, *args, **kwargs)
 
-        reduction = reduction_override or getattr(self.loss, 'reduction',
-                                                  'mean')
-        if reduction == 'none':
-            raise ValueError("InfoBatchLoss can't rescale with "
-                             "reduction='none'; use 'mean' or 'sum'")
-        if avg_factor is None and reduction == 'mean':
-            avg_factor = self._mean_denominator(target, ignore_index)
-        shape = (num_images, ) + (1, ) * (per_element.dim() - 1)
-        image_weights = self.batch_weights.to(
-            device=per_element.device, dtype=per_element.dtype).view(shape)
-        return weight_reduce_loss(
-            per_element,
-            weight=image_weights,
-            reduction=reduction,
-            avg_factor=avg_factor)
+    def _weighted(self,
+                  weights: torch.Tensor,
+                  pred: torch.Tensor,
+                  target: torch.Tensor,
+                  weight: Optional[torch.Tensor] = None,
+                  **kwargs) -> torch.Tensor:
+        """The inner loss with the image weights in its ``weight=``."""
+        image_weight = self._layout_weights(weights, pred, target)
+        if weight is not None:
+            image_weight = image_weight * weight
+        loss = self.loss(pred, target, weight=image_weight, **kwargs)
+        kwargs.pop('avg_factor', None)
+        kwargs['reduction_override'] = 'none'
+        with torch.no_grad():
+            values = self.loss(pred.detach(), target, **kwargs)
+        ignore_index = kwargs.get('ignore_index', self._ignore_index)
+        self._add_scores(_valid_mean(values, target, ignore_index))
+        return loss
 
-    def _mean_denominator(self, target: torch.Tensor,
-                          ignore_index: Optional[int]) -> Optional[float]:
-        """The denominator of mmseg's cross-entropy 'mean', which is not a
-        plain mean: all pixels, non-ignored pixels (``avg_non_ignore``) or
-        the summed class weights of the labels. None for other losses."""
-        if not hasattr(self.loss, 'avg_non_ignore'):
-            return None
-        valid = torch.ones_like(target, dtype=torch.bool) \
-            if ignore_index is None else target != ignore_index
-        class_weight = getattr(self.loss, 'class_weight', None)
-        if class_weight is None:
-            if self.loss.avg_non_ignore:
-                return valid.sum().item()
-            return target.numel()
-        class_weight = target.new_tensor(class_weight, dtype=torch.float)
-        label_weights = class_weight[torch.where(valid, target, 0)]
-        if self.loss.avg_non_ignore:
-            label_weights = label_weights * valid
-        return label_weights.sum()
+    def _layout_weights(self, weights: torch.Tensor, pred: torch.Tensor,
+                        target: torch.Tensor) -> torch.Tensor:
+        weights = weights.to(device=pred.device, dtype=torch.float32)
+        if self._layout == 'image':
+            return weights
+        if self._layout == 'flat':
+            # One weight per pixel of pred (N, C, *pixels), flattened.
+            pixels = weights.view((-1, ) + (1, ) * (pred.dim() - 2))
+            return pixels.expand((-1, ) + pred.shape[2:]).reshape(-1)
+        shape = (-1, ) + (1, ) * (target.dim() - 1)
+        return weights.view(shape).expand(target.shape)
 
-    def _add_scores(self, values: torch.Tensor, target: torch.Tensor,
-                    ignore_index: Optional[int]) -> None:
-        """Accumulate one score per image; NaN for an image with no valid
-        pixel, which the hook then leaves at its old score."""
-        values = values.float()
-        if values.dim() == target.dim() + 1 and values.shape[1] == 1:
-            values = values.squeeze(1)  # (N, 1, H, W) from sigmoid losses
-        if values.dim() == 1:
-            scores = values
-        elif values.shape == target.shape:
-            valid = torch.ones_like(values, dtype=torch.bool) \
-                if ignore_index is None else target != ignore_index
-            dims = tuple(range(1, values.dim()))
-            count = valid.sum(dims)
-            total = torch.where(valid, values, 0).sum(dims)
-            scores = torch.where(count > 0, total / count.clamp(min=1),
-                                 torch.full_like(total, float('nan')))
-        else:
-            scores = values.flatten(1).mean(1)
+    def _per_image(self, weights: torch.Tensor, pred: torch.Tensor,
+                   target: torch.Tensor, args: tuple,
+                   kwargs: dict) -> torch.Tensor:
+        """Mean over images of ``w_i * loss_i``, one inner call per image."""
+        if kwargs.get('avg_factor') is not None:
+            raise ValueError(
+                "InfoBatchLoss(mode='per_image') can't split a batch-wide "
+                'avg_factor over images; call it without avg_factor.')
+        num_images = pred.shape[0]
+
+        def image(value, i):
+            if torch.is_tensor(value) and value.dim() > 0 and \
+                    value.shape[0] == num_images:
+                return value[i:i + 1]
+            return value
+
+        losses = torch.stack([
+            self.loss(
+                pred[i:i + 1], image(target, i), *[image(a, i) for a in args],
+                **{k: image(v, i)
+                   for k, v in kwargs.items()}).mean()
+            for i in range(num_images)
+        ])
+        ignore_index = kwargs.get('ignore_index', self._ignore_index)
+        scores = losses.detach().float()
+        if ignore_index is not None and not target.is_floating_point():
+            has_valid = (target != ignore_index).flatten(1).any(1)
+            scores = torch.where(has_valid, scores, float('nan'))
+        self._add_scores(scores)
+        return (losses * weights.to(losses)).mean()
+
+    def _add_scores(self, scores: torch.Tensor) -> None:
         self.__dict__['_scores'] = scores if self._scores is None else \
             self._scores + scores
+
+
+def _valid_mean(values: torch.Tensor, target: torch.Tensor,
+                ignore_index: Optional[int]) -> torch.Tensor:
+    """Per-image mean of a loss's 'none' output over the valid pixels.
+
+    ``values`` is (N,) per image, or per element: shaped like the label
+    (N, H, W), or with a class axis (N, C, H, W) or (N, 1, H, W), over which
+    the label's valid mask is broadcast. NaN for an image with no valid
+    pixel, which the hook then leaves at its old score.
+    """
+    values = values.detach().float()
+    if values.dim() == 1:
+        return values
+    valid = None
+    if ignore_index is not None and not target.is_floating_point():
+        valid = target != ignore_index
+        if values.dim() == valid.dim() + 1 and \
+                values.shape[2:] == valid.shape[1:]:
+            valid = valid.unsqueeze(1).expand_as(values)
+        elif values.shape != valid.shape:
+            valid = None
+    if valid is None:
+        return values.flatten(1).mean(1)
+    count = valid.flatten(1).sum(1)
+    total = torch.where(valid, values, 0).flatten(1).sum(1)
+    return torch.where(count > 0, total / count.clamp(min=1), float('nan'))
