@@ -1,0 +1,544 @@
+"""Check InfoBatch against every config that the installed mmseg ships.
+
+The configs are grouped by segmentor, backbone, heads and losses (with the
+options that change a loss's reduction), and the lightest config of each
+group stands for it. For each, as a user would, by config alone:
+
+1. import ``mmseg_infobatch`` through ``custom_imports`` and wrap every loss
+   term of every head in ``InfoBatchLoss``;
+2. build on CPU: SyncBN as BN, no pretrained checkpoint (nothing can be
+   downloaded), inputs shrunk to ``--size``;
+3. run one training step of the plain and the wrapped model (same weights,
+   same random state) on generated images with the config's classes, at
+   image weights 1, and compare every loss term and every gradient;
+4. check that the wrapped loss at other weights is ``sum_i w_i * loss(e_i)``
+   (each image's share rescaled exactly), then train a few steps with them.
+
+A loss that ``InfoBatchLoss`` refuses at build is rebuilt with
+``mode='per_image'``, as its error message says. Each config ends in one of:
+
+- ``equal``: equal at weights 1, rescaled exactly, trains;
+- ``per-image``: refused at build by default, served with
+  ``mode='per_image'`` (rescaled exactly; differs from the plain loss where
+  the loss couples the images of a batch);
+- ``refused``: refused at build even with ``mode='per_image'``;
+- ``not buildable``: fails here without InfoBatch (the reason is named);
+- ``no loss_decode``: heads whose losses live elsewhere (MaskFormer);
+- ``DIFFERENT`` / ``ERROR``: InfoBatch changed or broke the loss. Never
+  expected: the exit status is 1 if any.
+
+Example::
+
+    OMP_NUM_THREADS=1 python tools/check_compat.py --markdown docs/compat.md
+"""
+import argparse
+import copy
+import glob
+import logging
+import os
+import os.path as osp
+import re
+import sys
+import time
+import traceback
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmengine.utils import import_modules_from_strings
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from cpu_runtime import sync_bn_to_bn  # noqa: E402
+
+CUSTOM_IMPORTS = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
+STATUSES = ('equal', 'per-image', 'refused', 'not buildable',
+            'no loss_decode', 'DIFFERENT', 'ERROR')
+NUM_IMAGES = 2
+TRAIN_WEIGHTS = (2.0, 1.0)  # a kept low-score image (r=0.5) and a plain one
+
+
+@dataclass
+class Result:
+    """What the check found for one config (standing for ``group``)."""
+    config: str
+    group: List[str] = field(default_factory=list)
+    status: str = 'ERROR'
+    losses: str = ''
+    detail: str = ''
+    seconds: float = 0.0
+
+
+def config_root() -> str:
+    import mmseg
+    return osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs')
+
+
+def find_configs(root: str, only: Optional[str] = None) -> List[str]:
+    files = glob.glob(osp.join(root, '**', '*.py'), recursive=True)
+    files = sorted(
+        osp.relpath(f, root) for f in files if '_base_' not in f.split(os.sep))
+    if only:
+        files = [f for f in files if re.search(only, f)]
+    return files
+
+
+def walk(node, visit):
+    """Call ``visit`` on every dict of a config tree, parents first."""
+    if isinstance(node, dict):
+        visit(node)
+        for value in list(node.values()):
+            walk(value, visit)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            walk(value, visit)
+
+
+def loss_terms(head: dict) -> Dict[str, list]:
+    """A head's loss configs by key: ``loss_decode`` and others such as
+    EncHead's ``loss_se_decode``."""
+    terms = {}
+    for key, value in head.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if key.startswith('loss_') and values and all(
+                isinstance(v, dict) and 'type' in v for v in values):
+            terms[key] = list(values)
+    return terms
+
+
+def signature(model: dict) -> tuple:
+    """What decides how InfoBatch meets a model: segmentor, backbone, and
+    each head with its pixel sampler and its losses' reduction options."""
+    heads = []
+
+    def visit(node):
+        terms = loss_terms(node)
+        if terms:
+            sampler = (node.get('sampler') or {}).get('type')
+            heads.append((node.get('type'), sampler, tuple(
+                (key, t['type'], bool(t.get('use_sigmoid')),
+                 bool(t.get('avg_non_ignore')),
+                 t.get('class_weight') is not None, t.get('per_image'),
+                 t.get('reduction')) for key in sorted(terms)
+                for t in terms[key])))
+
+    walk(model, visit)
+    backbone = model.get('backbone') or {}
+    return (model.get('type'), backbone.get('type'), tuple(heads))
+
+
+def weight_of(path: str, model: dict) -> tuple:
+    """Rank a group's configs: the lightest backbone first."""
+    backbone = model.get('backbone') or {}
+    size = [backbone.get(k) for k in ('depth', 'embed_dims', 'num_layers')]
+    return tuple(v if isinstance(v, int) else 0 for v in size) + (path, )
+
+
+def describe_losses(model: dict) -> str:
+    names = []
+
+    def visit(node):
+        for terms in loss_terms(node).values():
+            for t in terms:
+                name = t['type'].split('.')[-1]
+                if t.get('use_sigmoid') and name == 'CrossEntropyLoss':
+                    name = 'CrossEntropyLoss(sigmoid)'
+                names.append(name)
+
+    walk(model, visit)
+    return '+'.join(sorted(set(names))) or '-'
+
+
+def group_configs(root: str, files: List[str]):
+    """(representative, members, model cfg) per group; unreadable configs
+    come back as results of their own."""
+    groups, unreadable = defaultdict(list), []
+    for path in files:
+        try:
+            model = Config.fromfile(osp.join(root, path)).model.to_dict()
+        except Exception as e:  # a config needing a missing package
+            unreadable.append(
+                Result(path, [path], 'not buildable', '', _reason(e)))
+            continue
+        groups[signature(model)].append((weight_of(path, model), path,
+                                         model))
+    picked = []
+    for members in groups.values():
+        members.sort(key=lambda m: m[0])
+        picked.append((members[0][1], [m[1] for m in members],
+                       members[0][2]))
+    picked.sort(key=lambda p: p[0])
+    return picked, unreadable
+
+
+def prepare_for_cpu(model: dict, size: int) -> dict:
+    """No SyncBN, no pretrained checkpoint, ``size`` x ``size`` inputs."""
+    model = copy.deepcopy(model)
+    sync_bn_to_bn(model)
+
+    def visit(node):
+        if 'pretrained' in node and isinstance(node['pretrained'], str):
+            node['pretrained'] = None
+        init_cfg = node.get('init_cfg')
+        inits = init_cfg if isinstance(init_cfg, list) else [init_cfg]
+        if any(isinstance(i, dict) and 'checkpoint' in i for i in inits):
+            node['init_cfg'] = None
+
+    walk(model, visit)
+    preprocessor = model.get('data_preprocessor')
+    if preprocessor and preprocessor.get('size') is not None:
+        preprocessor['size'] = (size, size)
+    return model
+
+
+def wrap_losses(model: dict, per_image=()) -> dict:
+    """Wrap every loss term of every head, as a user's config does; the
+    loss types in ``per_image`` get ``mode='per_image'``."""
+    model = copy.deepcopy(model)
+
+    def wrap(term):
+        wrapped = dict(type='InfoBatchLoss', loss=term)
+        if term['type'] in per_image:
+            wrapped['mode'] = 'per_image'
+        return wrapped
+
+    def visit(node):
+        for key, terms in loss_terms(node).items():
+            if isinstance(node[key], dict):
+                node[key] = wrap(node[key])
+            else:
+                node[key] = [wrap(t) for t in terms]
+
+    walk(model, visit)
+    return model
+
+
+def refused_types(model: dict) -> List[str]:
+    """Loss types that ``InfoBatchLoss`` refuses in its default mode."""
+    from mmseg.registry import MODELS
+    refused = []
+
+    def visit(node):
+        for terms in loss_terms(node).values():
+            for t in terms:
+                try:
+                    MODELS.build(dict(type='InfoBatchLoss', loss=t))
+                except ValueError:
+                    refused.append(t['type'])
+
+    walk(model, visit)
+    return sorted(set(refused))
+
+
+def build(model_cfg: dict):
+    from mmseg.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    return revert_sync_batchnorm(model).train()
+
+
+def num_classes(model: dict) -> int:
+    head = model['decode_head']
+    head = head[-1] if isinstance(head, list) else head
+    return head['num_classes']
+
+
+def make_batch(classes: int, size: int, seed: int = 0,
+               ignore: bool = True) -> dict:
+    """Random images; labels in blocks of 8 px, some ignored (255)."""
+    from mmseg.structures import SegDataSample
+    g = torch.Generator().manual_seed(seed)
+    cells = size // 8
+    samples = []
+    for _ in range(NUM_IMAGES):
+        label = torch.randint(0, classes, (1, cells, cells), generator=g)
+        if ignore:
+            label[torch.rand(1, cells, cells, generator=g) < 0.1] = 255
+        label = label.repeat_interleave(8, 1).repeat_interleave(8, 2)
+        edge = (torch.rand(1, size, size, generator=g) < 0.1).long()
+        sample = SegDataSample(
+            metainfo=dict(
+                img_shape=(size, size), ori_shape=(size, size),
+                pad_shape=(size, size), img_path='', seg_map_path=''))
+        sample.gt_sem_seg = PixelData(data=label)
+        sample.gt_edge_map = PixelData(data=edge)  # PIDNet's boundaries
+        samples.append(sample)
+    inputs = [
+        torch.randint(0, 256, (3, size, size), generator=g).to(torch.uint8)
+        for _ in range(NUM_IMAGES)
+    ]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def infobatch_losses(model):
+    from mmseg_infobatch import InfoBatchLoss
+    return [m for m in model.modules() if isinstance(m, InfoBatchLoss)]
+
+
+def forward(model, batch, weights=None, seed=1):
+    """One training forward; the same ``seed`` gives the same dropout and
+    point sampling in the plain and the wrapped model."""
+    for loss in infobatch_losses(model):
+        loss.set_batch_weights(weights)
+    torch.manual_seed(seed)
+    data = model.data_preprocessor(copy.deepcopy(batch), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    total, log_vars = model.parse_losses(losses)
+    scores = [loss.pop_scores() for loss in infobatch_losses(model)]
+    return total, log_vars, [s for s in scores if s is not None]
+
+
+def gradients(model, total) -> Dict[str, torch.Tensor]:
+    model.zero_grad()
+    total.backward()
+    return {
+        name: p.grad.clone()
+        for name, p in model.named_parameters() if p.grad is not None
+    }
+
+
+def _close(a, b) -> bool:
+    return torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def compare(plain, wrapped, batch) -> str:
+    """'' if equal at weights 1, else what differs."""
+    total, log_vars, _ = forward(plain, batch)
+    grads = gradients(plain, total)
+    total_w, log_vars_w, scores = forward(wrapped, batch,
+                                          torch.ones(NUM_IMAGES))
+    grads_w = gradients(wrapped, total_w)
+    diffs = [
+        f'{k}: {log_vars[k]:.6g} vs {log_vars_w.get(k, float("nan")):.6g}'
+        for k in log_vars if 'loss' in k and not _close(
+            torch.tensor(log_vars[k]),
+            torch.tensor(log_vars_w.get(k, float('nan'))))
+    ]
+    if set(grads) != set(grads_w):
+        diffs.append('different parameters get gradients')
+    diffs += [
+        f'grad {k}' for k in grads if k in grads_w
+        and not _close(grads[k], grads_w[k])
+    ][:3]
+    if not scores:
+        diffs.append('no scores')
+    return '; '.join(diffs)
+
+
+def check_rescale_and_train(wrapped, batch, steps: int) -> str:
+    """'' if the loss at TRAIN_WEIGHTS is sum_i w_i * loss(e_i) and a few
+    steps at those weights train (finite loss, scores, moving weights)."""
+    weights = torch.tensor(TRAIN_WEIGHTS)
+    with torch.no_grad():
+        total = forward(wrapped, batch, weights)[0]
+        shares = [
+            forward(wrapped, batch, torch.eye(NUM_IMAGES)[i])[0]
+            for i in range(NUM_IMAGES)
+        ]
+    expected = sum(w * s for w, s in zip(weights, shares))
+    if not torch.allclose(total, expected, rtol=1e-4, atol=1e-6):
+        return f'loss at weights {TRAIN_WEIGHTS} is {total.item():.6g}, ' \
+               f'not sum_i w_i * loss(e_i) = {expected.item():.6g}'
+    params = [p for p in wrapped.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    optim = torch.optim.SGD(params, lr=1e-3)
+    for step in range(steps):
+        total, _, scores = forward(wrapped, batch, weights, seed=2 + step)
+        score = sum(scores)
+        if not torch.isfinite(total):
+            return f'non-finite loss at step {step}'
+        if score.shape != (NUM_IMAGES, ) or not torch.isfinite(score).all():
+            return f'bad scores at step {step}: {score}'
+        optim.zero_grad()
+        total.backward()
+        optim.step()
+    if all(torch.equal(a, p) for a, p in zip(before, params)):
+        return 'no parameter moved'
+    return ''
+
+
+def _reason(e: BaseException) -> str:
+    """Why a config can't be built or run here, in a few words."""
+    text = f'{type(e).__name__}: {e}'.replace('\n', ' ')
+    rules = [
+        (r'mmdet', 'needs mmdet (not installed)'),
+        (r'mmpretrain', 'needs mmpretrain (not installed)'),
+        (r'No such file|not found|does not exist|urlopen|download|'
+         r'HTTP|Connection', 'needs a download'),
+        (r'CUDA|cuda', 'needs CUDA'),
+        (r'No module named \'?([\w.]+)', r'needs package \1'),
+    ]
+    for pattern, reason in rules:
+        match = re.search(pattern, text)
+        if match:
+            return match.expand(reason)
+    return text[:160]
+
+
+def check(path: str, model: dict, size: int,
+          steps: int) -> Result:
+    """Run the checks of the module docstring on one config."""
+    result = Result(path, losses=describe_losses(model))
+    if not any(loss_terms(node) for node in _dicts(model)):
+        result.status = 'no loss_decode'
+        result.detail = 'heads compute their losses without loss_decode'
+        return result
+    model = prepare_for_cpu(model, size)
+    try:
+        plain = build(model)
+    except Exception as e:
+        result.status, result.detail = 'not buildable', _reason(e)
+        return result
+    batch, note = make_batch(num_classes(model), size), ''
+    try:
+        forward(plain, batch)
+    except Exception as e:
+        # mmseg's CE with class_weight can't index the ignore label
+        # (PIDNet): check such configs on labels without it.
+        batch = make_batch(num_classes(model), size, ignore=False)
+        try:
+            forward(plain, batch)
+        except Exception:
+            result.status, result.detail = 'not buildable', _reason(e)
+            return result
+        note = f'labels without 255: plain mmseg fails on it ({_reason(e)})'
+    import_modules_from_strings(**CUSTOM_IMPORTS)
+    per_image = refused_types(model)
+    try:
+        if per_image:
+            try:
+                build(wrap_losses(model))
+                raise AssertionError('refused_types disagrees with build')
+            except ValueError as e:
+                result.detail = f'default refused at build: {e}'[:300]
+        wrapped = build(wrap_losses(model, per_image))
+    except Exception as e:
+        result.status, result.detail = 'refused', _reason(e)
+        return result
+    try:
+        wrapped.load_state_dict(plain.state_dict())
+        differs = compare(plain, wrapped, batch)
+        broken = check_rescale_and_train(wrapped, batch, steps)
+    except Exception as e:
+        result.status = 'ERROR'
+        result.detail = ''.join(
+            traceback.format_exception_only(type(e), e)).strip()[:300]
+        return result
+    if broken:
+        result.status, result.detail = 'ERROR', broken
+    elif per_image:
+        result.status = 'per-image'
+        result.detail = (f"mode='per_image' for {', '.join(per_image)}; "
+                         f'at weights 1: {differs or "equal on this data"}')
+    elif differs:
+        result.status, result.detail = 'DIFFERENT', differs
+    else:
+        result.status = 'equal'
+    result.detail = '; '.join(d for d in (result.detail, note) if d)
+    return result
+
+
+def _dicts(node):
+    found = []
+    walk(node, found.append)
+    return found
+
+
+def table(results: List[Result]) -> str:
+    """Markdown table of results and counts."""
+    lines = ['| config (configs it stands for) | losses | result | detail |',
+             '|---|---|---|---|']
+    for r in results:
+        detail = r.detail.replace('|', '\\|')[:200]
+        lines.append(f'| {r.config} ({len(r.group)}) | {r.losses} | '
+                     f'{r.status} | {detail} |')
+    return '\n'.join(lines)
+
+
+def counts(results: List[Result]) -> str:
+    groups = Counter(r.status for r in results)
+    configs = Counter()
+    for r in results:
+        configs[r.status] += len(r.group)
+    lines = ['| result | checked | stock configs |', '|---|---|---|']
+    for status in STATUSES:
+        lines.append(f'| {status} | {groups[status]} | {configs[status]} |')
+    lines.append(f'| total | {len(results)} | {sum(configs.values())} |')
+    return '\n'.join(lines)
+
+
+def write_markdown(path: str, results: List[Result], seconds: float):
+    """Replace the generated section of ``path`` (between the markers)."""
+    begin, end = '<!-- check_compat:begin -->', '<!-- check_compat:end -->'
+    import mmseg
+    body = (f'{begin}\n'
+            f'Generated by `tools/check_compat.py` with mmseg '
+            f'{mmseg.__version__}, torch {torch.__version__}, on CPU in '
+            f'{seconds / 60:.1f} min.\n\n{counts(results)}\n\n'
+            f'{table(results)}\n{end}')
+    text = open(path).read() if osp.exists(path) else ''
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + body + \
+            text[text.index(end) + len(end):]
+    else:
+        text = text + ('\n' if text else '') + body + '\n'
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--only', help='regex on config paths to keep')
+    parser.add_argument('--limit', type=int, help='check at most N groups')
+    parser.add_argument('--size', type=int, default=64,
+                        help='image side in pixels; a multiple of 32')
+    parser.add_argument('--steps', type=int, default=2,
+                        help='training steps at non-unit weights')
+    parser.add_argument('--markdown', help='write the tables into this file')
+    args = parser.parse_args(argv)
+    if args.size % 32:
+        parser.error(f'--size must be a multiple of 32, but got {args.size}')
+    return args
+
+
+def quiet():
+    """Keep the table readable: no init reports or mmseg warnings."""
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel(logging.ERROR)
+    warnings.filterwarnings('ignore')
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.time()
+    init_default_scope('mmseg')
+    quiet()
+    root = config_root()
+    picked, results = group_configs(root, find_configs(root, args.only))
+    if args.limit is not None:
+        picked = picked[:args.limit]
+    print(f'{len(picked)} groups to check, {len(results)} configs '
+          'unreadable here', flush=True)
+    for path, members, model in picked:
+        t = time.time()
+        result = check(path, model, args.size, args.steps)
+        result.group, result.seconds = members, time.time() - t
+        results.append(result)
+        print(f'{result.status:>14}  {result.seconds:5.1f}s  {path}  '
+              f'{result.detail[:120]}', flush=True)
+    seconds = time.time() - start
+    print(f'\n{counts(results)}\n\nin {seconds / 60:.1f} min')
+    if args.markdown:
+        write_markdown(args.markdown, results, seconds)
+    bad = [r for r in results if r.status in ('DIFFERENT', 'ERROR')]
+    return 1 if bad else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
