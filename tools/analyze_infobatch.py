@@ -23,6 +23,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 
 import matplotlib
 
@@ -34,14 +35,33 @@ import torch  # noqa: E402
 import mmseg_infobatch  # noqa: E402,F401  allow-lists checkpoint types
 from mmseg_infobatch.pruning import decide_pass  # noqa: E402
 
-# Columns of the hook's history rows (see InfoBatchHook._begin_pass).
-PASS, START, KEPT, PRUNED, CANDIDATES, BATCHES, THRESHOLD, PRUNES = range(8)
 FIGSIZE = (5.5, 3.6)
 DPI = 90
+# mmengine names each run's log folder by its start time, so the names sort
+# in time order.
+LOG_DIR_PATTERN = re.compile(r'^\d{8}_\d{6}$')
+# The per-pass scalars the hook logs at a pass's first iteration, and the
+# history field each one fills when no checkpoint holds the history.
+PASS_SCALARS = {
+    'infobatch/pass': 'pass',
+    'infobatch/kept': 'kept',
+    'infobatch/pruned': 'pruned',
+    'infobatch/pass_iters': 'iters',
+    'infobatch/saved_iters': 'saved_iters',
+    'infobatch/threshold': 'threshold',
+}
 
 
 class Run:
-    """The pieces of one work dir that the plots need (any may be None)."""
+    """The pieces of one work dir that the plots need (any may be None).
+
+    ``scalars`` merges every log folder of the run, so a resumed run is
+    analysed as a whole. ``history`` is the pass history as a dict of
+    equal-length numpy arrays (``pass``, ``start_iter``, ``kept``,
+    ``pruned``, ``iters``, ``threshold`` and, from a checkpoint,
+    ``candidates`` and ``pruning``), from the last checkpoint or else
+    rebuilt from the per-pass scalars.
+    """
 
     def __init__(self, work_dir: str, label: str = None) -> None:
         self.work_dir = work_dir
@@ -49,23 +69,37 @@ class Run:
         self.scalars = _load_scalars(work_dir)
         self.state = _load_infobatch_state(work_dir)
         self.config = _load_config(work_dir)
+        self.history = _checkpoint_history(self.state)
+        if self.history is None:
+            self.history = _scalar_history(self.scalars)
 
     @property
-    def history(self):
-        if self.state is None:
-            return None
-        history = self.state['hook']['history']
-        return history.numpy() if len(history) else None
+    def progress(self) -> dict:
+        """``full_batches``, ``budget_iters`` and ``offset`` as far as
+        known (a value may be None)."""
+        saved = {} if self.state is None else self.state.get('progress', {})
+        progress = {
+            key: int(saved[key]) if key in saved else None
+            for key in ('full_batches', 'budget_iters', 'offset')
+        }
+        if progress['full_batches'] is None and self.history is not None:
+            # Without a checkpoint, an unpruned pass shows the full length.
+            full = self.history['iters'][self.history['pruned'] == 0]
+            progress['full_batches'] = int(full.max()) if full.size else None
+        progress['offset'] = progress['offset'] or 0
+        return progress
 
     @property
     def full_batches(self):
-        return None if self.state is None else int(
-            self.state['hook']['full_batches'])
+        return self.progress['full_batches']
 
     def series(self, key: str):
-        """(steps, values) of a scalar, or None."""
+        """(steps, values) of a scalar over the whole run, or None."""
         rows = [(r['step'], r[key]) for r in self.scalars or [] if key in r]
-        return np.array(rows, dtype=float).T if rows else None
+        if not rows:
+            return None
+        rows.sort(key=lambda row: row[0])  # stable: merge order kept
+        return np.array(rows, dtype=float).T
 
 
 def _label(work_dir: str) -> str:
@@ -73,44 +107,146 @@ def _label(work_dir: str) -> str:
     return '/'.join(parts[-2:]) if len(parts) > 1 else parts[-1]
 
 
-def _latest_log_dir(work_dir: str):
-    dirs = sorted(
+def log_dirs(work_dir: str) -> list:
+    """The run's log folders with scalars, oldest first: one per start,
+    so a resumed run has several."""
+    return sorted(
         d for d in glob.glob(osp.join(work_dir, '*'))
-        if osp.isfile(osp.join(d, 'vis_data', 'scalars.json')))
-    return dirs[-1] if dirs else None
+        if LOG_DIR_PATTERN.match(osp.basename(d))
+        and osp.isfile(osp.join(d, 'vis_data', 'scalars.json')))
+
+
+def merge_scalars(parts: list) -> list:
+    """Merge the scalar records of successive log folders of one run.
+
+    A resumed run trains again from its checkpoint's iteration, so what an
+    earlier folder logged from the later folder's first step on is stale
+    (the crashed tail, or a pass that is logged again): it is replaced.
+    At that first step only the keys the later folder logs there are
+    replaced, because a validation logged at the checkpoint's iteration is
+    not repeated by the resumed run.
+    """
+    merged = []
+    for records in parts:
+        if not records:
+            continue
+        cut = min(r['step'] for r in records)
+        relogged = {
+            key
+            for r in records if r['step'] == cut for key in r if key != 'step'
+        }
+        kept = []
+        for record in merged:
+            if record['step'] < cut:
+                kept.append(record)
+            elif record['step'] == cut:
+                rest = {k: v for k, v in record.items() if k not in relogged}
+                if len(rest) > 1:
+                    kept.append(rest)
+        merged = kept + list(records)
+    return merged
 
 
 def _load_scalars(work_dir: str):
-    log_dir = _latest_log_dir(work_dir)
-    if log_dir is None:
-        return None
-    with open(osp.join(log_dir, 'vis_data', 'scalars.json')) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    parts = []
+    for log_dir in log_dirs(work_dir):
+        with open(osp.join(log_dir, 'vis_data', 'scalars.json')) as f:
+            parts.append([json.loads(line) for line in f if line.strip()])
+    return merge_scalars(parts) if parts else None
 
 
 def _load_config(work_dir: str):
-    log_dir = _latest_log_dir(work_dir)
-    path = log_dir and osp.join(log_dir, 'vis_data', 'config.py')
+    dirs = log_dirs(work_dir)
+    path = dirs and osp.join(dirs[-1], 'vis_data', 'config.py')
     if not path or not osp.isfile(path):
         return None
     from mmengine.config import Config
     return Config.fromfile(path)
 
 
-def _load_infobatch_state(work_dir: str):
+def _last_checkpoint(work_dir: str):
     last = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(last):
         with open(last) as f:
             ckpt = f.read().strip()
-    else:
-        ckpts = sorted(
-            glob.glob(osp.join(work_dir, 'iter_*.pth')),
-            key=lambda p: int(p.rsplit('_', 1)[1][:-4]))
-        ckpt = ckpts[-1] if ckpts else None
-    if not ckpt or not osp.isfile(ckpt):
+        # The file holds the path the run wrote; a moved or copied work dir
+        # still has the checkpoint next to it.
+        if ckpt and not osp.isfile(ckpt):
+            ckpt = osp.join(work_dir, osp.basename(ckpt))
+        return ckpt if ckpt and osp.isfile(ckpt) else None
+    ckpts = sorted(
+        glob.glob(osp.join(work_dir, 'iter_*.pth')) +
+        glob.glob(osp.join(work_dir, 'epoch_*.pth')),
+        key=lambda p: int(p.rsplit('_', 1)[1][:-4]))
+    return ckpts[-1] if ckpts else None
+
+
+def _load_infobatch_state(work_dir: str):
+    ckpt = _last_checkpoint(work_dir)
+    if ckpt is None:
         return None
     return torch.load(ckpt, map_location='cpu',
                       weights_only=True).get('infobatch')
+
+
+def _checkpoint_history(state):
+    """The checkpoint's pass history as numpy arrays, or None."""
+    history = None if state is None else state.get('history')
+    if not history or not len(history['pass']):
+        return None
+    return {key: value.numpy() for key, value in history.items()}
+
+
+def _scalar_history(scalars):
+    """The pass history rebuilt from the per-pass scalars, or None.
+
+    Each pass logs its scalars at its first iteration, in one record. A
+    pass that appears twice (logged again after a resume) keeps its first
+    start, where it really began.
+    """
+    rows = {}
+    for record in sorted(scalars or [], key=lambda r: r['step']):
+        if 'infobatch/pass' not in record:
+            continue
+        pass_idx = int(record['infobatch/pass'])
+        if pass_idx in rows:
+            continue
+        row = dict(start_iter=record['step'], threshold=np.nan)
+        row.update((field, record[key]) for key, field in PASS_SCALARS.items()
+                   if key in record)
+        rows[pass_idx] = row
+    if not rows:
+        return None
+    ordered = [rows[p] for p in sorted(rows)]
+    history = {
+        field: np.array([row.get(field, np.nan) for row in ordered])
+        for field in ['start_iter'] + list(PASS_SCALARS.values())
+    }
+    for field in ('pass', 'start_iter', 'kept', 'pruned', 'iters'):
+        history[field] = history[field].astype(np.int64)
+    history['pruning'] = history['pruned'] > 0
+    return history
+
+
+def saved_iters(run: Run):
+    """Iterations saved up to the end of each pass: full-data progress made
+    so far minus the iterations it took. None without a history."""
+    history, progress = run.history, run.progress
+    if history is None:
+        return None
+    if 'saved_iters' in history:  # logged by the hook itself
+        return history['saved_iters']
+    full = progress['full_batches']
+    start = progress['offset'] + history['pass'] * full
+    end = start + full
+    iters = history['iters'].astype(float)
+    if progress['budget_iters']:
+        # The last pass of a fractional schedule is cut short by the budget.
+        budget = progress['budget_iters']
+        share = np.clip((budget - start) / full, 0, 1)
+        end = np.minimum(end, budget)
+        iters = iters * share
+    return end - (history['start_iter'] + iters)
 
 
 def _save(fig, out_dir: str, name: str) -> str:
@@ -125,20 +261,13 @@ def _save(fig, out_dir: str, name: str) -> str:
 def plot_pruning(run: Run, out_dir: str):
     """Pruned samples per pass and cumulative iterations saved (Fig. 4d)."""
     history = run.history
-    if history is not None:
-        passes = history[:, PASS]
-        pruned = history[:, PRUNED]
-        saved = np.cumsum(run.full_batches - history[:, BATCHES])
-    else:
-        pruned_s, saved_s = run.series('infobatch/pruned'), run.series(
-            'infobatch/saved_iters')
-        if pruned_s is None or saved_s is None:
-            print(f'skip pruning.png: no pass history in {run.work_dir}')
-            return None
-        passes = np.arange(pruned_s.shape[1])
-        pruned, saved = pruned_s[1], saved_s[1]
+    saved = saved_iters(run) if run.full_batches else None
+    if history is None or saved is None:
+        print(f'skip pruning.png: no pass history in {run.work_dir}')
+        return None
+    passes = history['pass']
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    ax.bar(passes, pruned, color='tab:blue', alpha=0.7)
+    ax.bar(passes, history['pruned'], color='tab:blue', alpha=0.7)
     ax.set_xlabel('pass')
     ax.set_ylabel('samples pruned in the pass', color='tab:blue')
     twin = ax.twinx()
@@ -171,15 +300,21 @@ def plot_scores(run: Run, out_dir: str):
         print(f'skip scores.png: no checkpoint with InfoBatch state in '
               f'{run.work_dir}')
         return None
-    sampler = run.state['sampler']
-    scores, seen = sampler['scores'], sampler['seen']
-    if not bool(seen.any()):
+    sampler = run.state.get('sampler', {})
+    scores, seen = sampler.get('scores'), sampler.get('seen')
+    if scores is None or seen is None or not bool(seen.any()):
         print('skip scores.png: no sample was scored')
         return None
-    kept = torch.unique(sampler['pass_indices'])
-    weights = sampler['weights']
-    note = f'pass {sampler["pass_idx"]} (saved)'
-    if kept.numel() == scores.numel():
+    # The sampler may keep its pass's kept indices and weights; if not, or
+    # if that pass is full, the decision is replayed below.
+    kept = sampler.get('pass_indices', sampler.get('indices'))
+    weights = sampler.get('weights')
+    note = 'the saved pass'
+    if run.history is not None:
+        note = f'pass {int(run.history["pass"][-1])} (saved)'
+    if kept is not None:
+        kept = torch.unique(kept)
+    if kept is None or weights is None or kept.numel() == scores.numel():
         settings = _pruning_settings(run)
         if settings['ratio'] == 0 and settings['policy'] != 'quantile':
             settings['ratio'] = 0.5
@@ -212,13 +347,18 @@ def plot_scores(run: Run, out_dir: str):
 
 def epoch_progress(run: Run, steps: np.ndarray) -> np.ndarray:
     """Passes of data progress at each logged iteration (1-based steps)."""
-    history = run.history
+    history, progress = run.history, run.progress
+    full = progress['full_batches']
     if history is None:
-        return steps / run.full_batches
-    starts, batches = history[:, START], history[:, BATCHES]
+        return steps / full
+    starts, iters = history['start_iter'], history['iters']
     done = steps - 1  # iterations finished before the logged one
     row = np.clip(np.searchsorted(starts, done, side='right') - 1, 0, None)
-    return history[row, PASS] + (steps - starts[row]) / batches[row]
+    within = (steps - starts[row]) / np.maximum(iters[row], 1)
+    inside = progress['offset'] / full + history['pass'][row] + within
+    # Iterations before the first pass with InfoBatch state (a resume from
+    # a checkpoint without it) were full-data iterations.
+    return np.where(done < starts[0], steps / full, inside)
 
 
 def plot_lr(runs: list, out_dir: str):
