@@ -6,14 +6,13 @@ number of passes.
 """
 import argparse
 import json
+import math
 import os.path as osp
 import time
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-import mmseg_infobatch  # noqa: F401
-from mmseg_infobatch import InfoBatchHook
 from mmseg_infobatch.demo import ensure_digit_scenes
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -21,14 +20,16 @@ CONFIG = osp.join(REPO, 'configs', 'demo',
                   'upernet_r18_digit_scenes_infobatch.py')
 
 
-def last_miou(log_dir: str) -> float:
-    """The last validation mIoU in the run's local scalars log."""
-    miou = float('nan')
+def read_scalars(log_dir: str) -> dict:
+    """What the run logged to its local vis backend: the InfoBatch pass
+    scalars (``infobatch/*``, one entry a pass) and the last mIoU."""
+    passes, miou = [], float('nan')
     with open(osp.join(log_dir, 'vis_data', 'scalars.json')) as f:
-        for line in f:
-            record = json.loads(line)
+        for record in map(json.loads, f):
             miou = record.get('mIoU', miou)
-    return miou
+            if 'infobatch/pass' in record:
+                passes.append(record)
+    return dict(passes=passes, miou=miou)
 
 
 def main(argv=None):
@@ -52,26 +53,32 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     runner = Runner.from_cfg(cfg)
     runner.train()
-    hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
-    iters, budget = runner.iter, hook.budget_iters
-    pruned = sum(int(row[3]) for row in hook.history)
-    seen = sum(int(row[2]) + int(row[3]) for row in hook.history)
+    logged = read_scalars(runner.log_dir)
+    passes = logged['passes']
+    # Logged at each pass start: the saving the run ends with is the last.
+    saved = int(passes[-1]['infobatch/saved_iters'])
+    iters = runner.iter
+    budget = iters + saved
+    full_pass = math.ceil(meta['num_train'] / cfg.train_dataloader.batch_size)
+    pruned = sum(int(p['infobatch/pruned']) for p in passes)
+    seen = sum(int(p['infobatch/kept'] + p['infobatch/pruned'])
+               for p in passes)
     summary = [
         '', '=' * 64, 'InfoBatch demo summary (digit scenes, UperNet, CPU)',
         f'  data           : {meta["num_train"]} train / {meta["num_val"]} '
         f'val scenes, {meta["size"]}x{meta["size"]}, {args.data_root}',
-        f'  passes         : {len(hook.history)} '
-        f'(schedule of {hook.num_passes:.2f} full-data passes)',
+        f'  passes         : {len(passes)} '
+        f'(schedule of {budget / full_pass:.2f} full-data passes)',
         f'  iterations     : {iters} with InfoBatch vs {budget} for '
         'full data, same passes',
-        f'  saved          : {budget - iters} iterations '
-        f'({(budget - iters) / budget:.1%}); {pruned} of {seen} sample '
-        'visits pruned',
-        f'  mIoU (val)     : {last_miou(runner.log_dir):.2f}',
+        f'  saved          : {saved} iterations ({saved / budget:.1%}); '
+        f'{pruned} of {seen} sample visits pruned',
+        f'  mIoU (val)     : {logged["miou"]:.2f}',
         f'  wall time      : {time.time() - start:.0f} s',
         f'  logs           : {runner.log_dir}', '=' * 64
     ]
     print('\n'.join(summary))
+    return summary
 
 
 if __name__ == '__main__':
