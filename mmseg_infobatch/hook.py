@@ -1,27 +1,27 @@
 """InfoBatchHook: routes weights and scores, anneals, aligns the schedule."""
 import math
+import os.path as osp
+import re
 from typing import List, Optional
 
 import torch
-from mmengine.dist import all_gather, get_dist_info
+from mmengine.dist import all_gather
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
-from torch.utils.data import BatchSampler
 
+from .checkpoint_types import allow_mmengine_checkpoint_types
+from .checks import (check_batch, check_eval_samplers, check_single_hook,
+                     find_losses, find_train_sampler)
+from .compat import (check_mmengine_version, restart_train_iterator,
+                     set_accumulation_end, set_train_end)
 from .loss import InfoBatchLoss
-from .progress import (batches_per_pass, end_iter, extra_scheduler_steps,
-                       virtual_iter)
+from .progress import (PassRecord, Progress, batches_per_pass,
+                       history_from_state, history_state)
 from .sampler import InfoBatchSampler
 
 CKPT_KEY = 'infobatch'
-CONFIG_HINT = """
-    custom_imports = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
-    train_dataloader = dict(sampler=dict(type='InfoBatchSampler', ratio=0.5))
-    custom_hooks = [dict(type='InfoBatchHook', delta=0.875)]
-    model = dict(decode_head=dict(loss_decode=dict(
-        type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss', loss_weight=1.0))))"""
+CKPT_FORMAT = 2
 
 
 @HOOKS.register_module()
@@ -29,18 +29,22 @@ class InfoBatchHook(Hook):
     """Drive InfoBatch: weights in, scores out, annealing and progress.
 
     - Before each iteration it hands the batch's weights, taken from the
-      sampler's own pass list, to every ``InfoBatchLoss`` in the model.
+      sampler's pass, to every ``InfoBatchLoss`` in the model.
     - After it, it gathers the per-image scores from all ranks (indices as
       int64, scores as float32) into the sampler's score table.
     - Passes ``t >= delta * C`` (C = number of full-data passes in the
       schedule) are full with all weights 1: annealing.
     - In an ``IterBasedTrainLoop``, ``max_iters`` is the full-data budget:
-      the loop ends when C passes' worth of progress is done, so its
-      ``max_iters`` shrinks as passes are pruned; iteration-based parameter
+      the loop ends when C passes' worth of progress is done, so its end
+      moves earlier as passes are pruned; iteration-based parameter
       schedulers are stepped in full-data iterations so the LR at any point
       equals full-data training's at the same epoch progress.
     - All state goes into checkpoints under ``'infobatch'`` as plain tensors
       and ints, and a resume lands on the exact pass and offset it left.
+
+    The pass itself (number, order, weights, position) is the sampler's;
+    progress arithmetic is :class:`Progress`'s. The hook only connects them
+    to the runner.
 
     Args:
         delta (float): Fraction of the passes that may prune, in (0, 1].
@@ -68,129 +72,110 @@ class InfoBatchHook(Hook):
         self.adjust_schedule = adjust_schedule
         self.sampler: Optional[InfoBatchSampler] = None
         self.losses: List[InfoBatchLoss] = []
-        self._pending_state: Optional[dict] = None
-        self._reset_progress()
-
-    def _reset_progress(self) -> None:
-        self.pass_idx = -1  # the pass the hook has accounted for
-        self.position = 0  # batches of that pass already trained
-        self.pass_start_iter = 0
-        self.pass_batches = 1
-        self.full_batches = 1
-        self.budget_iters = 0
-        self.offset = 0  # full-data iterations run before InfoBatch state
+        self.progress: Optional[Progress] = None
+        self.history: List[PassRecord] = []
         self.num_unscored = 0
-        self.history: List[list] = []  # one row per pass, see _begin_pass
+        self._pending_state: Optional[dict] = None
         self._batch_indices: Optional[torch.Tensor] = None
 
     # -- set-up ----------------------------------------------------------
-    def check_setup(self, runner) -> None:
-        """Validate the whole set-up and say exactly what to add. Called in
-        before_train, not before_run: mmengine also calls before_run for
-        test-only runs, which have no train loop to check."""
-        loop = runner.train_loop
-        dataloader = loop.dataloader
-        sampler = getattr(dataloader, 'sampler', None)
-        batch_sampler = getattr(dataloader, 'batch_sampler', None)
-        if isinstance(getattr(batch_sampler, 'sampler', None),
-                      InfoBatchSampler):
-            sampler = batch_sampler.sampler  # under a custom batch_sampler
-        if not isinstance(sampler, InfoBatchSampler):
-            raise TypeError(
-                'InfoBatchHook needs train_dataloader to use InfoBatchSampler, '
-                f'but it uses {type(sampler).__name__}. Add to the config:'
-                f'{CONFIG_HINT}')
-        if type(batch_sampler) is not BatchSampler or \
-                dataloader.sampler is not sampler:
-            raise TypeError(
-                'InfoBatch finds each batch\'s sample indices from the '
-                'sampler\'s pass order, which needs the default torch '
-                f'BatchSampler, but train_dataloader uses '
-                f'{type(batch_sampler).__name__}. Remove batch_sampler from '
-                'train_dataloader.')
-        self.losses = _find_losses(runner.model)
-        if not self.losses:
-            raise TypeError(
-                'InfoBatchHook found no InfoBatchLoss in the model, so no '
-                'image can be scored or rescaled. Wrap the head losses:'
-                f'{CONFIG_HINT}')
-        unwrapped = _unwrapped_head_losses(runner.model)
-        if unwrapped:
-            runner.logger.warning(
-                'InfoBatch: these loss terms are not wrapped in '
-                f'InfoBatchLoss: {", ".join(unwrapped)}. They are not '
-                'rescaled, which biases the gradient of pruned passes, and '
-                'they do not count in the scores. Wrap each of them: '
-                "loss_decode=dict(type='InfoBatchLoss', loss=<the loss>).")
-        _, world_size = get_dist_info()
-        self.world_size = world_size
-        batch_size = dataloader.batch_size
-        if sampler.num_samples < world_size * batch_size:
-            raise ValueError(
-                f'The train dataset has {sampler.num_samples} samples, fewer '
-                f'than world size x batch size = {world_size} x {batch_size}'
-                ', so not even one full batch per rank exists. Lower '
-                'train_dataloader.batch_size or use more data.')
-        sampler.hook_attached = True
-        sampler.batch_size = batch_size
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.full_batches = batches_per_pass(
-            math.ceil(sampler.num_samples / world_size), batch_size,
-            dataloader.drop_last)
+    def before_run(self, runner) -> None:
+        check_mmengine_version()
+        # Before load_or_resume: torch >= 2.6 loads safely by default.
+        allow_mmengine_checkpoint_types()
+        check_single_hook(runner.hooks)
+        check_eval_samplers(runner.cfg)
 
     def before_train(self, runner) -> None:
-        self.check_setup(runner)
+        """Check the set-up, configure the sampler, restore a resume."""
         loop = runner.train_loop
-        iter_based = isinstance(loop, IterBasedTrainLoop)
-        if iter_based:
-            self.budget_iters = loop.max_iters
-            num_passes = self.budget_iters / self.full_batches
-        else:
-            self.budget_iters = loop.max_epochs * self.full_batches
-            num_passes = loop.max_epochs
-        self.num_passes = num_passes
+        sampler = find_train_sampler(loop.dataloader)
+        self.sampler = sampler
+        self.losses = find_losses(runner.model, runner.logger)
         resumed_iter = runner.iter
-        if resumed_iter > 0:
-            self._restore(runner, resumed_iter)
+        state = self._pending_state if resumed_iter > 0 else None
         self._pending_state = None
-        stop = self.delta * num_passes - self.offset / self.full_batches
-        self.sampler.prune_stop = stop if self.anneal else math.inf
-        runner.logger.info(
-            f'InfoBatch: {self.sampler.num_samples} samples, '
-            f'{self.full_batches} iterations per full pass, '
-            f'{num_passes:.2f} passes, pruning in passes t < '
-            f'{self.sampler.prune_stop:.2f} (ratio '
-            f'{self.sampler.ratio}, policy {self.sampler.policy!r})')
-        if resumed_iter > 0 and iter_based:
-            # mmengine now advances the dataloader by resumed_iter batches.
-            # Filler makes that advance land on the saved pass and offset;
-            # the loop's iterator was built before the checkpoint loaded
-            # (and with workers it prefetched), so it is built again.
-            self.sampler.prepare_replay(
-                (resumed_iter - self.position) * self.batch_size)
-            loop.dataloader_iterator = type(loop.dataloader_iterator)(
-                loop.dataloader)
-        if self.pass_idx >= 0:
+        if resumed_iter > 0 and state is None:
+            runner.logger.warning(
+                f'Resumed at iteration {resumed_iter} from a checkpoint '
+                'without InfoBatch state: InfoBatch starts fresh from here '
+                '(all samples unscored, the next pass is full).')
+        if state is not None and state.get('format') != CKPT_FORMAT:
+            raise ValueError(
+                'The checkpoint holds InfoBatch state of another format '
+                f"({state.get('format', 1)}; this version reads "
+                f'{CKPT_FORMAT}). Resume with the mmseg_infobatch version '
+                'that wrote it, or start a fresh run from its weights with '
+                'load_from=CHECKPOINT instead of --resume.')
+
+        dataloader = loop.dataloader
+        full_batches = batches_per_pass(sampler.num_samples,
+                                        sampler.world_size,
+                                        dataloader.batch_size,
+                                        dataloader.drop_last)
+        if isinstance(loop, IterBasedTrainLoop):
+            budget_iters = loop.max_iters
+        else:
+            budget_iters = loop.max_epochs * full_batches
+        offset = resumed_iter if state is None else \
+            int(state['progress']['offset'])
+        self.progress = Progress(full_batches, budget_iters, offset)
+        prune_stop = self.progress.prune_stop(self.delta) \
+            if self.anneal else math.inf
+        sampler.configure(dataloader.batch_size, dataloader.drop_last,
+                          prune_stop)
+        if state is not None:
+            self._restore(runner, state)
+        if resumed_iter > 0 and isinstance(loop, IterBasedTrainLoop):
+            # mmengine now draws resumed_iter batches to skip what was
+            # trained: land them on the saved pass at its saved position.
+            sampler.prepare_replay(resumed_iter - sampler.position)
+        elif resumed_iter > 0 and sampler.position < sampler.pass_batches:
+            runner.logger.warning(
+                'Resumed an epoch-based run mid-epoch: mmengine starts the '
+                'next epoch, so InfoBatch starts the next pass.')
+            sampler.skip_rest_of_pass()
+        if sampler.started_unconfigured:
+            # Worker processes prefetched from the sampler before it was
+            # configured or restored.
+            restart_train_iterator(loop)
+        self._log_setup(runner)
+        if sampler.pass_idx >= 0:
             self._update_end(runner)
+
+    def _log_setup(self, runner) -> None:
+        sampler, progress = self.sampler, self.progress
+        total_batch = sampler.world_size * sampler.batch_size
+        stop = sampler.prune_stop
+        runner.logger.info(
+            f'InfoBatch: {sampler.num_samples} samples, total batch '
+            f'{total_batch} ({sampler.world_size} x {sampler.batch_size}), '
+            f'{progress.full_batches} iterations per full pass, '
+            f'{progress.num_passes:.2f} passes; pruning in passes t < '
+            f'{stop:.2f} (ratio {sampler.ratio}, policy '
+            f'{sampler.policy!r}), full-data annealing from pass '
+            f'{max(math.ceil(stop), 0) if math.isfinite(stop) else "never"}.')
+        recipe = _recipe_total_batch(getattr(runner.cfg, 'filename', None))
+        if recipe is not None and recipe != total_batch:
+            runner.logger.warning(
+                f'InfoBatch: the config name says a total batch of {recipe}, '
+                f'but this run trains with {total_batch}: the same max_iters '
+                f'now make {progress.num_passes:.2f} passes over the data, '
+                'so the annealing point and the LR per sample change. Scale '
+                'max_iters (and the schedule) with the batch, or use '
+                'auto_scale_lr.')
 
     # -- per iteration ---------------------------------------------------
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
-        if self.sampler.pass_idx != self.pass_idx:
+        sampler = self.sampler
+        if sampler.position == 0:
             self._begin_pass(runner)
-        indices = self.sampler.batch_indices(self.position, self.batch_size)
-        num_images = _batch_len(data_batch)
-        if num_images is not None and num_images != indices.numel():
-            raise RuntimeError(
-                f'InfoBatch expected {indices.numel()} images in this batch '
-                f'(pass {self.pass_idx}, batch {self.position}) but the '
-                f'batch has {num_images}: sample indices cannot reach the '
-                'batch. Do not replace the sampler or batch_sampler of '
-                'train_dataloader while InfoBatch is on.')
-        _check_sample_idx(data_batch, indices, self.sampler.dataset)
+        indices = sampler.batch_indices()
+        check_batch(data_batch, indices, sampler.dataset,
+                    (sampler.pass_idx, sampler.position))
         self._batch_indices = indices
-        weights = self.sampler.weights[indices]
+        weights = sampler.weights[indices]
         for loss in self.losses:
             loss.set_batch_weights(weights)
 
@@ -209,200 +194,148 @@ class InfoBatchHook(Hook):
             raise RuntimeError(
                 'No InfoBatchLoss ran in this training iteration, so no '
                 'image was scored. Wrap the losses that the heads use.')
+        sampler = self.sampler
         indices = self._batch_indices
-        if self.world_size > 1:
+        if sampler.world_size > 1:
+            # Separate gathers: int64 indices are exact at any dataset
+            # size, float32 is exact only up to 2**24.
             indices = torch.cat(all_gather(indices.to(torch.int64)))
             scores = torch.cat(all_gather(scores.float()))
-        self.num_unscored += self.sampler.update_scores(
+        self.num_unscored += sampler.update_scores(
             indices.cpu(), scores.detach().float().cpu())
         if self.adjust_schedule and runner.param_schedulers:
-            extra = extra_scheduler_steps(self.pass_idx, self.position,
-                                          self.pass_batches,
-                                          self.full_batches,
-                                          self.budget_iters, self.offset)
+            extra = self.progress.extra_scheduler_steps(
+                sampler.pass_idx, sampler.position, sampler.pass_batches)
             _step_iter_schedulers(runner.param_schedulers, extra)
-        self.position += 1
+        sampler.finish_batch()
 
     def after_train(self, runner) -> None:
-        saved = self.budget_iters - runner.iter
+        budget = self.progress.budget_iters
+        saved = budget - runner.iter
         runner.logger.info(
             f'InfoBatch finished: {runner.iter} iterations instead of '
-            f'{self.budget_iters} ({saved} saved, '
-            f'{saved / max(self.budget_iters, 1):.1%}) over '
+            f'{budget} ({saved} saved, {saved / max(budget, 1):.1%}) over '
             f'{len(self.history)} passes; {self.num_unscored} image scores '
             'were skipped (no valid pixel or non-finite loss).')
 
     # -- checkpoint ------------------------------------------------------
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint[CKPT_KEY] = dict(
+            format=CKPT_FORMAT,
             sampler=self.sampler.state_dict(),
-            hook=dict(
-                pass_idx=self.pass_idx,
-                position=self.position,
-                pass_start_iter=self.pass_start_iter,
-                pass_batches=self.pass_batches,
-                full_batches=self.full_batches,
-                budget_iters=self.budget_iters,
-                offset=self.offset,
-                num_unscored=self.num_unscored,
-                history=torch.tensor(self.history, dtype=torch.float64)
-                if self.history else torch.zeros(0, 8,
-                                                 dtype=torch.float64)))
+            progress=self.progress.state_dict(),
+            history=history_state(self.history),
+            num_unscored=self.num_unscored)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Applied in before_train, where runner.iter tells a resume (> 0)
         # from load_from (= 0, weights only: InfoBatch starts fresh).
         self._pending_state = checkpoint.get(CKPT_KEY)
 
-    def _restore(self, runner, resumed_iter: int) -> None:
-        state = self._pending_state
-        if state is None:
+    def _restore(self, runner, state: dict) -> None:
+        sampler = self.sampler
+        seed = sampler.seed
+        sampler.load_state_dict(state['sampler'])
+        if sampler.seed != seed and _seed_fixed(runner.cfg):
             runner.logger.warning(
-                f'Resumed at iteration {resumed_iter} from a checkpoint '
-                'without InfoBatch state: InfoBatch starts fresh from here '
-                '(all samples unscored, the next pass is full).')
-            self.offset = resumed_iter
-            return
-        hook = state['hook']
-        self.sampler.load_state_dict(state['sampler'])
-        if hook['full_batches'] != self.full_batches:
-            raise ValueError(
-                'The checkpoint was made with '
-                f"{hook['full_batches']} iterations per full pass, but this "
-                f'run has {self.full_batches}: resume with the same dataset, '
-                'batch size and number of processes.')
-        self.pass_idx = int(hook['pass_idx'])
-        self.position = int(hook['position'])
-        self.pass_start_iter = int(hook['pass_start_iter'])
-        self.pass_batches = int(hook['pass_batches'])
-        self.offset = int(hook['offset'])
-        self.num_unscored = int(hook['num_unscored'])
-        self.history = hook['history'].tolist()
-        if not isinstance(runner.train_loop, IterBasedTrainLoop) and \
-                self.position < self.pass_batches:
-            runner.logger.warning(
-                'Resumed an epoch-based run mid-epoch: mmengine starts the '
-                'next epoch, so InfoBatch starts the next pass.')
-            self.position = self.pass_batches
+                f'InfoBatchSampler seed {seed} of the config differs from '
+                f"the checkpoint's {sampler.seed}; the checkpoint's is used "
+                'so the resumed run continues the same passes.')
+        self.history = history_from_state(state['history'])
+        self.num_unscored = int(state['num_unscored'])
         runner.logger.info(
-            f'InfoBatch resumed in pass {self.pass_idx} at batch '
-            f'{self.position}/{self.pass_batches}.')
+            f'InfoBatch resumed in pass {sampler.pass_idx} at batch '
+            f'{sampler.position}/{sampler.pass_batches} (seed '
+            f'{sampler.seed}).')
 
     # -- passes ----------------------------------------------------------
     def _begin_pass(self, runner) -> None:
         sampler = self.sampler
-        if self.pass_idx >= 0 and self.position < self.pass_batches:
-            raise RuntimeError(
-                f'InfoBatch pass {sampler.pass_idx} started after only '
-                f'{self.position} of {self.pass_batches} batches of pass '
-                f'{self.pass_idx}: the dataloader was restarted outside the '
-                'sampler\'s control.')
-        self.pass_idx = sampler.pass_idx
-        self.position = 0
-        self.pass_start_iter = runner.iter
-        loader = runner.train_loop.dataloader
-        self.pass_batches = batches_per_pass(len(sampler), self.batch_size,
-                                             loader.drop_last)
         stats = sampler.pass_stats
-        kept = sampler.num_samples - stats['pruned']
-        self.history.append([
-            self.pass_idx, self.pass_start_iter, kept, stats['pruned'],
-            stats['candidates'], self.pass_batches, stats['threshold'],
-            float(sampler.prunes_now)
-        ])
+        record = PassRecord(
+            pass_idx=sampler.pass_idx,
+            start_iter=runner.iter,
+            kept=sampler.num_samples - stats['pruned'],
+            pruned=stats['pruned'],
+            candidates=stats['candidates'],
+            iters=sampler.pass_batches,
+            threshold=float(stats['threshold']),
+            pruning=sampler.prunes_now)
+        self.history.append(record)
         end = self._update_end(runner)
-        saved = self.budget_iters - end
-        threshold = stats['threshold']
+        budget = self.progress.budget_iters
+        saved = budget - end
+        if self._keeps_schedule(runner):
+            # The loop keeps its end; pruned passes make room for more.
+            of_passes, ends = '', f'ends at {end} (schedule kept)'
+        else:
+            of_passes = f'/{math.ceil(self.progress.num_passes)}'
+            ends = f'ends at {end} of {budget}'
         runner.logger.info(
-            f'InfoBatch pass {self.pass_idx} '
-            f'({self.pass_idx + 1}/{math.ceil(self.num_passes)}): kept '
-            f'{kept}/{sampler.num_samples}, pruned {stats["pruned"]} of '
-            f'{stats["candidates"]} below threshold {threshold:.4f}; '
-            f'{self.pass_batches} iterations (full pass '
-            f'{self.full_batches}); saved so far {saved} iterations '
-            f'({saved / max(self.budget_iters, 1):.1%}), ends at '
-            f'{end} of {self.budget_iters}'
-            + ('' if sampler.prunes_now else ' [annealing: full data]'))
+            f'InfoBatch pass {record.pass_idx} ({record.pass_idx + 1}'
+            f'{of_passes}): kept {record.kept}/{sampler.num_samples}, '
+            f'pruned {record.pruned} of {record.candidates} below threshold '
+            f'{record.threshold:.4f}; {record.iters} iterations (full pass '
+            f'{self.progress.full_batches}); saved so far {saved} iterations'
+            f' ({saved / max(budget, 1):.1%}), {ends}'
+            + ('' if record.pruning else ' [annealing: full data]'))
         scalars = {
-            'infobatch/pass': self.pass_idx,
-            'infobatch/kept': kept,
-            'infobatch/pruned': stats['pruned'],
-            'infobatch/pass_iters': self.pass_batches,
+            'infobatch/pass': record.pass_idx,
+            'infobatch/kept': record.kept,
+            'infobatch/pruned': record.pruned,
+            'infobatch/pass_iters': record.iters,
             'infobatch/saved_iters': saved,
-            'infobatch/saved_ratio': saved / max(self.budget_iters, 1),
+            'infobatch/saved_ratio': saved / max(budget, 1),
         }
-        if not math.isnan(threshold):
-            scalars['infobatch/threshold'] = threshold
+        if not math.isnan(record.threshold):
+            scalars['infobatch/threshold'] = record.threshold
         runner.visualizer.add_scalars(scalars, step=runner.iter)
 
+    def _keeps_schedule(self, runner) -> bool:
+        """An iteration-based loop that keeps its ``max_iters``."""
+        return not self.adjust_schedule and isinstance(
+            runner.train_loop, IterBasedTrainLoop)
+
     def _update_end(self, runner) -> int:
-        """Move the loop's end so the last checkpoint, validation and ETA
-        come at the true last iteration."""
-        end = end_iter(self.pass_idx, self.pass_start_iter, self.pass_batches,
-                       self.full_batches, self.budget_iters, self.offset)
-        loop = runner.train_loop
-        if self.adjust_schedule and isinstance(loop, IterBasedTrainLoop):
-            # max_iters is read-only; its backing field is the loop's end.
-            loop._max_iters = end
+        """The iteration training ends at, assuming full passes from the
+        next one on (exact from the last pass's start). An adjusted
+        iteration-based loop is moved there, so the last checkpoint,
+        validation and ETA come at the true end; gradient accumulation
+        always learns it, so the last partial group is applied."""
+        sampler, loop = self.sampler, runner.train_loop
+        if self._keeps_schedule(runner):
+            return loop.max_iters
+        end = self.progress.end_iter(sampler.pass_idx,
+                                     runner.iter - sampler.position,
+                                     sampler.pass_batches)
+        if isinstance(loop, IterBasedTrainLoop):
+            set_train_end(loop, end)
+        set_accumulation_end(runner.optim_wrapper, end)
         return end
 
     @property
     def virtual_iter(self) -> int:
         """Full-data iterations of progress so far."""
-        return virtual_iter(self.pass_idx, self.position, self.pass_batches,
-                            self.full_batches, self.offset)
+        sampler = self.sampler
+        return self.progress.virtual_iter(sampler.pass_idx, sampler.position,
+                                          sampler.pass_batches)
 
 
-def _find_losses(model) -> List[InfoBatchLoss]:
-    if is_model_wrapper(model):
-        model = model.module
-    return [m for m in model.modules() if isinstance(m, InfoBatchLoss)]
+def _seed_fixed(cfg) -> bool:
+    """Whether the config fixes the seed (stock mmseg configs don't, and
+    then each run draws its own)."""
+    randomness = cfg.get('randomness') or {}
+    sampler = (cfg.get('train_dataloader') or {}).get('sampler') or {}
+    return randomness.get('seed') is not None or \
+        sampler.get('seed') is not None
 
 
-def _unwrapped_head_losses(model) -> List[str]:
-    """Names of head loss terms (mmseg's ``loss_decode``) not wrapped."""
-    if is_model_wrapper(model):
-        model = model.module
-    names = []
-    for head_name, head in model.named_modules():
-        terms = getattr(head, 'loss_decode', None)
-        if terms is None:
-            continue
-        if isinstance(terms, torch.nn.Module) and not isinstance(
-                terms, torch.nn.ModuleList):
-            terms = [terms]
-        for term in terms:
-            if not isinstance(term, InfoBatchLoss):
-                names.append(f'{head_name}.{getattr(term, "loss_name", "?")}')
-    return names
-
-
-def _batch_len(data_batch) -> Optional[int]:
-    if isinstance(data_batch, dict):
-        for key in ('data_samples', 'inputs'):
-            if key in data_batch:
-                return len(data_batch[key])
-    return None
-
-
-def _check_sample_idx(data_batch, indices: torch.Tensor, dataset) -> None:
-    """Cross-check against mmengine's own ``sample_idx`` where it is
-    meaningful: present in the metainfo and the dataset is not a wrapper
-    (wrappers renumber it)."""
-    if not isinstance(data_batch, dict) or hasattr(dataset, 'datasets') or \
-            hasattr(dataset, 'times') or hasattr(dataset, 'dataset'):
-        return
-    samples = data_batch.get('data_samples') or []
-    # PackSegInputs drops sample_idx unless it is in meta_keys: then skip
-    # at the cost of one lookup.
-    if not samples or 'sample_idx' not in samples[0]:
-        return
-    seen = [s.sample_idx for s in samples]
-    if seen != indices.tolist():
-        raise RuntimeError(
-            f'InfoBatch expected samples {indices.tolist()} but the batch '
-            f'holds {seen}: sample indices cannot reach the batch. Keep '
-            'shuffling in InfoBatchSampler and do not reorder batches.')
+def _recipe_total_batch(filename: Optional[str]) -> Optional[int]:
+    """The total batch that an mmseg config name states, '4xb4' -> 16."""
+    if not filename:
+        return None
+    match = re.search(r'(\d+)xb(\d+)', osp.basename(filename))
+    return int(match.group(1)) * int(match.group(2)) if match else None
 
 
 def _step_iter_schedulers(param_schedulers, steps: int) -> None:

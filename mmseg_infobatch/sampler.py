@@ -1,31 +1,42 @@
 """InfoBatchSampler: soft-prunes each pass over the data from loss scores."""
 import math
+import zlib
 from typing import Iterator, Optional, Sequence, Sized
 
 import numpy as np
 import torch
 from mmengine.dist import get_dist_info, sync_random_seed
-from mmengine.logging import print_log
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
+from .progress import batches_per_pass
 from .pruning import (decide_pass, pad_to_multiple, rank_share,
                       validate_policy)
+
+HOOK_HINT = "custom_hooks = [dict(type='InfoBatchHook')]"
 
 
 @DATA_SAMPLERS.register_module()
 class InfoBatchSampler(Sampler):
     """A finite, per-pass sampler that prunes well-learned samples.
 
-    Each ``__iter__`` is one pass over the dataset. At the start of pass t
-    the sampler soft-prunes from the score table: a sample scored below the
-    mean is dropped with probability ``ratio``, and the survivors below the
-    mean get loss weight ``1 / (1 - ratio)``. Samples never scored are never
-    pruned, so the first pass is full. ``InfoBatchHook`` fills the scores,
-    routes the weights to ``InfoBatchLoss`` and ends pruning for annealing.
+    Each pass over the dataset is decided once, at its start, from the seed,
+    the pass number and the score table: a sample scored below the mean is
+    dropped with probability ``ratio``, and the survivors below the mean get
+    loss weight ``1 / (1 - ratio)``. Samples never scored are never pruned,
+    so the first pass is full. Passes ``t >= prune_stop`` are full with all
+    weights 1 (annealing).
 
-    The pass number is counted here, not taken from ``set_epoch``: mmengine's
-    infinite iterator restarts its epoch count after a resume.
+    The sampler owns the pass: its number, its order and weights, how many
+    of its batches were trained, the score table and their checkpoint state.
+    ``InfoBatchHook`` configures it once (:meth:`configure`), feeds it the
+    scores and tells it when a batch was trained. Every pass is whole
+    batches on every rank, as mmseg's ``InfiniteSampler`` gives.
+
+    ``__iter__`` starts the next pass when the current one was trained to
+    its end, and otherwise iterates the current pass again from its start:
+    mmengine's infinite iterator restarts its epoch count after a resume, so
+    no pass number is taken from ``set_epoch``.
 
     Args:
         dataset (Sized): The dataset.
@@ -75,42 +86,94 @@ class InfoBatchSampler(Sampler):
         self.scores = torch.zeros(self.num_samples, dtype=torch.float32)
         self.seen = torch.zeros(self.num_samples, dtype=torch.bool)
         self.weights = torch.ones(self.num_samples, dtype=torch.float32)
-        # Passes t >= prune_stop are full (annealing). The hook sets both.
+        # Set once by configure(), before training.
+        self.batch_size: Optional[int] = None
+        self.drop_last = False
         self.prune_stop = math.inf
-        self.batch_size = 1
-        self.hook_attached = False
+        self.fingerprint = 0
+        # True when __iter__ ran before configure(): worker processes
+        # prefetch as soon as the loop builds its iterator.
+        self.started_unconfigured = False
+        # The current pass.
         self.epoch = 0
         self.pass_idx = -1
+        self.position = 0  # batches of the pass trained so far
+        self.order: Optional[torch.Tensor] = None  # as decided, unpadded
         self.pass_indices: Optional[torch.Tensor] = None  # padded, all ranks
         self.pass_stats = dict(threshold=math.nan, candidates=0, pruned=0)
-        self._replay_filler = 0
+        self._replay_batches: Optional[int] = None
+
+    # -- set-up ----------------------------------------------------------
+    @property
+    def configured(self) -> bool:
+        return self.batch_size is not None
+
+    def configure(self,
+                  batch_size: int,
+                  drop_last: bool = False,
+                  prune_stop: float = math.inf) -> None:
+        """Set what shapes a pass; called once by ``InfoBatchHook``.
+
+        Args:
+            batch_size (int): Per-rank batch size of the train dataloader.
+            drop_last (bool): Cut each pass down to whole batches instead of
+                padding it up. Defaults to False.
+            prune_stop (float): Passes ``t < prune_stop`` may prune.
+                Defaults to inf (no annealing).
+        """
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError('InfoBatchSampler batch_size must be a positive '
+                             f'int, but got {batch_size!r}')
+        if self.num_samples < self.world_size * batch_size:
+            raise ValueError(
+                f'The train dataset has {self.num_samples} samples, fewer '
+                f'than world size x batch size = {self.world_size} x '
+                f'{batch_size}, so not even one full batch per rank exists. '
+                'Lower train_dataloader.batch_size or use more data.')
+        self.batch_size = batch_size
+        self.drop_last = bool(drop_last)
+        self.prune_stop = float(prune_stop)
+        self.fingerprint = dataset_fingerprint(self.dataset)
+        if self.order is not None:
+            self._pad_pass()
+
+    @property
+    def full_pass_batches(self) -> int:
+        """Per-rank iterations of a full pass."""
+        return batches_per_pass(self.num_samples, self.world_size,
+                                self.batch_size or 1, self.drop_last)
 
     # -- mmengine sampler interface ------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Store the epoch; the pass number is counted by ``__iter__``."""
+        """Store the epoch; the pass number is the sampler's own."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        if self._replay_filler:
-            # Resume: mmengine advances the dataloader by the iterations
-            # already run. Feed it filler first so that it lands at the
-            # saved offset of the saved pass, instead of re-deciding the
-            # past passes from today's scores.
-            if self.pass_indices is None:
-                self._start_next_pass()
-            share = self.rank_indices()
-            filler = share.repeat(math.ceil(self._replay_filler /
-                                            share.numel()))
-            share = torch.cat([filler[:self._replay_filler], share])
-            self._replay_filler = 0
-            return iter(share.tolist())
-        self._start_next_pass()
+        if not self.configured:
+            if self.started_unconfigured:
+                raise RuntimeError(
+                    'InfoBatchSampler has no InfoBatchHook, so it has no '
+                    'scores to prune from. Add it to the config: '
+                    f'{HOOK_HINT}')
+            self.started_unconfigured = True
+        if self._replay_batches is not None:
+            return self._replay()
+        if self.pass_idx < 0 or self.position >= self.pass_batches:
+            self._decide_next_pass()
+        elif self.position > 0:
+            raise RuntimeError(
+                f'The train dataloader was restarted after {self.position} '
+                f'of {self.pass_batches} batches of InfoBatch pass '
+                f'{self.pass_idx}, outside the sampler\'s control. Use '
+                'InfoBatchSampler only in train_dataloader, and do not '
+                'iterate that dataloader elsewhere.')
+        # else: the pass is decided but untrained; iterate it from its start.
         return iter(self.rank_indices().tolist())
 
     def __len__(self) -> int:
         """Per-rank length of the current pass (a full pass before any)."""
         if self.pass_indices is None:
-            return math.ceil(self.num_samples / self.world_size)
+            return self.full_pass_batches * (self.batch_size or 1)
         return self.pass_indices.numel() // self.world_size
 
     # -- the pass --------------------------------------------------------
@@ -119,13 +182,17 @@ class InfoBatchSampler(Sampler):
         """Whether the current pass was allowed to prune (before annealing)."""
         return self.pass_idx < self.prune_stop
 
-    def _start_next_pass(self) -> None:
-        if self.pass_idx >= 0 and not self.hook_attached:
-            raise RuntimeError(
-                'InfoBatchSampler has no InfoBatchHook, so it has no scores '
-                'to prune from. Add it to the config: custom_hooks = '
-                "[dict(type='InfoBatchHook')]")
+    @property
+    def pass_batches(self) -> int:
+        """Per-rank iterations of the current pass."""
+        if self.pass_indices is None:
+            return 0
+        return self.pass_indices.numel() // (
+            self.world_size * (self.batch_size or 1))
+
+    def _decide_next_pass(self) -> None:
         self.pass_idx += 1
+        self.position = 0
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.pass_idx)
         decision = decide_pass(
@@ -141,16 +208,37 @@ class InfoBatchSampler(Sampler):
             shuffle=self.shuffle)
         # Fresh weights every pass: nothing leaks into annealing passes.
         self.weights = decision.weights
-        # A pruned pass has a random length: pad it to full batches, as
-        # mmseg's InfiniteSampler always gives, since a last batch of one
-        # image breaks BatchNorm. A full pass is padded like DefaultSampler.
-        multiple = self.world_size * (
-            self.batch_size if decision.num_pruned else 1)
-        self.pass_indices = pad_to_multiple(decision.indices, multiple)
+        order, pruned = decision.indices, decision.num_pruned
+        short = self.world_size * (self.batch_size or 1) - order.numel()
+        if short > 0:
+            # So much was pruned that not one batch per rank is left (the
+            # 'random' policy or a quantile bucket at q=1 can drop all):
+            # train a few pruned samples after all, at weight 1, rather
+            # than an empty pass, which would end training.
+            dropped = torch.ones(self.num_samples, dtype=torch.bool)
+            dropped[order] = False
+            dropped = dropped.nonzero().squeeze(1)
+            refill = dropped[torch.randperm(
+                dropped.numel(), generator=generator)[:short]]
+            self.weights[refill] = 1.0
+            order = torch.cat([order, refill])
+            pruned -= refill.numel()
+        self.order = order
         self.pass_stats = dict(
             threshold=decision.threshold,
             candidates=decision.num_candidates,
-            pruned=decision.num_pruned)
+            pruned=pruned)
+        self._pad_pass()
+
+    def _pad_pass(self) -> None:
+        # Whole batches, padded up by repeating the head or cut down with
+        # drop_last: a last batch of one image breaks BatchNorm, and every
+        # rank must take the same number of steps.
+        multiple = self.world_size * (self.batch_size or 1)
+        total = multiple * batches_per_pass(
+            self.order.numel(), self.world_size, self.batch_size or 1,
+            self.drop_last)
+        self.pass_indices = pad_to_multiple(self.order, total)[:total]
 
     def rank_indices(self) -> torch.Tensor:
         """This rank's indices of the current pass, in training order."""
@@ -159,14 +247,43 @@ class InfoBatchSampler(Sampler):
         assert share.numel() * self.world_size == self.pass_indices.numel()
         return share
 
-    def batch_indices(self, position: int, batch_size: int) -> torch.Tensor:
-        """Sample indices of this rank's ``position``-th batch of the pass."""
-        share = self.rank_indices()
-        return share[position * batch_size:(position + 1) * batch_size]
+    def batch_indices(self) -> torch.Tensor:
+        """Sample indices of this rank's next batch to train."""
+        start = self.position * self.batch_size
+        return self.rank_indices()[start:start + self.batch_size]
 
-    def prepare_replay(self, num_filler: int) -> None:
-        """Prefix the next ``__iter__`` with ``num_filler`` filler samples."""
-        self._replay_filler = int(num_filler)
+    def finish_batch(self) -> None:
+        """Count the batch from :meth:`batch_indices` as trained."""
+        self.position += 1
+
+    def skip_rest_of_pass(self) -> None:
+        """Count the current pass as trained to its end (an epoch-based
+        loop resumed mid-epoch starts the next epoch)."""
+        self.position = self.pass_batches
+
+    def prepare_replay(self, num_batches: int) -> None:
+        """Make the next ``__iter__`` yield ``num_batches`` batches of
+        filler, then the current pass from its start.
+
+        mmengine resumes an iteration-based loop by drawing every batch
+        already trained from a fresh iterator. With filler first, that
+        advance lands on the saved pass at its saved position, instead of
+        deciding the past passes again from today's scores.
+        """
+        if num_batches < 0:
+            raise ValueError(
+                f'cannot replay {num_batches} batches: the checkpoint\'s '
+                'iteration is earlier than its InfoBatch pass position')
+        self._replay_batches = int(num_batches)
+
+    def _replay(self) -> Iterator[int]:
+        filler = self._replay_batches * self.batch_size
+        self._replay_batches = None
+        if self.pass_idx < 0:
+            self._decide_next_pass()
+        share = self.rank_indices()
+        head = share.repeat(math.ceil(filler / share.numel()))[:filler]
+        return iter(torch.cat([head, share]).tolist())
 
     def update_scores(self, indices: torch.Tensor,
                       scores: torch.Tensor) -> int:
@@ -186,43 +303,88 @@ class InfoBatchSampler(Sampler):
         return int(finite.size - index.size)
 
     # -- checkpoint ------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Plain tensors and ints, loadable with ``weights_only=True``."""
+    def layout(self) -> dict:
+        """What shapes a pass; a resume must not change any of it."""
         return dict(
             num_samples=self.num_samples,
             world_size=self.world_size,
+            batch_size=self.batch_size,
+            drop_last=self.drop_last,
+            fingerprint=self.fingerprint)
+
+    def state_dict(self) -> dict:
+        """Plain tensors and ints, loadable with ``weights_only=True``."""
+        return dict(
+            layout=self.layout(),
             seed=self.seed,
             pass_idx=self.pass_idx,
+            position=self.position,
             scores=self.scores.clone(),
             seen=self.seen.clone(),
             weights=self.weights.clone(),
-            pass_indices=(None if self.pass_indices is None else
-                          self.pass_indices.clone()),
+            order=None if self.order is None else self.order.clone(),
             pass_stats=dict(self.pass_stats))
 
     def load_state_dict(self, state: dict) -> None:
-        if state['num_samples'] != self.num_samples:
-            raise ValueError(
-                'The checkpoint holds InfoBatch state for a dataset of '
-                f"{state['num_samples']} samples, but the train dataset has "
-                f'{self.num_samples}. Resume with the same dataset, or start '
-                'a fresh run with load_from=CHECKPOINT instead of --resume.')
-        if state['world_size'] != self.world_size:
-            raise ValueError(
-                'The checkpoint holds InfoBatch state saved with world size '
-                f"{state['world_size']}, but this run has {self.world_size}. "
-                'Resume on the same number of processes: the saved pass is '
-                'split per rank.')
-        if state['seed'] != self.seed:
-            print_log(
-                f"InfoBatchSampler seed {self.seed} differs from the "
-                f"checkpoint's {state['seed']}; the checkpoint's is used.",
-                logger='current',
-                level='WARNING')
-        self.seed = state['seed']
-        self.pass_idx = state['pass_idx']
+        """Restore a configured sampler; the checkpoint's seed wins."""
+        check_layout(state['layout'], self.layout())
+        self.seed = int(state['seed'])
+        self.pass_idx = int(state['pass_idx'])
+        self.position = int(state['position'])
         self.scores = state['scores'].clone().float()
         self.seen = state['seen'].clone().bool()
         self.weights = state['weights'].clone().float()
-        self.pass_indices = state['pass_indices']
+        self.order = state['order']
         self.pass_stats = dict(state['pass_stats'])
+        if self.order is not None:
+            self._pad_pass()
+
+
+_LAYOUT_FIXES = dict(
+    num_samples='Resume with the same dataset',
+    world_size='Resume on the same number of processes: the saved pass is '
+    'split per rank',
+    batch_size='Resume with the same train_dataloader.batch_size: the saved '
+    'pass is split into batches of the old size',
+    drop_last='Resume with the same train_dataloader.drop_last',
+    fingerprint='Resume with the same data (the image and label paths of '
+    'the train dataset changed)')
+
+
+def check_layout(saved: dict, current: dict) -> None:
+    """Refuse a resume that would cut the saved pass differently."""
+    for key, fix in _LAYOUT_FIXES.items():
+        if saved[key] != current[key]:
+            raise ValueError(
+                f'The checkpoint holds InfoBatch state made with {key}='
+                f'{saved[key]!r}, but this run has {key}={current[key]!r}. '
+                f'{fix}, or start a fresh run from its weights with '
+                'load_from=CHECKPOINT instead of --resume.')
+
+
+def dataset_fingerprint(dataset) -> int:
+    """A cheap CRC32 of the sample list (image and label paths and the
+    rest of each sample's info), looking through dataset wrappers."""
+    crc = zlib.crc32(str(len(dataset)).encode())
+    for part in _sample_lists(dataset):
+        crc = zlib.crc32(part, crc)
+    return crc
+
+
+def _sample_lists(dataset):
+    """Byte strings that describe the samples of ``dataset``."""
+    data_bytes = getattr(dataset, 'data_bytes', None)
+    if data_bytes is not None:
+        # mmengine's BaseDataset keeps its sample list serialized here.
+        yield memoryview(data_bytes)
+        return
+    data_list = getattr(dataset, 'data_list', None)
+    if data_list:
+        yield '\n'.join(
+            f"{info.get('img_path')}|{info.get('seg_map_path')}"
+            for info in data_list).encode()
+    for inner in getattr(dataset, 'datasets', None) or []:
+        yield from _sample_lists(inner)
+    inner = getattr(dataset, 'dataset', None)
+    if inner is not None and inner is not dataset:
+        yield from _sample_lists(inner)

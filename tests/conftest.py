@@ -17,6 +17,13 @@ sys.path.insert(0, str(TOOLS))  # helpers of the tools: cpu_runtime, ...
 from make_tiny_ade import make_ade_layout  # noqa: E402
 
 
+def pytest_configure(config):
+    # The tests train many tiny models on a shared 2-core machine, where
+    # one thread per process is fastest (and faster than two contending).
+    import torch
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope='session')
 def ade_root(tmp_path_factory):
     return make_ade_layout(tmp_path_factory.mktemp('ade'))
@@ -141,3 +148,8 @@ def train_subprocess(cfg, config_file, *args, nproc=1, expect_rc=0,
         f'exit {result.returncode}\nSTDERR:\n{result.stderr[-6000:]}'
         f'\nSTDOUT:\n{result.stdout[-2000:]}')
     return result
+
+
+def pytest_addoption(parser):
+    parser.addoption('--fuzz', type=int, default=0,
+                     help='extra random set-ups for test_setup_fuzzer')

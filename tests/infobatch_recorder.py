@@ -12,6 +12,9 @@ from mmseg_infobatch import InfoBatchHook
 
 @HOOKS.register_module()
 class InfoBatchRecorderHook(Hook):
+    """Records, per pass, what the sampler decided and, per iteration, the
+    batch, the weights that reached every wrapped loss, the LR and the
+    progress."""
     # After InfoBatchHook (LOW), so the pass it begins is already set up.
     priority = 'VERY_LOW'
 
@@ -19,6 +22,8 @@ class InfoBatchRecorderHook(Hook):
         self.out_file = out_file
         self.passes = []
         self.iters = []
+        self.batches = []
+        self.loss_weights = []
         self.img_paths = []
         self.last_pass = None
 
@@ -30,7 +35,7 @@ class InfoBatchRecorderHook(Hook):
             self.passes.append(dict(
                 pass_idx=sampler.pass_idx,
                 start_iter=runner.iter,
-                position=hook.position,
+                position=sampler.position,
                 pass_indices=sampler.pass_indices.clone(),
                 rank_indices=sampler.rank_indices().clone(),
                 weights=sampler.weights.clone(),
@@ -39,26 +44,28 @@ class InfoBatchRecorderHook(Hook):
                 prunes=sampler.prunes_now))
         self.iters.append([
             runner.iter, hook.virtual_iter, runner.optim_wrapper.get_lr()
-            ['lr'][0], sampler.pass_idx, hook.position
+            ['lr'][0], sampler.pass_idx, sampler.position
         ])
-        self._batch = hook._batch_indices.clone()
+        self.batches.append(hook._batch_indices.tolist())
+        # What each wrapped loss will multiply this batch's images by.
+        self.loss_weights.append(
+            [loss.batch_weights.clone() for loss in hook.losses])
         self.img_paths.append(
             [s.metainfo['img_path'] for s in data_batch['data_samples']])
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None):
-        self.iters[-1].append(self._batch.tolist())
 
     def after_train(self, runner):
         hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
         rank, _ = get_dist_info()
         torch.save(
             dict(passes=self.passes,
-                 iters=[i[:5] for i in self.iters],
-                 batches=[i[5] for i in self.iters],
+                 iters=self.iters,
+                 batches=self.batches,
+                 loss_weights=self.loss_weights,
                  img_paths=self.img_paths,
                  final_scores=hook.sampler.scores.clone(),
                  final_seen=hook.sampler.seen.clone(),
                  final_iter=runner.iter,
-                 final_lr=runner.optim_wrapper.get_lr()['lr'][0]),
+                 final_lr=runner.optim_wrapper.get_lr()['lr'][0],
+                 final_params=[p.detach().clone() for p in
+                               runner.model.parameters()]),
             self.out_file.format(rank=rank))

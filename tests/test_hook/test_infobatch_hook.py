@@ -76,12 +76,29 @@ def test_checkpoint_state_loads_with_weights_only(runs):
     state = ckpt['infobatch']
     assert state['sampler']['scores'].shape == (40, )
     assert state['sampler']['seen'].all()
-    history = state['hook']['history']
-    assert history.shape == (4, 8)
+    history = state['history']
+    assert history['pass'].tolist() == [0, 1, 2, 3]
+    assert history['pruning'].tolist() == [True, True, True, False]
     assert torch.equal(state['sampler']['scores'],
                        ib['record']['final_scores'])
     saved = 40 - ib['record']['final_iter']
-    assert saved == int((10 - history[:, 5]).sum())
+    assert saved == int((10 - history['iters']).sum())
+    assert state['progress'] == dict(full_batches=10, budget_iters=40,
+                                     offset=0)
+
+
+def test_every_wrapped_loss_gets_the_pass_weights_of_its_batch(runs):
+    rec = runs['infobatch']['record']
+    weights = {p['pass_idx']: p['weights'] for p in rec['passes']}
+    rescaled = 0
+    for row, batch, per_loss in zip(rec['iters'], rec['batches'],
+                                    rec['loss_weights']):
+        expected = weights[row[3]][batch]
+        assert len(per_loss) == 2  # decode and auxiliary heads
+        for got in per_loss:
+            assert torch.equal(got, expected)
+        rescaled += int((expected == 2).sum())
+    assert rescaled > 0  # pruned passes did hand 1 / (1 - r) to the losses
 
 
 def test_log_reports_each_pass(runs):

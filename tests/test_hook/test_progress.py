@@ -1,43 +1,91 @@
+import math
+
 import pytest
+import torch
 
-from mmseg_infobatch.progress import (batches_per_pass, end_iter,
-                                      extra_scheduler_steps, virtual_iter)
+from mmseg_infobatch.progress import (PassRecord, Progress, batches_per_pass,
+                                      history_from_state, history_state)
 
 
-def test_batches_per_pass():
-    assert batches_per_pass(10, 4, False) == 3
-    assert batches_per_pass(10, 4, True) == 2
+def test_batches_per_pass_is_whole_batches_on_every_rank():
+    assert batches_per_pass(10, 1, 4) == 3
+    assert batches_per_pass(10, 1, 4, drop_last=True) == 2
+    assert batches_per_pass(17, 2, 2) == 5
+    # drop_last never cuts a pass to nothing.
+    assert batches_per_pass(3, 1, 4, drop_last=True) == 1
 
 
 def test_full_passes_end_at_budget():
-    assert end_iter(0, 0, 10, 10, 35) == 35
-    assert end_iter(3, 30, 10, 10, 35) == 35
+    progress = Progress(10, 35)
+    assert progress.end_iter(0, 0, 10) == 35
+    assert progress.end_iter(3, 30, 10) == 35
 
 
 def test_pruned_pass_moves_end_by_its_saving():
     # Pass 1 keeps 6 of 10 batches: the run ends 4 iterations earlier.
-    assert end_iter(1, 10, 6, 10, 35) == 31
+    assert Progress(10, 35).end_iter(1, 10, 6) == 31
 
 
 def test_partial_last_pass_scales():
     # Budget ends half-way into pass 3, which is pruned to 6 batches.
-    assert end_iter(3, 28, 6, 10, 35) == 28 + 3
+    assert Progress(10, 35).end_iter(3, 28, 6) == 28 + 3
+
+
+def test_offset_shifts_every_pass():
+    # 7 iterations ran before InfoBatch state existed (a state-less resume).
+    progress = Progress(10, 35, offset=7)
+    assert progress.virtual_iter(1, 0, 6) == 17
+    assert progress.end_iter(0, 7, 10) == 35
+    assert progress.prune_stop(0.5) == pytest.approx(1.75 - 0.7)
+
+
+@pytest.mark.parametrize('full,budget,delta,stop', [(10, 40, 0.75, 3.0),
+                                                    (10, 35, 0.875, 3.0625),
+                                                    (6, 24, 1.0, 4.0)])
+def test_prune_stop_is_delta_times_passes(full, budget, delta, stop):
+    progress = Progress(full, budget)
+    assert progress.num_passes == budget / full
+    assert progress.prune_stop(delta) == pytest.approx(stop)
 
 
 @pytest.mark.parametrize('pass_batches,full', [(6, 10), (7, 10), (10, 10),
                                                (1, 9), (13, 40)])
 def test_schedule_steps_add_up_to_full_pass(pass_batches, full):
-    steps = sum(1 + extra_scheduler_steps(2, j, pass_batches, full, 10**9)
+    progress = Progress(full, 10**9)
+    steps = sum(1 + progress.extra_scheduler_steps(2, j, pass_batches)
                 for j in range(pass_batches))
     assert steps == full
-    assert virtual_iter(2, pass_batches, pass_batches, full) == 3 * full
+    assert progress.virtual_iter(2, pass_batches, pass_batches) == 3 * full
 
 
 def test_schedule_steps_stop_at_budget():
     # Budget of 3 iterations inside a pass pruned to 2 of 10 batches: the
     # loop runs end_iter() = 1 iteration, which carries all 3 steps.
-    iters = end_iter(0, 0, 2, 10, 3)
+    progress = Progress(10, 3)
+    iters = progress.end_iter(0, 0, 2)
     assert iters == 1
-    steps = sum(1 + extra_scheduler_steps(0, j, 2, 10, 3)
+    steps = sum(1 + progress.extra_scheduler_steps(0, j, 2)
                 for j in range(iters))
     assert steps == 3
+
+
+def test_state_round_trip():
+    progress = Progress(10, 35, offset=4)
+    assert Progress(**progress.state_dict()).state_dict() == \
+        dict(full_batches=10, budget_iters=35, offset=4)
+
+
+def test_history_round_trips_as_named_tensors(tmp_path):
+    records = [
+        PassRecord(0, 0, 10, 0, 0, 5, math.nan, True),
+        PassRecord(1, 5, 7, 3, 6, 4, 0.25, False)
+    ]
+    path = tmp_path / 'history.pth'
+    torch.save(history_state(records), path)
+    state = torch.load(path, weights_only=True)
+    assert state['kept'].tolist() == [10, 7]
+    assert state['pruning'].dtype == torch.bool
+    back = history_from_state(state)
+    assert back[1] == records[1]
+    assert math.isnan(back[0].threshold)
+    assert history_from_state(history_state([])) == []

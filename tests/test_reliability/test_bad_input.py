@@ -10,6 +10,9 @@ from mmengine.runner import Runner
 from torch.utils.data import BatchSampler, DataLoader
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchLoss, InfoBatchSampler
+from mmseg_infobatch.checks import (check_batch, find_losses,
+                                    find_train_sampler)
+from mmseg_infobatch.progress import Progress
 
 PLAIN_CE = dict(type='CrossEntropyLoss', loss_weight=1.0)
 
@@ -42,7 +45,8 @@ def _fake_runner(model, sampler=None, dataset_len=20, batch_size=4,
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
     return SimpleNamespace(
         train_loop=SimpleNamespace(dataloader=loader), model=model,
-        logger=logging.getLogger('test_bad_input'))
+        logger=logging.getLogger('test_bad_input'),
+        optim_wrapper=SimpleNamespace())
 
 
 def _wrapped():
@@ -54,26 +58,42 @@ def _plain():
     return MODELS.build(PLAIN_CE)
 
 
+def _check_setup(runner):
+    """The hook's set-up checks, on a fake runner."""
+    sampler = find_train_sampler(runner.train_loop.dataloader)
+    return sampler, find_losses(runner.model, runner.logger)
+
+
+def _hook_on(runner, full_batches=5):
+    """A hook connected to a fake runner, as before_train leaves it."""
+    hook = InfoBatchHook()
+    hook.sampler, hook.losses = _check_setup(runner)
+    loader = runner.train_loop.dataloader
+    hook.sampler.configure(loader.batch_size, loader.drop_last)
+    hook.progress = Progress(full_batches, 10 * full_batches)
+    return hook
+
+
 def test_hook_without_sampler():
     from torch.utils.data import SequentialSampler
     runner = _fake_runner(_Model(_wrapped()),
                           sampler=SequentialSampler(range(20)))
     with pytest.raises(TypeError, match="(?s)uses SequentialSampler.*"
                        "sampler=dict\\(type='InfoBatchSampler'"):
-        InfoBatchHook().check_setup(runner)
+        _check_setup(runner)
 
 
 def test_no_loss_wrapped():
     runner = _fake_runner(_Model(_plain(), _plain()))
     with pytest.raises(TypeError, match="(?s)no InfoBatchLoss.*"
                        "type='InfoBatchLoss'"):
-        InfoBatchHook().check_setup(runner)
+        _check_setup(runner)
 
 
 def test_only_some_heads_wrapped_warns(caplog):
     runner = _fake_runner(_Model(_wrapped(), _plain()))
     with caplog.at_level(logging.WARNING, logger='test_bad_input'):
-        InfoBatchHook().check_setup(runner)
+        _check_setup(runner)
     assert 'auxiliary_head.loss_decode.loss_ce' in caplog.text or \
         'auxiliary_head.loss_ce' in caplog.text
     assert 'biases the gradient' in caplog.text
@@ -91,41 +111,38 @@ def test_custom_batch_sampler_cannot_carry_indices():
     runner.train_loop.dataloader.sampler  # the loader keeps our sampler
     with pytest.raises(TypeError, match='needs the default torch '
                        'BatchSampler.*MyBatchSampler'):
-        InfoBatchHook().check_setup(runner)
+        _check_setup(runner)
 
 
 def test_dataset_smaller_than_world_times_batch():
-    runner = _fake_runner(_Model(_wrapped()), dataset_len=6, batch_size=4)
-    with mock.patch('mmseg_infobatch.hook.get_dist_info',
+    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
                     return_value=(0, 2)):
-        with pytest.raises(ValueError, match='6 samples, fewer than world '
-                           'size x batch size = 2 x 4'):
-            InfoBatchHook().check_setup(runner)
+        sampler = InfoBatchSampler(list(range(6)), seed=0)
+    with pytest.raises(ValueError, match='6 samples, fewer than world '
+                       'size x batch size = 2 x 4'):
+        sampler.configure(4)
 
 
 def test_batch_mismatch_is_caught():
-    dataset = list(range(20))
-    sampler = InfoBatchSampler(dataset, seed=0)
-    runner = _fake_runner(_Model(_wrapped()), sampler=sampler)
-    hook = InfoBatchHook()
-    hook.check_setup(runner)
-    list(iter(sampler))
-    hook.pass_idx = 0
+    runner = _fake_runner(_Model(_wrapped()))
+    hook = _hook_on(runner)
+    list(iter(hook.sampler))
+    runner.iter = 0
+    runner.visualizer = mock.MagicMock()
     with pytest.raises(RuntimeError, match='expected 4 images.*has 3'):
         hook.before_train_iter(runner, 0, dict(inputs=[0, 1, 2]))
 
 
 def test_nonfinite_and_empty_images_never_enter_scores(tmp_path, digit_root):
     """NaN, inf and no-valid-pixel scores are skipped and counted."""
-    dataset = list(range(8))
-    sampler = InfoBatchSampler(dataset, seed=0)
     loss = _wrapped()
-    runner = _fake_runner(_Model(loss), sampler=sampler)
+    runner = _fake_runner(_Model(loss), dataset_len=8)
     runner.param_schedulers = None
-    hook = InfoBatchHook()
-    hook.check_setup(runner)
+    runner.iter = 0
+    runner.visualizer = mock.MagicMock()
+    hook = _hook_on(runner, full_batches=2)
+    sampler = hook.sampler
     list(iter(sampler))
-    hook.pass_idx, hook.pass_batches = 0, 2
     hook.before_train_iter(runner, 0, dict(inputs=[0] * 4))
     loss._scores = torch.tensor([1.0, float('nan'), float('inf'), 3.0])
     hook.after_train_iter(runner, 0)
@@ -171,16 +188,20 @@ def _plain_config(work_dir, digit_root, passes=1):
 def test_resume_without_infobatch_state_starts_fresh(tmp_path, digit_root,
                                                      caplog):
     run_config(_plain_config(tmp_path, digit_root, passes=1))  # iter_10
-    cfg = demo_config(tmp_path, digit_root, passes=4, record=False)
+    cfg = demo_config(tmp_path, digit_root, passes=4, delta=0.6,
+                      record=False)
     cfg.resume = True
     runner = run_config(cfg)
     log = next(tmp_path.glob('*/*.log'))
     text = ''.join(p.read_text() for p in tmp_path.glob('*/*.log'))
     assert 'without InfoBatch state: InfoBatch starts fresh' in text
     hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
-    assert hook.offset == 10
-    assert hook.history[0][1] == 10  # its first pass starts at the resume
-    assert hook.history[0][3] == 0  # and is full
+    assert hook.progress.offset == 10
+    assert hook.history[0].start_iter == 10  # first pass at the resume
+    assert hook.history[0].pruned == 0  # and is full
+    # The annealing point counts the 10 state-less iterations: C = 4
+    # passes, delta 0.6, so InfoBatch's own passes t < 2.4 - 1 prune.
+    assert [r.pruning for r in hook.history] == [True, True, False]
     assert runner.iter < 40
     assert log.exists()
 
@@ -194,18 +215,17 @@ def test_resume_with_other_dataset_size(tmp_path, digit_root,
     cfg = demo_config(tmp_path, other, passes=2, num_train=44,
                       record=False)
     cfg.resume = True
-    with pytest.raises(ValueError, match='dataset of 40 samples, but the '
-                       'train dataset has 44.*load_from'):
+    with pytest.raises(ValueError, match='num_samples=40, but this run has '
+                       'num_samples=44.*load_from'):
         run_config(cfg)
 
 
 def test_sample_idx_mismatch_is_caught():
     from mmseg.structures import SegDataSample
 
-    from mmseg_infobatch.hook import _check_sample_idx
     batch = dict(data_samples=[
         SegDataSample(metainfo=dict(sample_idx=i)) for i in (3, 1)])
-    _check_sample_idx(batch, torch.tensor([3, 1]), list(range(5)))
+    check_batch(batch, torch.tensor([3, 1]), list(range(5)), (0, 0))
     with pytest.raises(RuntimeError, match='expected samples \\[1, 3\\] but '
                        'the batch holds \\[3, 1\\]'):
-        _check_sample_idx(batch, torch.tensor([1, 3]), list(range(5)))
+        check_batch(batch, torch.tensor([1, 3]), list(range(5)), (0, 0))

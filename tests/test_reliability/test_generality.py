@@ -69,10 +69,10 @@ def test_stock_configs_gain_infobatch(family, ade_root, tmp_path):
     runner = run_config(_tiny(cfg, ade_root, tmp_path, max_iters=12))
     hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
     assert len(hook.losses) == (2 if aux else 1)
-    assert [int(r[0]) for r in hook.history] == [0, 1]
-    assert hook.history[1][3] > 0  # pass 1 pruned samples
+    assert [r.pass_idx for r in hook.history] == [0, 1]
+    assert hook.history[1].pruned > 0  # pass 1 pruned samples
     # The loop ended after the pruned pass, padded to whole batches.
-    assert runner.iter == 6 + hook.history[1][5] <= 12
+    assert runner.iter == 6 + hook.history[1].iters <= 12
     assert hook.sampler.seen.all()
 
 

@@ -1,16 +1,20 @@
+import math
 from unittest import mock
 
 import pytest
 import torch
 
-from mmseg_infobatch.sampler import InfoBatchSampler
+from mmseg_infobatch.sampler import InfoBatchSampler, dataset_fingerprint
 
 
-def _sampler(n=50, rank=0, world=1, **kwargs):
+def _sampler(n=50, rank=0, world=1, batch_size=1, drop_last=False,
+             prune_stop=math.inf, configure=True, **kwargs):
+    kwargs.setdefault('seed', 3)
     with mock.patch('mmseg_infobatch.sampler.get_dist_info',
                     return_value=(rank, world)):
-        sampler = InfoBatchSampler(list(range(n)), seed=3, **kwargs)
-    sampler.hook_attached = True
+        sampler = InfoBatchSampler(list(range(n)), **kwargs)
+    if configure:
+        sampler.configure(batch_size, drop_last, prune_stop)
     return sampler
 
 
@@ -20,115 +24,252 @@ def _score_all(sampler, seed=0):
                           torch.rand(sampler.num_samples, generator=g))
 
 
+def _train_pass(sampler):
+    """Iterate one pass and count each of its batches as trained, as
+    InfoBatchHook does; returns this rank's indices."""
+    indices = list(iter(sampler))
+    for _ in range(sampler.pass_batches):
+        sampler.finish_batch()
+    return indices
+
+
 def test_first_pass_full_then_prunes_into_full_batches():
-    s = _sampler(100, rank=1, world=2)
-    s.batch_size = 8
-    first = list(iter(s))
-    assert sorted(first) == list(range(1, 100, 2)) or len(first) == 50
-    assert s.pass_idx == 0 and s.pass_indices.numel() == 100
+    s = _sampler(100, rank=1, world=2, batch_size=8)
+    first = _train_pass(s)
+    assert s.pass_idx == 0 and s.pass_stats['pruned'] == 0
+    # 100 -> whole batches of world 2 x batch 8: 112 slots, 56 a rank.
+    assert s.pass_indices.numel() == 112 and len(first) == 56
+    assert set(s.pass_indices.tolist()) == set(range(100))
     _score_all(s)
-    second = list(iter(s))
+    second = _train_pass(s)
     assert s.pass_idx == 1
     assert len(second) == len(s) < 50
     kept = 100 - s.pass_stats['pruned']
-    # Padded to whole batches on every rank: world 2 x batch 8.
     assert s.pass_indices.numel() == -(-kept // 16) * 16
     assert set(s.pass_indices.tolist()) == set(s.pass_indices[:kept].tolist())
 
 
-def test_annealing_resets_weights_at_fractional_stop():
-    s = _sampler(100)
-    s.prune_stop = 2.6  # delta * C fractional: passes 0, 1, 2 may prune
-    list(iter(s))
-    for expected_pass in (1, 2):
-        _score_all(s, expected_pass)
-        list(iter(s))
-        assert s.pass_idx == expected_pass and s.prunes_now
-        assert (s.weights == 2).any()
-    _score_all(s, 3)
-    assert sorted(iter(s)) == list(range(100))
-    assert s.pass_idx == 3 and not s.prunes_now
-    assert (s.weights == 1).all()
+@pytest.mark.parametrize('n,world,batch', [(17, 1, 2), (3, 1, 2), (17, 2, 2),
+                                           (101, 3, 4), (5, 1, 5)])
+@pytest.mark.parametrize('ratio', [0.0, 0.5])
+def test_every_pass_is_whole_batches_on_every_rank(n, world, batch, ratio):
+    samplers = [
+        _sampler(n, rank=r, world=world, batch_size=batch, ratio=ratio,
+                 prune_stop=2) for r in range(world)
+    ]
+    for pass_no in range(4):  # full, pruned, pruned, annealing
+        for s in samplers:
+            if pass_no:
+                _score_all(s, pass_no)
+            share = _train_pass(s)
+            assert len(share) % batch == 0 and len(share) >= batch
+        if pass_no in (0, 3):
+            assert set(samplers[0].pass_indices.tolist()) == set(range(n))
 
 
-def test_all_ranks_decide_identically_and_split_disjointly():
+def test_drop_last_cuts_down_to_whole_batches():
+    s = _sampler(17, batch_size=4, drop_last=True)
+    assert len(_train_pass(s)) == 16 and s.full_pass_batches == 4
+
+
+@pytest.mark.parametrize('stop,pruning', [(2.6, [1, 2]), (3.0, [1, 2]),
+                                          (2.0, [1])])
+def test_annealing_starts_at_the_exact_pass(stop, pruning):
+    # Passes t < delta * C prune, for fractional and whole-number stops.
+    s = _sampler(100, prune_stop=stop)
+    _train_pass(s)
+    for pass_no in range(1, 5):
+        _score_all(s, pass_no)
+        _train_pass(s)
+        assert s.pass_idx == pass_no
+        assert s.prunes_now == (pass_no in pruning)
+        if pass_no in pruning:
+            assert s.pass_stats['pruned'] > 0 and (s.weights == 2).any()
+        else:
+            # Annealing: full data, and every weight reset to 1.
+            assert sorted(s.pass_indices.tolist()) == list(range(100))
+            assert (s.weights == 1).all()
+
+
+def test_weights_rescale_exactly_the_surviving_candidates():
+    s = _sampler(200, ratio=0.3)
+    _train_pass(s)
+    _score_all(s)
+    _train_pass(s)
+    below = s.scores < s.scores.double().mean()
+    kept = torch.zeros(200, dtype=torch.bool)
+    kept[s.order] = True
+    assert torch.equal(s.weights == 1 / 0.7, below & kept)
+    assert not (~below & ~kept).any()  # only candidates are pruned
+
+
+def test_tied_scores_prune_nothing():
+    s = _sampler(40)
+    _train_pass(s)
+    s.update_scores(torch.arange(40), torch.full((40, ), 0.25))
+    _train_pass(s)
+    assert s.pass_stats['candidates'] == 0 and s.pass_stats['pruned'] == 0
+
+
+def test_passes_differ_and_shuffle_false_is_ascending():
+    s = _sampler(60, ratio=0.0)
+    orders = [_train_pass(s) for _ in range(3)]
+    assert orders[0] != orders[1] != orders[2]
+    t = _sampler(60, ratio=0.0, shuffle=False)
+    assert _train_pass(t) == list(range(60)) == _train_pass(t)
+
+
+def test_seed_changes_the_order():
+    assert _train_pass(_sampler(60, seed=1)) != _train_pass(
+        _sampler(60, seed=2))
+
+
+def test_iter_is_repeatable_until_the_pass_is_trained():
+    s = _sampler(30, batch_size=2)
+    first = list(iter(s))
+    assert list(iter(s)) == first and s.pass_idx == 0
+    s.finish_batch()
+    with pytest.raises(RuntimeError, match='restarted after 1 of 15'):
+        iter(s)
+
+
+def test_all_ranks_decide_identically_and_interleave():
     world = 3
     samplers = [_sampler(101, rank=r, world=world) for r in range(world)]
     for pass_no in range(4):
         for s in samplers:
             if pass_no:
                 _score_all(s, pass_no)
-            list(iter(s))
-        full = [s.pass_indices for s in samplers]
-        assert all(torch.equal(full[0], f) for f in full)
+            _train_pass(s)
+        full = samplers[0].pass_indices
+        assert all(torch.equal(full, s.pass_indices) for s in samplers)
         assert all(torch.equal(samplers[0].weights, s.weights)
                    for s in samplers)
-        shares = [s.rank_indices() for s in samplers]
-        assert len({x.numel() for x in shares}) == 1
-        kept = set(samplers[0].pass_indices.tolist())
-        union = set(torch.cat(shares).tolist())
-        assert union == kept
-        # Disjoint apart from padding (< world extra slots).
-        assert sum(x.numel() for x in shares) - len(kept) < world
+        for rank, s in enumerate(samplers):
+            # mmengine's DefaultSampler interleaves: rank r takes r::world.
+            assert torch.equal(s.rank_indices(), full[rank::world])
 
 
 def test_state_round_trip_and_weights_only_load(tmp_path):
-    s = _sampler(40)
-    list(iter(s))
+    s = _sampler(40, batch_size=2)
+    _train_pass(s)
     _score_all(s)
     list(iter(s))
+    s.finish_batch()
     path = tmp_path / 'state.pth'
     torch.save(s.state_dict(), path)
     state = torch.load(path, weights_only=True)
-    t = _sampler(40)
+    t = _sampler(40, batch_size=2, seed=99)
     t.load_state_dict(state)
-    for key in ('scores', 'seen', 'weights', 'pass_indices'):
+    for key in ('scores', 'seen', 'weights', 'pass_indices', 'order'):
         assert torch.equal(getattr(s, key), getattr(t, key)), key
-    assert t.pass_idx == s.pass_idx
+    assert (t.pass_idx, t.position, t.seed) == (s.pass_idx, s.position, 3)
+    for _ in range(s.pass_batches - 1):
+        s.finish_batch()
+        t.finish_batch()
     _score_all(s, 5)
     _score_all(t, 5)
     assert list(iter(s)) == list(iter(t))
 
 
-def test_replay_filler_lands_on_saved_pass():
-    s = _sampler(40)
-    list(iter(s))
+@pytest.mark.parametrize('position', [0, 1, 5])
+@pytest.mark.parametrize('filler', [0, 3])
+def test_replay_lands_on_saved_pass_and_position(position, filler):
+    s = _sampler(40, batch_size=2)
+    _train_pass(s)
     _score_all(s)
     saved = list(iter(s))
-    t = _sampler(40)
+    for _ in range(position):
+        s.finish_batch()
+    t = _sampler(40, batch_size=2, seed=7)
     t.load_state_dict(s.state_dict())
-    t.prepare_replay(12)
+    t.prepare_replay(filler)
     replay = list(iter(t))
-    assert len(replay) == 12 + len(saved)
-    assert replay[12:] == saved
-    assert t.pass_idx == s.pass_idx
-    # The replay is one-shot: the next pass is a fresh decision.
+    assert replay[2 * filler:] == saved
+    assert len(replay) == 2 * filler + len(saved)
+    assert (t.pass_idx, t.position) == (1, position)
+    # The replay is one-shot: after the pass, the next one is decided.
+    for _ in range(t.pass_batches - position):
+        t.finish_batch()
     list(iter(t))
-    assert t.pass_idx == s.pass_idx + 1
+    assert t.pass_idx == 2
 
 
-def test_resume_rejects_other_dataset_size():
-    s = _sampler(40)
-    with pytest.raises(ValueError, match='dataset of 40 samples.*has 41'):
-        _sampler(41).load_state_dict(s.state_dict())
+def test_replay_without_state_starts_the_first_pass():
+    t = _sampler(10, batch_size=2)
+    t.prepare_replay(7)
+    replay = list(iter(t))
+    assert len(replay) == 14 + 10 and t.pass_idx == 0
+    assert sorted(replay[14:]) == list(range(10))
 
 
-def test_without_hook_pruning_pass_raises_with_fix():
-    s = _sampler(10)
-    s.hook_attached = False
+@pytest.mark.parametrize('change,match', [
+    (dict(n=41), 'num_samples=40.*num_samples=41'),
+    (dict(world=2), 'world_size=1.*world_size=2'),
+    (dict(batch_size=3), 'batch_size=2.*batch_size=3.*same train_dataloader'),
+    (dict(drop_last=True), 'drop_last=False.*drop_last=True'),
+])
+def test_resume_refuses_a_changed_layout(change, match):
+    s = _sampler(40, batch_size=2)
+    _train_pass(s)
+    options = dict(n=40, batch_size=2)
+    options.update(change)
+    with pytest.raises(ValueError, match=match + '.*load_from'):
+        _sampler(**options).load_state_dict(s.state_dict())
+
+
+def test_resume_refuses_other_images_of_the_same_count():
+    class Listed(list):
+
+        def __init__(self, paths):
+            super().__init__(paths)
+            self.data_list = [dict(img_path=p, seg_map_path=p) for p in paths]
+
+    a, b = Listed(['a', 'b', 'c']), Listed(['a', 'b', 'd'])
+    assert dataset_fingerprint(a) != dataset_fingerprint(b)
+    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
+                    return_value=(0, 1)):
+        s, t = InfoBatchSampler(a, seed=0), InfoBatchSampler(b, seed=0)
+    s.configure(1)
+    t.configure(1)
+    with pytest.raises(ValueError, match='fingerprint.*same data'):
+        t.load_state_dict(s.state_dict())
+
+
+def test_without_hook_the_second_pass_raises_with_fix():
+    s = _sampler(10, configure=False)
     list(iter(s))
-    with pytest.raises(RuntimeError, match="custom_hooks = \\[dict\\(type='InfoBatchHook'"):
+    assert s.started_unconfigured
+    with pytest.raises(RuntimeError,
+                       match="custom_hooks = \\[dict\\(type='InfoBatchHook'"):
         list(iter(s))
 
 
-def test_nonfinite_scores_never_enter_table():
-    s = _sampler(4)
+def test_a_pass_is_never_empty():
+    # 'random' with r = 0.95 drops every one of 16 samples now and then.
+    for seed in range(20):
+        s = _sampler(16, batch_size=4, policy='random', ratio=0.95,
+                     seed=seed)
+        _train_pass(s)
+        for pass_no in range(1, 4):
+            _score_all(s, pass_no)
+            assert len(_train_pass(s)) >= 4
+            assert s.pass_stats['pruned'] <= 12
+
+
+def test_update_scores_touches_only_given_finite_samples():
+    s = _sampler(6)
+    s.update_scores(torch.arange(6), torch.arange(6).float())
     skipped = s.update_scores(
-        torch.tensor([0, 1, 2, 3]),
-        torch.tensor([1.0, float('nan'), float('inf'), 2.0]))
+        torch.tensor([0, 1, 2]),
+        torch.tensor([10.0, float('nan'), float('inf')]))
     assert skipped == 2
-    assert s.seen.tolist() == [True, False, False, True]
-    assert torch.isfinite(s.scores).all()
+    # A scored sample keeps its old score when its new loss is not finite;
+    # samples not in the batch (pruned) keep theirs.
+    assert s.scores.tolist() == [10.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    t = _sampler(4)
+    t.update_scores(torch.tensor([0, 1]), torch.tensor([1.0, float('nan')]))
+    assert t.seen.tolist() == [True, False, False, False]
 
 
 @pytest.mark.parametrize('kwargs,match', [
@@ -144,3 +285,8 @@ def test_bad_arguments(kwargs, match):
 def test_empty_dataset_is_named():
     with pytest.raises(ValueError, match='empty dataset'):
         InfoBatchSampler([], seed=0)
+
+
+def test_too_small_dataset_is_named():
+    with pytest.raises(ValueError, match='fewer than world size x batch'):
+        _sampler(5, batch_size=6)

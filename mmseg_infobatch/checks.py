@@ -1,0 +1,140 @@
+"""Set-up and per-batch checks of InfoBatch, each failing with the fix."""
+from typing import List, Optional, Tuple
+
+import torch
+from mmengine.model import is_model_wrapper
+from torch.utils.data import BatchSampler
+
+from .loss import InfoBatchLoss
+from .sampler import InfoBatchSampler
+
+CONFIG_HINT = """
+    custom_imports = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
+    train_dataloader = dict(sampler=dict(type='InfoBatchSampler', ratio=0.5))
+    custom_hooks = [dict(type='InfoBatchHook', delta=0.875)]
+    model = dict(decode_head=dict(loss_decode=dict(
+        type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss', loss_weight=1.0))))"""
+
+
+def check_single_hook(hooks) -> None:
+    """Two InfoBatchHooks would each feed the sampler and the losses."""
+    from .hook import InfoBatchHook
+    count = sum(isinstance(h, InfoBatchHook) for h in hooks)
+    if count > 1:
+        raise ValueError(
+            f'The runner has {count} InfoBatchHook entries; InfoBatch needs '
+            "exactly one. Keep one dict(type='InfoBatchHook', ...) in "
+            'custom_hooks (a base config may already add one).')
+
+
+def check_eval_samplers(cfg) -> None:
+    """InfoBatchSampler prunes training passes; evaluation must see all."""
+    for key in ('val_dataloader', 'test_dataloader'):
+        sampler = (cfg.get(key) or {}).get('sampler') or {}
+        if sampler.get('type') in ('InfoBatchSampler', InfoBatchSampler):
+            raise ValueError(
+                f'{key} uses InfoBatchSampler, which prunes; evaluation '
+                'must see every sample. Use it only in train_dataloader and '
+                f"give {key} sampler=dict(type='DefaultSampler', "
+                'shuffle=False).')
+
+
+def find_train_sampler(dataloader) -> InfoBatchSampler:
+    """The train dataloader's InfoBatchSampler under the default
+    BatchSampler, which lets the sampler's order name each batch."""
+    sampler = getattr(dataloader, 'sampler', None)
+    batch_sampler = getattr(dataloader, 'batch_sampler', None)
+    if isinstance(getattr(batch_sampler, 'sampler', None), InfoBatchSampler):
+        sampler = batch_sampler.sampler  # under a custom batch_sampler
+    if not isinstance(sampler, InfoBatchSampler):
+        raise TypeError(
+            'InfoBatchHook needs train_dataloader to use InfoBatchSampler, '
+            f'but it uses {type(sampler).__name__}. Add to the config:'
+            f'{CONFIG_HINT}')
+    if type(batch_sampler) is not BatchSampler or \
+            dataloader.sampler is not sampler:
+        raise TypeError(
+            'InfoBatch finds each batch\'s sample indices from the '
+            'sampler\'s pass order, which needs the default torch '
+            'BatchSampler, but train_dataloader uses '
+            f'{type(batch_sampler).__name__}. Remove batch_sampler from '
+            'train_dataloader.')
+    return sampler
+
+
+def find_losses(model, logger) -> List[InfoBatchLoss]:
+    """Every InfoBatchLoss of the model; warns of head losses not wrapped."""
+    if is_model_wrapper(model):
+        model = model.module
+    losses = [m for m in model.modules() if isinstance(m, InfoBatchLoss)]
+    if not losses:
+        raise TypeError(
+            'InfoBatchHook found no InfoBatchLoss in the model, so no image '
+            f'can be scored or rescaled. Wrap the head losses:{CONFIG_HINT}')
+    unwrapped = _unwrapped_head_losses(model)
+    if unwrapped:
+        logger.warning(
+            'InfoBatch: these loss terms are not wrapped in InfoBatchLoss: '
+            f'{", ".join(unwrapped)}. They are not rescaled, which biases '
+            'the gradient of pruned passes, and they do not count in the '
+            "scores. Wrap each of them: loss_decode=dict(type='InfoBatchLoss"
+            "', loss=<the loss>).")
+    return losses
+
+
+def _unwrapped_head_losses(model) -> List[str]:
+    """Names of head loss terms (mmseg's ``loss_decode``) not wrapped."""
+    names = []
+    for head_name, head in model.named_modules():
+        terms = getattr(head, 'loss_decode', None)
+        if terms is None:
+            continue
+        if isinstance(terms, torch.nn.Module) and not isinstance(
+                terms, torch.nn.ModuleList):
+            terms = [terms]
+        for term in terms:
+            if not isinstance(term, InfoBatchLoss):
+                names.append(f'{head_name}.{getattr(term, "loss_name", "?")}')
+    return names
+
+
+def check_batch(data_batch, indices: torch.Tensor, dataset,
+                where: Tuple[int, int]) -> None:
+    """The batch holds the images the sampler chose for it."""
+    num_images = _batch_len(data_batch)
+    if num_images is not None and num_images != indices.numel():
+        raise RuntimeError(
+            f'InfoBatch expected {indices.numel()} images in this batch '
+            f'(pass {where[0]}, batch {where[1]}) but the batch has '
+            f'{num_images}: sample indices cannot reach the batch. Do not '
+            'replace the sampler or batch_sampler of train_dataloader while '
+            'InfoBatch is on.')
+    _check_sample_idx(data_batch, indices, dataset)
+
+
+def _batch_len(data_batch) -> Optional[int]:
+    if isinstance(data_batch, dict):
+        for key in ('data_samples', 'inputs'):
+            if key in data_batch:
+                return len(data_batch[key])
+    return None
+
+
+def _check_sample_idx(data_batch, indices: torch.Tensor, dataset) -> None:
+    """Cross-check against mmengine's own ``sample_idx`` where it is
+    meaningful: present in the metainfo and the dataset is not a wrapper
+    (wrappers renumber it)."""
+    if not isinstance(data_batch, dict) or hasattr(dataset, 'datasets') or \
+            hasattr(dataset, 'times') or hasattr(dataset, 'dataset'):
+        return
+    samples = data_batch.get('data_samples') or []
+    # PackSegInputs drops sample_idx unless it is in meta_keys: then skip
+    # at the cost of one lookup.
+    if not samples or 'sample_idx' not in samples[0]:
+        return
+    seen = [s.sample_idx for s in samples]
+    if seen != indices.tolist():
+        raise RuntimeError(
+            f'InfoBatch expected samples {indices.tolist()} but the batch '
+            f'holds {seen}: sample indices cannot reach the batch. Keep '
+            'shuffling in InfoBatchSampler and do not reorder batches.')

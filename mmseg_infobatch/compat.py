@@ -1,0 +1,114 @@
+"""Every use of an mmengine internal, in one place, behind a version check.
+
+InfoBatch changes three things mmengine exposes no public setter for: the
+end of an ``IterBasedTrainLoop`` (it moves as passes are pruned), the
+gradient-accumulation count of the optimizer wrapper (which must follow that
+end), and the loop's dataloader iterator (restarted once after the InfoBatch
+state is configured or restored). The pass-to-pass iterator of
+``NoPauseIterBasedTrainLoop`` is mmengine's ``_InfiniteDataloaderIterator``
+without its pause. All of it is written against mmengine 0.10.x.
+"""
+import time
+
+import mmengine
+from mmengine.utils import digit_version
+
+MMENGINE_MIN, MMENGINE_MAX = '0.10.0', '0.11.0'
+
+
+def check_mmengine_version() -> None:
+    """Refuse an mmengine whose internals this module was not written for."""
+    version = digit_version(mmengine.__version__)
+    if not digit_version(MMENGINE_MIN) <= version < digit_version(
+            MMENGINE_MAX):
+        raise RuntimeError(
+            f'mmseg_infobatch supports mmengine >= {MMENGINE_MIN}, '
+            f'< {MMENGINE_MAX}, but mmengine {mmengine.__version__} is '
+            f'installed: pip install "mmengine>={MMENGINE_MIN},'
+            f'<{MMENGINE_MAX}"')
+
+
+def set_train_end(loop, max_iters: int) -> None:
+    """Move an ``IterBasedTrainLoop``'s end: its ``max_iters`` is read-only,
+    and the loop, the checkpoint hook, validation and the ETA all read it."""
+    loop._max_iters = max_iters
+
+
+def set_accumulation_end(optim_wrapper, max_counts: int) -> None:
+    """Tell gradient accumulation where training now ends, so the last
+    partial group is still applied (mmengine's rule) at the true end.
+
+    ``initialize_count_status`` would do it but also resets the inner count
+    and repeats its warnings; only the end-dependent fields change here.
+    """
+    wrappers = optim_wrapper.values() if hasattr(
+        optim_wrapper, 'optim_wrappers') else [optim_wrapper]
+    for wrapper in wrappers:
+        if not hasattr(wrapper, '_accumulative_counts'):
+            continue
+        wrapper._max_counts = max_counts
+        wrapper._remainder_counts = max_counts % wrapper._accumulative_counts
+
+
+def restart_train_iterator(loop) -> None:
+    """Start the loop's dataloader iterator again, of the same type.
+
+    The loop builds it before the InfoBatch state is configured or restored
+    from a checkpoint, and worker processes prefetch at once, so their first
+    indices may come from a sampler that was not set up yet.
+    """
+    iterator = getattr(loop, 'dataloader_iterator', None)
+    if iterator is None:
+        return  # epoch-based loops start a fresh iterator every epoch
+    loop.dataloader_iterator = type(iterator)(loop.dataloader)
+
+
+def started_pass(dataloader_iterator):
+    """The pass iterator that mmengine's infinite iterator already started."""
+    first_pass = getattr(dataloader_iterator, '_iterator', None)
+    if first_pass is None:
+        raise RuntimeError(
+            'NoPauseIterBasedTrainLoop expects the iterator of mmengine '
+            f"{MMENGINE_MIN[:4]}'s IterBasedTrainLoop; with this mmengine use "
+            "train_cfg = dict(type='IterBasedTrainLoop', ...).")
+    return first_pass
+
+
+class NoPauseDataloaderIterator:
+    """Iterates a finite dataloader forever, one pass after another.
+
+    mmengine's ``_InfiniteDataloaderIterator`` with one change: at each pass
+    end it sleeps only where the deadlock it guards against can arise, when
+    the dataloader has worker processes. Like mmengine's, it calls the
+    sampler's ``set_epoch`` at each pass end.
+
+    Args:
+        dataloader (DataLoader): The train dataloader.
+        first_pass (Iterator, optional): An iterator of ``dataloader``
+            already started for the first pass. Defaults to None: start one.
+    """
+
+    def __init__(self, dataloader, first_pass=None) -> None:
+        self._dataloader = dataloader
+        self._iterator = iter(dataloader) if first_pass is None else first_pass
+        self._epoch = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._epoch += 1
+            sampler = getattr(self._dataloader, 'sampler', None)
+            if not hasattr(sampler, 'set_epoch'):
+                batch_sampler = getattr(self._dataloader, 'batch_sampler',
+                                        None)
+                sampler = getattr(batch_sampler, 'sampler', None)
+            if hasattr(sampler, 'set_epoch'):
+                sampler.set_epoch(self._epoch)
+            if getattr(self._dataloader, 'num_workers', 0) > 0:
+                time.sleep(2)  # mmengine's guard, kept where it applies
+            self._iterator = iter(self._dataloader)
+            return next(self._iterator)

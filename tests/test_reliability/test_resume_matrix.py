@@ -1,0 +1,202 @@
+"""Resume from every checkpoint of a run and compare with the run itself.
+
+A tiny deterministic segmentor (no dropout, no augmentation) trains about
+four passes over 12 images, batch 2: a full first pass, pruned passes of
+varying length and an annealing pass, with a checkpoint after every
+iteration. Each checkpoint is resumed and must reproduce the uninterrupted
+run exactly: batches, the weights each loss received, LR, progress, score
+table, model weights and the final iteration. Sweeps rather than samples:
+every iteration, with and without a fixed seed, with and without worker
+processes, iteration- and epoch-based, one and two ranks, and through
+mmseg's own tools/train.py.
+"""
+import copy
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, TESTS, load_record
+from tiny_config import BATCH, FULL_BATCHES, PASSES, tiny_config
+
+def run(cfg, resume_from=None):
+    from mmengine.runner import Runner
+    if resume_from is not None:
+        cfg.resume = True
+        cfg.load_from = str(resume_from)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def assert_continues(ref, res, resumed_at):
+    """The resumed record equals the reference's from ``resumed_at`` on."""
+    rows = [i for i, row in enumerate(ref['iters']) if row[0] >= resumed_at]
+    assert len(res['iters']) == len(rows), (resumed_at, len(rows))
+    for j, i in enumerate(rows):
+        assert res['iters'][j] == ref['iters'][i], (resumed_at, j)
+        assert res['batches'][j] == ref['batches'][i], (resumed_at, j)
+        for got, want in zip(res['loss_weights'][j], ref['loss_weights'][i]):
+            assert torch.equal(got, want), (resumed_at, j)
+    by_pass = {p['pass_idx']: p for p in ref['passes']}
+    for landed in res['passes']:
+        want = by_pass[landed['pass_idx']]
+        for key in ('pass_indices', 'rank_indices', 'weights'):
+            assert torch.equal(landed[key], want[key]), (resumed_at, key)
+    assert res['final_iter'] == ref['final_iter']
+    assert res['final_lr'] == ref['final_lr']
+    assert torch.equal(res['final_scores'], ref['final_scores'])
+    assert torch.equal(res['final_seen'], ref['final_seen'])
+    for got, want in zip(res['final_params'], ref['final_params']):
+        assert torch.equal(got, want), resumed_at
+
+
+def _shape_of(ref):
+    """The run has what the matrix needs: pruned passes of different
+    lengths, an annealing pass, boundaries on and off checkpoints."""
+    passes = ref['passes']
+    lengths = [p['rank_indices'].numel() // BATCH for p in passes]
+    assert [p['prunes'] for p in passes][-1] is False
+    pruned = [n for n, p in zip(lengths, passes)
+              if p['prunes'] and p['pass_idx'] > 0]
+    assert pruned and all(n < FULL_BATCHES for n in pruned)
+    return lengths
+
+
+@pytest.mark.parametrize(
+    'seed,workers,loop',
+    [(None, 0, 'NoPauseIterBasedTrainLoop'), (0, 2, 'IterBasedTrainLoop')],
+    ids=['no-seed-no-workers', 'seed-2-workers-stock-loop'])
+def test_resume_from_every_iteration(seed, workers, loop, ade_root,
+                                     tmp_path):
+    ref_dir = tmp_path / 'ref'
+    run(tiny_config(ref_dir, ade_root, seed=seed, workers=workers,
+                    loop=loop))
+    ref = load_record(ref_dir)
+    _shape_of(ref)
+    final = ref['final_iter']
+    assert final < PASSES * FULL_BATCHES
+    for k in range(1, final):
+        res_dir = tmp_path / f'resume_{k}'
+        cfg = tiny_config(res_dir, ade_root, seed=seed, workers=workers,
+                          loop=loop)
+        cfg.default_hooks.checkpoint.interval = 10**6  # only the last
+        run(cfg, resume_from=ref_dir / f'iter_{k}.pth')
+        assert_continues(ref, load_record(res_dir), k)
+        text = ''.join(p.read_text() for p in res_dir.glob('*/*.log'))
+        # The checkpoint's seed wins; a seed the user never fixed is
+        # not worth a warning.
+        assert 'differs from' not in text
+        assert re.search(r'InfoBatch resumed in pass \d+ at batch', text)
+
+
+def test_resume_at_every_epoch_boundary(ade_root, tmp_path):
+    ref_dir = tmp_path / 'ref'
+    run(tiny_config(ref_dir, ade_root, by_epoch=True))
+    ref = load_record(ref_dir)
+    _shape_of(ref)
+    for epoch in range(1, PASSES):
+        res_dir = tmp_path / f'resume_{epoch}'
+        cfg = tiny_config(res_dir, ade_root, by_epoch=True)
+        runner = run(cfg, resume_from=ref_dir / f'epoch_{epoch}.pth')
+        start = ref['passes'][epoch]['start_iter']
+        assert_continues(ref, load_record(res_dir), start)
+        assert runner.epoch == PASSES
+
+
+def test_changed_fixed_seed_warns_and_the_checkpoint_wins(ade_root,
+                                                          tmp_path):
+    ref_dir = tmp_path / 'ref'
+    run(tiny_config(ref_dir, ade_root, seed=1))
+    res_dir = tmp_path / 'resumed'
+    run(tiny_config(res_dir, ade_root, seed=2),
+        resume_from=ref_dir / 'iter_8.pth')
+    text = ''.join(p.read_text() for p in res_dir.glob('*/*.log'))
+    assert 'differs from the checkpoint' in text
+    ref, res = load_record(ref_dir), load_record(res_dir)
+    assert res['batches'] == ref['batches'][8:]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _train(train_py, config_file, *args, nproc=1):
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
+               OMP_NUM_THREADS='1')
+    if nproc > 1:
+        cmd = [sys.executable, '-m', 'torch.distributed.run',
+               f'--nproc_per_node={nproc}', f'--master_port={_free_port()}',
+               '--master_addr=127.0.0.1', str(train_py), str(config_file),
+               '--launcher', 'pytorch']
+    else:
+        cmd = [sys.executable, str(train_py), str(config_file)]
+    result = subprocess.run(cmd + list(args), capture_output=True, text=True,
+                            cwd=REPO, env=env, timeout=600)
+    assert result.returncode == 0, (
+        f'exit {result.returncode}\n{result.stderr[-6000:]}')
+    return result.stdout + result.stderr
+
+
+def test_two_ranks_resume_at_every_kind_of_position(ade_root, tmp_path):
+    """torchrun, gloo: mid first pass, end of first pass, mid pruned pass,
+    the annealing boundary."""
+    train_py = REPO / 'tools' / 'train.py'
+    ref_dir = tmp_path / 'ref'
+    cfg = tiny_config(ref_dir, ade_root, world_size=2)
+    cfg.dump(str(tmp_path / 'ref.py'))
+    _train(train_py, tmp_path / 'ref.py', nproc=2)
+    refs = [load_record(ref_dir, rank) for rank in (0, 1)]
+    assert refs[0]['batches'] != refs[1]['batches']  # shares differ
+    full = FULL_BATCHES // 2  # iterations of a full pass on 2 ranks
+    starts = [p['start_iter'] for p in refs[0]['passes']]
+    assert starts[1] == full
+    anneal = next(p['start_iter'] for p in refs[0]['passes']
+                  if not p['prunes'])
+    positions = [1, full, starts[1] + 1, anneal]
+    assert positions[-1] < refs[0]['final_iter']
+    for k in positions:
+        res_dir = tmp_path / f'resume_{k}'
+        work = copy.deepcopy(cfg)
+        work.work_dir = str(res_dir)
+        for hook in work.custom_hooks:
+            if 'out_file' in hook:
+                hook['out_file'] = str(res_dir / 'record_rank{rank}.pth')
+        work.load_from = str(ref_dir / f'iter_{k}.pth')
+        work.resume = True
+        work.dump(str(tmp_path / f'resume_{k}.py'))
+        _train(train_py, tmp_path / f'resume_{k}.py', nproc=2)
+        for rank in (0, 1):
+            assert_continues(refs[rank], load_record(res_dir, rank), k)
+
+
+def test_resume_through_mmsegs_own_train_tool(ade_root, tmp_path):
+    import mmseg
+    train_py = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'train.py'
+    if not train_py.exists():
+        pytest.skip(f'mmseg ships no tools/train.py at {train_py}')
+    work_dir = tmp_path / 'work'
+    cfg = tiny_config(work_dir, ade_root)
+    cfg.dump(str(tmp_path / 'cfg.py'))
+    _train(train_py, tmp_path / 'cfg.py', '--work-dir', str(work_dir))
+    ref = load_record(work_dir)
+    os.rename(work_dir, tmp_path / 'ref')
+    ref_dir = tmp_path / 'ref'
+    for k in (FULL_BATCHES // 2, FULL_BATCHES):  # mid and end of pass 0
+        res_dir = tmp_path / f'resume_{k}'
+        res_dir.mkdir()
+        (res_dir / 'last_checkpoint').write_text(
+            str(ref_dir / f'iter_{k}.pth'))
+        cfg = tiny_config(res_dir, ade_root)
+        cfg.dump(str(tmp_path / f'resume_{k}.py'))
+        log = _train(train_py, tmp_path / f'resume_{k}.py', '--resume',
+                     '--work-dir', str(res_dir))
+        assert f'resumed epoch: 0, iter: {k}' in log
+        assert_continues(ref, load_record(res_dir), k)
