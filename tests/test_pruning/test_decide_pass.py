@@ -1,8 +1,11 @@
 import math
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
+from mmseg_infobatch import pruning
 from mmseg_infobatch.pruning import (decide_pass, pad_to_multiple,
                                      prune_probabilities, rank_share,
                                      validate_policy)
@@ -144,3 +147,105 @@ def test_threshold_mean_is_exact_for_large_n():
     seen = torch.ones_like(scores, dtype=torch.bool)
     _, thr = prune_probabilities(scores, seen, 0.5)
     assert math.isclose(thr, 0.1, rel_tol=1e-7)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(ratio=0.5),
+    dict(ratio=0.3, prune_high=True),
+    dict(ratio=0.0, policy='quantile', buckets=[(0.3, 0.8), (0.7, 0.4)]),
+    dict(ratio=0.3, policy='random'),
+    dict(ratio=0.5, prune=False),
+])
+@pytest.mark.parametrize('bucketed', [False, True])
+def test_same_generator_state_gives_the_same_pass(kwargs, bucketed,
+                                                   monkeypatch):
+    """The sampler re-derives a pass from (seed, scores) on resume, so the
+    decision must be a pure function of its inputs and generator state,
+    also in the bucketed shuffle used at scale."""
+    if bucketed:
+        monkeypatch.setattr(pruning, 'SHUFFLE_DIRECT', 64)
+        monkeypatch.setattr(pruning, 'SHUFFLE_BUCKET', 16)
+    scores, seen = _scores(1000)
+    np_state = np.random.get_state()[1].copy()
+    runs = []
+    for _ in range(2):
+        g = torch.Generator().manual_seed(11)
+        d = decide_pass(scores, seen, generator=g, **kwargs)
+        runs.append((d, torch.rand(4, generator=g)))
+    (a, next_a), (b, next_b) = runs
+    assert a.indices.dtype == torch.int64 and a.weights.dtype == torch.float32
+    assert torch.equal(a.indices, b.indices)
+    assert torch.equal(a.weights, b.weights)
+    assert (a.threshold == b.threshold or math.isnan(a.threshold)
+            and math.isnan(b.threshold))
+    assert (a.num_candidates, a.num_pruned) == (b.num_candidates,
+                                                 b.num_pruned)
+    # The generator is left in the same state too.
+    assert torch.equal(next_a, next_b)
+    # Another seed gives another order.
+    c = decide_pass(scores, seen, generator=torch.Generator().manual_seed(12),
+                    **kwargs)
+    assert not torch.equal(a.indices, c.indices)
+    # numpy's global generator is not touched either.
+    assert np.array_equal(np.random.get_state()[1], np_state)
+
+
+def test_bucketed_shuffle_is_a_uniform_permutation(monkeypatch):
+    # Buckets of about 2 out of 5 indices: the deal and the shuffles within
+    # buckets together must still give each of the 120 orders equally often.
+    monkeypatch.setattr(pruning, 'SHUFFLE_DIRECT', 4)
+    monkeypatch.setattr(pruning, 'SHUFFLE_BUCKET', 2)
+    indices = torch.tensor([3, 1, 4, 9, 7])
+    g = torch.Generator().manual_seed(0)
+    counts = Counter(
+        tuple(pruning._shuffle(indices, g).tolist()) for _ in range(24000))
+    assert len(counts) == 120
+    assert all(sorted(order) == [1, 3, 4, 7, 9] for order in counts)
+    # 200 expected per order: a chi-square with 119 degrees of freedom
+    # stays below 180 with probability 0.9997.
+    chi2 = sum((c - 200)**2 / 200 for c in counts.values())
+    assert chi2 < 180, chi2
+
+
+def test_bucketed_shuffle_keeps_the_kept_set(monkeypatch):
+    monkeypatch.setattr(pruning, 'SHUFFLE_DIRECT', 100)
+    monkeypatch.setattr(pruning, 'SHUFFLE_BUCKET', 8)
+    scores, seen = _scores(5000)
+    d = decide_pass(scores, seen, 0.5, torch.Generator().manual_seed(3))
+    ordered = decide_pass(scores, seen, 0.5,
+                          torch.Generator().manual_seed(3), shuffle=False)
+    assert d.indices.numel() > 100
+    assert torch.equal(d.indices.sort().values, ordered.indices)
+    assert not torch.equal(d.indices, ordered.indices)
+
+
+@pytest.mark.parametrize('ratio', [0.5, 0.3])
+def test_ties_at_the_mean_are_kept_and_candidates_drop_at_rate_r(ratio):
+    # Exactly representable scores whose mean, 0.5, is itself a score.
+    scores = torch.tensor([0.0, 0.25, 0.5, 0.5, 0.5, 0.75, 1.0] * 300)
+    seen = torch.ones_like(scores, dtype=torch.bool)
+    at_mean, below = scores == 0.5, scores < 0.5
+    dropped = 0
+    total = torch.zeros(scores.numel(), dtype=torch.float64)
+    trials = 200
+    for seed in range(trials):
+        d = decide_pass(scores, seen, ratio,
+                        torch.Generator().manual_seed(seed))
+        assert d.threshold == 0.5
+        assert d.num_candidates == int(below.sum())
+        kept = torch.zeros(scores.numel(), dtype=torch.bool)
+        kept[d.indices] = True
+        assert kept[~below].all()  # ties and above: never pruned
+        assert (d.weights[~below] == 1).all()
+        survivors = kept & below
+        assert (d.weights[survivors] == torch.tensor(1 / (1 - ratio))).all()
+        assert (d.weights[below & ~kept] == 1).all()
+        dropped += int((below & ~kept).sum())
+        total += kept * d.weights.double()
+    draws = trials * int(below.sum())
+    sigma = math.sqrt(draws * ratio * (1 - ratio))
+    assert abs(dropped - draws * ratio) < 4 * sigma
+    # E[kept * weight] = 1 per sample: 200 trials, per-sample standard
+    # error at most sqrt(r / (1 - r) / 200) = 0.071.
+    assert torch.allclose(total / trials, torch.ones_like(total), atol=0.3)
+    assert abs(float((total / trials)[below].mean()) - 1) < 0.01
