@@ -305,13 +305,11 @@ def plot_scores(run: Run, out_dir: str):
     if scores is None or seen is None or not bool(seen.any()):
         print('skip scores.png: no sample was scored')
         return None
-    # The sampler may keep its pass's kept indices and weights; if not, or
-    # if that pass is full, the decision is replayed below.
-    kept = sampler.get('pass_indices', sampler.get('indices'))
+    # The sampler keeps its pass's order (the kept indices) and weights; if
+    # not, or if that pass is full, the decision is replayed below.
+    kept = sampler.get('order')
     weights = sampler.get('weights')
-    note = 'the saved pass'
-    if run.history is not None:
-        note = f'pass {int(run.history["pass"][-1])} (saved)'
+    note = f'pass {sampler.get("pass_idx", "?")} (saved)'
     if kept is not None:
         kept = torch.unique(kept)
     if kept is None or weights is None or kept.numel() == scores.numel():

@@ -159,3 +159,21 @@ def test_plots_of_a_resumed_run_are_written(tmp_path, capsys):
                     'miou_iters.png'}
     assert all(p.stat().st_size > 5000 for p in out.glob('*.png'))
     assert 'skip study.png' in capsys.readouterr().out
+
+
+def test_scores_plot_draws_a_saved_pruned_pass_as_is(tmp_path, monkeypatch):
+    _fake_run(tmp_path)
+    ckpt_path = tmp_path / f'iter_{END}.pth'
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    sampler = ckpt['infobatch']['sampler']
+    sampler.update(pass_idx=2, order=torch.tensor([5, 0, 9, 3, 12]),
+                   weights=torch.where(torch.arange(16) < 8, 2.0, 1.0))
+    torch.save(ckpt, ckpt_path)
+
+    def no_replay(*args, **kwargs):
+        raise AssertionError('a saved pruned pass must not be replayed')
+
+    monkeypatch.setattr(analyze_infobatch, 'decide_pass', no_replay)
+    run = analyze_infobatch.Run(str(tmp_path))
+    out = analyze_infobatch.plot_scores(run, str(tmp_path))
+    assert out is not None and (tmp_path / 'scores.png').stat().st_size > 5000
