@@ -32,7 +32,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import mmseg_infobatch  # noqa: E402,F401  allow-lists checkpoint types
+from mmseg_infobatch.checkpoint_types import \
+    allow_mmengine_checkpoint_types  # noqa: E402
 from mmseg_infobatch.pruning import decide_pass  # noqa: E402
 
 FIGSIZE = (5.5, 3.6)
@@ -161,7 +162,10 @@ def _load_config(work_dir: str):
     if not path or not osp.isfile(path):
         return None
     from mmengine.config import Config
-    return Config.fromfile(path)
+
+    # Only the sampler settings are read: a custom module of the run that
+    # is not importable here must not stop the plots.
+    return Config.fromfile(path, import_custom_modules=False)
 
 
 def _last_checkpoint(work_dir: str):
@@ -185,6 +189,8 @@ def _load_infobatch_state(work_dir: str):
     ckpt = _last_checkpoint(work_dir)
     if ckpt is None:
         return None
+    # A whole mmengine checkpoint holds a few non-tensor types besides ours.
+    allow_mmengine_checkpoint_types()
     return torch.load(ckpt, map_location='cpu',
                       weights_only=True).get('infobatch')
 
@@ -343,20 +349,19 @@ def plot_scores(run: Run, out_dir: str):
     return _save(fig, out_dir, 'scores.png')
 
 
-def epoch_progress(run: Run, steps: np.ndarray) -> np.ndarray:
-    """Passes of data progress at each logged iteration (1-based steps)."""
+def epoch_progress(run: Run, done: np.ndarray) -> np.ndarray:
+    """Passes of data progress after ``done`` iterations."""
     history, progress = run.history, run.progress
     full = progress['full_batches']
     if history is None:
-        return steps / full
+        return done / full
     starts, iters = history['start_iter'], history['iters']
-    done = steps - 1  # iterations finished before the logged one
     row = np.clip(np.searchsorted(starts, done, side='right') - 1, 0, None)
-    within = (steps - starts[row]) / np.maximum(iters[row], 1)
+    within = (done - starts[row]) / np.maximum(iters[row], 1)
     inside = progress['offset'] / full + history['pass'][row] + within
     # Iterations before the first pass with InfoBatch state (a resume from
     # a checkpoint without it) were full-data iterations.
-    return np.where(done < starts[0], steps / full, inside)
+    return np.where(done < starts[0], done / full, inside)
 
 
 def plot_lr(runs: list, out_dir: str):
@@ -369,7 +374,10 @@ def plot_lr(runs: list, out_dir: str):
             print(f'skip {run.label} in lr_progress.png: no lr scalars or '
                   'InfoBatch state')
             continue
-        ax.plot(epoch_progress(run, lr[0]), lr[1], lw=2.5 - 1.2 * (i > 0),
+        # The lr logged at step s is the one iteration s ran with, set by
+        # the scheduler after s - 1 iterations.
+        ax.plot(epoch_progress(run, lr[0] - 1), lr[1],
+                lw=2.5 - 1.2 * (i > 0),
                 ls='-' if i == 0 else '--', label=run.label)
         drawn += 1
     if not drawn:

@@ -126,10 +126,10 @@ def test_history_and_progress_come_from_the_last_checkpoint(tmp_path):
     assert run.history['candidates'].tolist() == [0, 8, 10, 0]
     assert run.full_batches == FULL
     # Progress is whole passes at each pass start, and the budget at the end.
-    at = np.array([1, 8, 9, 14, 15, 19, 20, END], dtype=float)
-    progress = analyze_infobatch.epoch_progress(run, at)
+    done = np.array([0, 1, 8, 9, 14, 15, 19, 20, END], dtype=float)
+    progress = analyze_infobatch.epoch_progress(run, done)
     assert progress == pytest.approx(
-        [1 / 8, 1, 1 + 1 / 6, 2, 2 + 1 / 5, 3, 3 + 1 / 8, 4])
+        [0, 1 / 8, 1, 1 + 1 / 6, 2, 2 + 1 / 5, 3, 3 + 1 / 8, 4])
     # 2 iterations saved in pass 1, 3 more in pass 2, none after.
     assert analyze_infobatch.saved_iters(run).tolist() == [0, 2, 5, 5]
 
