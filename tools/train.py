@@ -32,7 +32,8 @@ def parse_args(argv=None):
         '--amp',
         action='store_true',
         default=False,
-        help='enable automatic-mixed-precision training')
+        help='enable automatic-mixed-precision training (a GPU flag: '
+        "mmengine's AmpOptimWrapper refuses a CPU-only machine)")
     return parse_common_args(parser, argv)
 
 
