@@ -9,8 +9,8 @@ import os.path as osp
 
 from cpu_runtime import prepare_cpu_config  # tools/ is on sys.path
 from mmengine.config import Config
-from train import build_runner, finish_distributed, load_config, \
-    parse_common_args
+from train import (build_runner, finish_distributed, load_config,
+                   parse_common_args)
 
 import mmseg_infobatch  # noqa: F401  registers the InfoBatch components
 

@@ -88,7 +88,8 @@ def _newer_than_python38(tree):
     # Evaluated at run time: those of signatures, and of variables at
     # module and class level (a local variable's annotation never is).
     annotations = []
-    scopes = [tree] + [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+    scopes = [tree] + [
+        n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
     for scope in scopes:
         annotations += [n.annotation for n in scope.body
                         if isinstance(n, ast.AnnAssign)]

@@ -22,7 +22,8 @@ def test_tensorboard_backend_receives_infobatch_scalars(digit_root, tmp_path):
     tags = events.Tags()['scalars']
     assert 'infobatch/saved_ratio' in tags
     assert {'infobatch/kept', 'infobatch/pruned', 'loss'} <= set(tags)
-    board = [(e.step, e.value) for e in events.Scalars('infobatch/saved_ratio')]
+    board = [(e.step, e.value)
+             for e in events.Scalars('infobatch/saved_ratio')]
     # The same values, at the same steps, as the local backend's log.
     with open(vis_dir + '/scalars.json') as f:
         local = [(r['step'], r['infobatch/saved_ratio'])
