@@ -34,6 +34,7 @@ Example::
 import argparse
 import copy
 import glob
+import inspect
 import logging
 import os
 import os.path as osp
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
@@ -105,10 +106,34 @@ def loss_terms(head: dict) -> Dict[str, list]:
     terms = {}
     for key, value in head.items():
         values = value if isinstance(value, (list, tuple)) else [value]
-        if key.startswith('loss_') and values and all(
+        if key.startswith('loss_') and key.endswith('_decode') and all(
                 isinstance(v, dict) and 'type' in v for v in values):
             terms[key] = list(values)
     return terms
+
+
+def with_default_losses(model: dict) -> dict:
+    """Write out the loss of decode heads that use mmseg's default
+    (BiSeNetV1's auxiliary heads): a config can only wrap what it names."""
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+    from mmseg.registry import MODELS
+    default = inspect.signature(
+        BaseDecodeHead.__init__).parameters['loss_decode'].default
+    model = copy.deepcopy(model)
+
+    def visit(node):
+        try:
+            cls = MODELS.get(node.get('type'))
+        except Exception:  # e.g. a type of a package not installed
+            return
+        # KNet's IterativeDecodeHead skips BaseDecodeHead's __init__ and
+        # names no classes: it has no loss of its own.
+        if isinstance(cls, type) and issubclass(cls, BaseDecodeHead) and \
+                'num_classes' in node and 'loss_decode' not in node:
+            node['loss_decode'] = copy.deepcopy(default)
+
+    walk(model, visit)
+    return model
 
 
 def signature(model: dict) -> tuple:
@@ -161,6 +186,7 @@ def group_configs(root: str, files: List[str]):
     for path in files:
         try:
             model = Config.fromfile(osp.join(root, path)).model.to_dict()
+            model = with_default_losses(model)
         except Exception as e:  # a config needing a missing package
             unreadable.append(
                 Result(path, [path], 'not buildable', '', _reason(e)))
@@ -190,6 +216,11 @@ def prepare_for_cpu(model: dict, size: int) -> dict:
             node['init_cfg'] = None
 
     walk(model, visit)
+    backbone = model.get('backbone') or {}
+    if 'img_size' in backbone:  # position tables sized for the input
+        img_size = backbone['img_size']
+        backbone['img_size'] = size if isinstance(img_size, int) else \
+            (size, size)
     preprocessor = model.get('data_preprocessor')
     if preprocessor and preprocessor.get('size') is not None:
         preprocessor['size'] = (size, size)
@@ -238,15 +269,20 @@ def refused_types(model: dict) -> List[str]:
 def build(model_cfg: dict):
     from mmseg.registry import MODELS
     torch.manual_seed(0)
-    model = MODELS.build(model_cfg)
-    model.init_weights()
+    # ConfigDict: heads read train_cfg.num_points and the like by attribute.
+    model = MODELS.build(ConfigDict(model_cfg))
+    try:
+        model.init_weights()
+    except Exception as e:  # SAN's needs the checkpoint we switched off
+        raise RuntimeError('init_weights needs the pretrained checkpoint, '
+                           f'a download: {_reason(e)}') from e
     return revert_sync_batchnorm(model).train()
 
 
 def num_classes(model: dict) -> int:
-    head = model['decode_head']
-    head = head[-1] if isinstance(head, list) else head
-    return head['num_classes']
+    """The classes of the first head that names them."""
+    found = [n['num_classes'] for n in _dicts(model) if 'num_classes' in n]
+    return found[0]
 
 
 def make_batch(classes: int, size: int, seed: int = 0,
@@ -335,12 +371,17 @@ def check_rescale_and_train(wrapped, batch, steps: int) -> str:
     """'' if the loss at TRAIN_WEIGHTS is sum_i w_i * loss(e_i) and a few
     steps at those weights train (finite loss, scores, moving weights)."""
     weights = torch.tensor(TRAIN_WEIGHTS)
-    with torch.no_grad():
-        total = forward(wrapped, batch, weights)[0]
-        shares = [
-            forward(wrapped, batch, torch.eye(NUM_IMAGES)[i])[0]
-            for i in range(NUM_IMAGES)
-        ]
+    # Some models update buffers in a training forward (EMANet's bases):
+    # start each of these forwards from the same state.
+    state = copy.deepcopy(wrapped.state_dict())
+
+    def loss_at(w):
+        wrapped.load_state_dict(state)
+        with torch.no_grad():
+            return forward(wrapped, batch, w)[0]
+
+    total = loss_at(weights)
+    shares = [loss_at(torch.eye(NUM_IMAGES)[i]) for i in range(NUM_IMAGES)]
     expected = sum(w * s for w, s in zip(weights, shares))
     if not torch.allclose(total, expected, rtol=1e-4, atol=1e-6):
         return f'loss at weights {TRAIN_WEIGHTS} is {total.item():.6g}, ' \
@@ -367,11 +408,14 @@ def _reason(e: BaseException) -> str:
     """Why a config can't be built or run here, in a few words."""
     text = f'{type(e).__name__}: {e}'.replace('\n', ' ')
     rules = [
+        (r'init_weights needs the pretrained checkpoint',
+         'needs its pretrained checkpoint (a download) to initialise'),
         (r'mmdet', 'needs mmdet (not installed)'),
         (r'mmpretrain', 'needs mmpretrain (not installed)'),
         (r'No such file|not found|does not exist|urlopen|download|'
          r'HTTP|Connection', 'needs a download'),
         (r'CUDA|cuda', 'needs CUDA'),
+        (r'install required packages', 'needs its optional packages'),
         (r'No module named \'?([\w.]+)', r'needs package \1'),
     ]
     for pattern, reason in rules:
@@ -381,33 +425,47 @@ def _reason(e: BaseException) -> str:
     return text[:160]
 
 
+def build_and_run_plain(model: dict, size: int):
+    """The CPU model config, plain model, a batch it trains on, and a note
+    on how that batch differs from the default one."""
+    classes = num_classes(model)
+    while True:
+        cpu_model = prepare_for_cpu(model, size)
+        plain = build(cpu_model)
+        try:
+            forward(plain, make_batch(classes, size))
+            return cpu_model, plain, make_batch(classes, size), ''
+        except Exception as e:
+            # LRASPP pools with a 49 px kernel at 1/8 of the input.
+            if 'too small' not in str(e) or size >= 512:
+                error = e
+                break
+            size *= 2
+    # mmseg's CE with class_weight can't index the ignore label (PIDNet,
+    # CGNet): check such configs on labels without it.
+    batch = make_batch(classes, size, ignore=False)
+    try:
+        forward(plain, batch)
+    except Exception:
+        raise error
+    return cpu_model, plain, batch, \
+        f'labels without 255, plain mmseg fails on them ({_reason(error)})'
+
+
 def check(path: str, model: dict, size: int,
           steps: int) -> Result:
     """Run the checks of the module docstring on one config."""
+    model = with_default_losses(model)
     result = Result(path, losses=describe_losses(model))
     if not any(loss_terms(node) for node in _dicts(model)):
         result.status = 'no loss_decode'
         result.detail = 'heads compute their losses without loss_decode'
         return result
-    model = prepare_for_cpu(model, size)
     try:
-        plain = build(model)
+        model, plain, batch, note = build_and_run_plain(model, size)
     except Exception as e:
         result.status, result.detail = 'not buildable', _reason(e)
         return result
-    batch, note = make_batch(num_classes(model), size), ''
-    try:
-        forward(plain, batch)
-    except Exception as e:
-        # mmseg's CE with class_weight can't index the ignore label
-        # (PIDNet): check such configs on labels without it.
-        batch = make_batch(num_classes(model), size, ignore=False)
-        try:
-            forward(plain, batch)
-        except Exception:
-            result.status, result.detail = 'not buildable', _reason(e)
-            return result
-        note = f'labels without 255: plain mmseg fails on it ({_reason(e)})'
     import_modules_from_strings(**CUSTOM_IMPORTS)
     per_image = refused_types(model)
     try:
@@ -527,7 +585,10 @@ def main(argv=None) -> int:
           'unreadable here', flush=True)
     for path, members, model in picked:
         t = time.time()
-        result = check(path, model, args.size, args.steps)
+        try:
+            result = check(path, model, args.size, args.steps)
+        except Exception as e:  # a bug of this tool: report, go on
+            result = Result(path, status='ERROR', detail=f'check: {e!r}')
         result.group, result.seconds = members, time.time() - t
         results.append(result)
         print(f'{result.status:>14}  {result.seconds:5.1f}s  {path}  '
