@@ -153,3 +153,12 @@ def train_subprocess(cfg, config_file, *args, nproc=1, expect_rc=0,
 def pytest_addoption(parser):
     parser.addoption('--fuzz', type=int, default=0,
                      help='extra random set-ups for test_setup_fuzzer')
+
+
+@pytest.fixture
+def no_pass_pause(monkeypatch):
+    """Skip mmengine's 2 s pause at every pass end when workers run: tests
+    that train dozens of runs would sleep for minutes. The pause guards
+    against a rare worker deadlock and changes no data."""
+    import mmengine.runner.loops
+    monkeypatch.setattr(mmengine.runner.loops.time, 'sleep', lambda s: None)

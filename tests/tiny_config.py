@@ -134,3 +134,21 @@ def tiny_config(work_dir,
     if seed is not None:
         cfg['randomness'] = dict(seed=seed)
     return unique_names(Config(cfg))
+
+
+def train(cfg, resume_from=None):
+    """Build and train a runner (resumed from a checkpoint if given), then
+    stop its persistent dataloader workers: left to the garbage collector,
+    each takes seconds to exit, which would dominate tiny runs."""
+    from mmengine.runner import Runner
+    if resume_from is not None:
+        cfg.resume = True
+        cfg.load_from = str(resume_from)
+    runner = Runner.from_cfg(cfg)
+    try:
+        runner.train()
+    finally:
+        iterator = getattr(runner.train_loop.dataloader, '_iterator', None)
+        if hasattr(iterator, '_shutdown_workers'):
+            iterator._shutdown_workers()
+    return runner

@@ -22,16 +22,7 @@ import pytest
 import torch
 from conftest import REPO, TESTS, load_record
 from tiny_config import BATCH, FULL_BATCHES, PASSES, tiny_config
-
-def run(cfg, resume_from=None):
-    from mmengine.runner import Runner
-    if resume_from is not None:
-        cfg.resume = True
-        cfg.load_from = str(resume_from)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    return runner
-
+from tiny_config import train as run
 
 def assert_continues(ref, res, resumed_at):
     """The resumed record equals the reference's from ``resumed_at`` on."""
@@ -72,7 +63,7 @@ def _shape_of(ref):
     [(None, 0, 'NoPauseIterBasedTrainLoop'), (0, 2, 'IterBasedTrainLoop')],
     ids=['no-seed-no-workers', 'seed-2-workers-stock-loop'])
 def test_resume_from_every_iteration(seed, workers, loop, ade_root,
-                                     tmp_path):
+                                     tmp_path, no_pass_pause):
     ref_dir = tmp_path / 'ref'
     run(tiny_config(ref_dir, ade_root, seed=seed, workers=workers,
                     loop=loop))
@@ -170,9 +161,10 @@ def test_two_ranks_resume_at_every_kind_of_position(ade_root, tmp_path):
             if 'out_file' in hook:
                 hook['out_file'] = str(res_dir / 'record_rank{rank}.pth')
         work.load_from = str(ref_dir / f'iter_{k}.pth')
-        work.resume = True
         work.dump(str(tmp_path / f'resume_{k}.py'))
-        _train(train_py, tmp_path / f'resume_{k}.py', nproc=2)
+        log = _train(train_py, tmp_path / f'resume_{k}.py', '--resume',
+                     nproc=2)
+        assert f'resumed epoch: 0, iter: {k}' in log
         for rank in (0, 1):
             assert_continues(refs[rank], load_record(res_dir, rank), k)
 

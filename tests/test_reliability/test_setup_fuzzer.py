@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import load_record
 from make_tiny_ade import make_ade_layout
-from tiny_config import ETA_MIN, tiny_config
+from tiny_config import ETA_MIN, tiny_config, train
 
 CI_SEEDS = list(range(24))
 
@@ -64,7 +64,6 @@ def ade40_root(tmp_path_factory):
 
 
 def _train(cfg, world_size):
-    from mmengine.runner import Runner
     steps = []
 
     def gather(tensor):
@@ -73,7 +72,6 @@ def _train(cfg, world_size):
     with mock.patch('mmseg_infobatch.sampler.get_dist_info',
                     return_value=(0, world_size)), \
             mock.patch('mmseg_infobatch.hook.all_gather', gather):
-        runner = Runner.from_cfg(cfg)
         step = torch.optim.SGD.step
 
         def counted(self, *args, **kwargs):
@@ -81,11 +79,11 @@ def _train(cfg, world_size):
             return step(self, *args, **kwargs)
 
         with mock.patch.object(torch.optim.SGD, 'step', counted):
-            runner.train()
+            runner = train(cfg)
     return runner, len(steps)
 
 
-def test_random_setup(fuzz_seed, ade40_root, tmp_path):
+def test_random_setup(fuzz_seed, ade40_root, tmp_path, no_pass_pause):
     setup = draw_setup(fuzz_seed)
     cfg = tiny_config(tmp_path, ade40_root, **setup)
     cfg.default_hooks.checkpoint.interval = 10**6
