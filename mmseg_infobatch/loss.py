@@ -50,7 +50,7 @@ MODES = ('auto', 'weight', 'per_image')
 
 # How the losses that take per-image weights lay out their ``weight=``:
 # 'label' is shaped like the label (sigmoid CE expands it over classes),
-# 'flat' is the label flattened (FocalLoss flattens pixels before weighting),
+# 'flat' is one weight per pixel, flattened (as FocalLoss flattens pixels),
 # 'image' is one weight per image.
 _WEIGHT_LAYOUTS = {
     'CrossEntropyLoss': 'label',

@@ -342,3 +342,23 @@ def test_bad_mode_is_named():
     assert isinstance(
         _build(dict(type='CrossEntropyLoss'), mode='per_image'),
         InfoBatchLoss)
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
+def test_kldiv_loss_is_exact_per_image(reduction):
+    """KLDivLoss (defined by mmseg, registered only once its module is
+    imported) returns per-image or per-element values."""
+    import mmseg.models.losses.kldiv_loss  # noqa: F401
+    inner = dict(type='KLDivLoss', temperature=2.0, reduction=reduction)
+    student, teacher = _logits(seed=5), _logits(seed=6).detach()
+    plain = MODELS.build(inner)
+    wrapped = _build(inner)
+    assert wrapped.mode == 'per_image'
+    expected = plain(student, teacher)
+    expected_grad = _grad(expected, student)
+    got = _call(wrapped, (student, teacher), {}, torch.ones(N))
+    torch.testing.assert_close(got, expected.mean())
+    torch.testing.assert_close(_grad(got, student), expected_grad)
+    per_image = expected.detach().flatten(1).mean(1) if expected.dim() > 1 \
+        else expected.detach()
+    torch.testing.assert_close(wrapped.pop_scores(), per_image)
