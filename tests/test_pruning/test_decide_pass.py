@@ -249,3 +249,30 @@ def test_ties_at_the_mean_are_kept_and_candidates_drop_at_rate_r(ratio):
     # error at most sqrt(r / (1 - r) / 200) = 0.071.
     assert torch.allclose(total / trials, torch.ones_like(total), atol=0.3)
     assert abs(float((total / trials)[below].mean()) - 1) < 0.01
+
+
+def test_unscored_samples_are_never_pruned_even_below_the_mean():
+    # The sampler's table starts at 0, below any mean of real losses: a
+    # sample never scored (no valid pixel yet) must still be kept, at 1.
+    scores, seen = _scores()
+    scores[:500] = 0.0
+    seen[:500] = False
+    d = decide_pass(scores, seen, 0.9, torch.Generator().manual_seed(0))
+    assert set(range(500)) <= set(d.indices.tolist())
+    assert (d.weights[:500] == 1).all()
+    assert d.num_candidates == int((scores[500:] < d.threshold).sum())
+
+
+@pytest.mark.parametrize('all_seen', [True, False])
+def test_tied_scores_prune_nothing_at_scale(all_seen):
+    # 2**25 equal scores: the float64 mean is the score itself, so none is
+    # below it. A float32 sum drifts off it (a float32 step with numpy's
+    # pairwise sum, far more with a mask, which sums in sequence), and then
+    # every sample would be a candidate.
+    scores = torch.full((2**25 + 3, ), 0.1)
+    seen = torch.ones_like(scores, dtype=torch.bool)
+    if not all_seen:
+        seen[::1000] = False
+    prob, threshold = prune_probabilities(scores, seen, 0.5)
+    assert threshold == float(scores[0])
+    assert not prob.any()

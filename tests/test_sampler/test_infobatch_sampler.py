@@ -290,3 +290,33 @@ def test_empty_dataset_is_named():
 def test_too_small_dataset_is_named():
     with pytest.raises(ValueError, match='fewer than world size x batch'):
         _sampler(5, batch_size=6)
+
+
+def test_deciding_a_pass_leaves_the_score_table_alone():
+    # Pruned samples keep their old score (paper Eq. 4): only a trained
+    # sample is rescored, and deciding which to train rescores none.
+    s = _sampler(100)
+    _train_pass(s)
+    _score_all(s)
+    scores, seen = s.scores.clone(), s.seen.clone()
+    _train_pass(s)
+    assert s.pass_stats['pruned'] > 0
+    assert torch.equal(s.scores, scores) and torch.equal(s.seen, seen)
+
+
+def test_update_scores_pairs_each_index_with_its_score():
+    s = _sampler(6)
+    s.update_scores(torch.tensor([4, 0, 2]), torch.tensor([4.0, 0.5, 2.0]))
+    assert s.scores.tolist() == [0.5, 0.0, 2.0, 0.0, 4.0, 0.0]
+    assert s.seen.tolist() == [True, False, True, False, True, False]
+
+
+def test_batch_indices_walk_the_rank_share_batch_by_batch():
+    # 20 samples, 2 ranks x batch 3: padded to 24, 4 batches a rank.
+    s = _sampler(20, rank=1, world=2, batch_size=3)
+    share = list(iter(s))
+    assert s.pass_batches == 4
+    for position in range(4):
+        assert s.batch_indices().tolist() == share[3 * position:
+                                                   3 * position + 3]
+        s.finish_batch()

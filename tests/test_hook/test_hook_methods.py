@@ -1,0 +1,282 @@
+"""InfoBatchHook method by method, on a stand-in runner.
+
+The hook is called as mmengine's loop calls it (``before_train``, then
+``before_train_iter`` / the losses / ``after_train_iter`` per batch), with
+real samplers and real ``InfoBatchLoss`` terms but no model and no data
+pipeline, so each test takes milliseconds and states exactly what reaches
+the losses, the score table, the schedulers, the loop's end and the
+checkpoint.
+"""
+import logging
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmseg.registry import MODELS
+from torch.utils.data import DataLoader
+
+from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
+
+N, BATCH, FULL = 12, 2, 6  # 12 images, batch 2: 6 iterations a full pass
+PASSES, DELTA = 4, 0.7  # delta * C = 2.8: passes 1, 2 prune, 3 anneals
+BUDGET = PASSES * FULL
+LOSS_WEIGHTS = (1.0, 0.4)  # decode and auxiliary head
+IGNORE = 255
+EMPTY = 5  # an image without a valid pixel: never scored
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(N, 3, 4, 4, generator=g)
+    labels = torch.randint(0, 3, (N, 4, 4), generator=g)
+    labels[torch.rand(N, 4, 4, generator=g) < 0.3] = IGNORE
+    labels[EMPTY] = IGNORE
+    return logits, labels
+
+
+LOGITS, LABELS = _data()
+
+
+def _expected_scores(batch):
+    """Per image: the mean over its valid pixels of each term's loss,
+    summed over the terms."""
+    per_px = F.cross_entropy(LOGITS[batch], LABELS[batch], reduction='none',
+                             ignore_index=IGNORE)
+    valid = LABELS[batch] != IGNORE
+    mean = (per_px * valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
+    return mean * sum(LOSS_WEIGHTS)
+
+
+class _Scheduler:
+    """Counts the steps the hook adds beyond mmengine's one a batch."""
+
+    def __init__(self, by_epoch):
+        self.by_epoch = by_epoch
+        self.steps = 0
+
+    def step(self):
+        self.steps += 1
+
+
+class _Heads(torch.nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.terms = torch.nn.ModuleList([
+            MODELS.build(
+                dict(type='InfoBatchLoss',
+                     loss=dict(type='CrossEntropyLoss', loss_weight=w)))
+            for w in LOSS_WEIGHTS
+        ])
+
+
+def _runner(seed=3, iteration=0, by_epoch=False):
+    sampler = InfoBatchSampler(list(range(N)), seed=seed, ratio=0.5)
+    dataloader = DataLoader(list(range(N)), batch_size=BATCH,
+                            sampler=sampler)
+    if by_epoch:
+        loop = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
+        loop._max_epochs = PASSES
+    else:
+        loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+        loop._max_iters = BUDGET
+    loop.dataloader = dataloader
+    return SimpleNamespace(
+        train_loop=loop,
+        model=_Heads(),
+        logger=logging.getLogger('test_hook_methods'),
+        iter=iteration,
+        cfg={},
+        optim_wrapper=SimpleNamespace(),
+        param_schedulers=[_Scheduler(False),
+                          _Scheduler(True)],
+        visualizer=mock.MagicMock())
+
+
+def _start(runner, checkpoint=None):
+    hook = InfoBatchHook(delta=DELTA)
+    if checkpoint is not None:
+        hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train(runner)
+    return hook
+
+
+def _step(hook, runner):
+    """One training iteration as mmengine runs it; returns what the losses
+    were handed and what the batch was, taken from the sampler's pass
+    directly (not through the hook)."""
+    sampler = hook.sampler
+    if sampler.pass_idx < 0 or sampler.position >= sampler.pass_batches:
+        list(iter(sampler))  # the dataloader starts the next pass
+    start = sampler.position * BATCH
+    batch = sampler.rank_indices()[start:start + BATCH]
+    before = sampler.scores.clone(), sampler.seen.clone()
+    hook.before_train_iter(runner, runner.iter)
+    handed = [term.batch_weights.clone() for term in runner.model.terms]
+    for term in runner.model.terms:
+        term(LOGITS[batch], LABELS[batch], ignore_index=IGNORE)
+    hook.after_train_iter(runner, runner.iter)
+    runner.iter += 1
+    return dict(
+        iter=runner.iter - 1,
+        pass_idx=sampler.pass_idx,
+        batch=batch,
+        handed=handed,
+        cleared=[term.batch_weights is None for term in runner.model.terms],
+        pass_weights=sampler.weights.clone(),
+        before=before,
+        after=(sampler.scores.clone(), sampler.seen.clone()),
+        end=runner.train_loop.max_iters,
+        steps=runner.param_schedulers[0].steps,
+        epoch_steps=runner.param_schedulers[1].steps,
+        virtual=hook.virtual_iter)
+
+
+def _train(hook, runner, until=None):
+    rows = []
+    while runner.iter < (until or runner.train_loop.max_iters):
+        rows.append(_step(hook, runner))
+    return rows
+
+
+def test_each_wrapped_loss_gets_the_pass_weights_of_its_batch():
+    runner = _runner()
+    hook = _start(runner)
+    rows = _train(hook, runner)
+    rescaled = 0
+    for row in rows:
+        expected = row['pass_weights'][row['batch']]
+        for got in row['handed']:
+            assert torch.equal(got, expected), row['iter']
+        rescaled += int((expected == 2).sum())
+        # Cleared after the iteration: validation runs unweighted.
+        assert all(row['cleared'])
+    assert rescaled > 0  # the pruned passes did rescale
+    assert [r.pruning for r in hook.history] == [True, True, True, False]
+
+
+def test_only_the_trained_batch_is_scored_with_the_sum_of_its_terms():
+    runner = _runner()
+    hook = _start(runner)
+    rows = _train(hook, runner)
+    for row in rows:
+        (scores0, seen0), (scores1, seen1) = row['before'], row['after']
+        batch = row['batch']
+        others = torch.ones(N, dtype=torch.bool)
+        others[batch] = False
+        # Pruned and not-yet-trained samples keep their old score.
+        assert torch.equal(scores1[others], scores0[others]), row['iter']
+        assert torch.equal(seen1[others], seen0[others])
+        valid = batch != EMPTY
+        torch.testing.assert_close(scores1[batch[valid]],
+                                   _expected_scores(batch[valid]))
+        assert seen1[batch[valid]].all()
+        # No valid pixel: the old score stays, and the sample stays unseen.
+        assert not seen1[EMPTY] and scores1[EMPTY] == 0
+    assert hook.num_unscored == sum(
+        int((row['batch'] == EMPTY).sum()) for row in rows)
+
+
+def test_schedulers_step_by_data_progress():
+    runner = _runner()
+    hook = _start(runner)
+    rows = _train(hook, runner)
+    assert runner.iter < BUDGET  # pruned passes shortened the run
+    for row in rows:
+        # mmengine steps once a batch; the hook adds the rest, so the step
+        # count is the full-data progress, up to the budget.
+        assert row['iter'] + 1 + row['steps'] == min(row['virtual'], BUDGET)
+        assert row['epoch_steps'] == 0  # epoch schedulers are not stepped
+    assert rows[-1]['iter'] + 1 + rows[-1]['steps'] == BUDGET
+
+
+def test_loop_end_moves_earlier_by_each_pruned_pass():
+    runner = _runner()
+    hook = _start(runner)
+    rows = _train(hook, runner)
+    saved = 0
+    for record in hook.history:
+        saved += FULL - record.iters
+        ends = {row['end'] for row in rows
+                if row['pass_idx'] == record.pass_idx}
+        assert ends == {BUDGET - saved}, record
+    assert runner.iter == runner.train_loop.max_iters == BUDGET - saved
+    assert saved > 0
+
+
+def test_epoch_based_budget_is_epochs_of_full_passes():
+    runner = _runner(by_epoch=True)
+    hook = _start(runner)
+    assert hook.progress.budget_iters == PASSES * FULL
+    assert hook.sampler.prune_stop == pytest.approx(DELTA * PASSES)
+
+
+def test_resume_without_state_offsets_progress_and_annealing():
+    # A run resumed at iteration 6 from a checkpoint made without
+    # InfoBatch: its first pass starts fresh (full), and the annealing
+    # point and the end count the 6 iterations already made.
+    runner = _runner(iteration=FULL)
+    hook = _start(runner)
+    assert hook.progress.offset == FULL
+    assert hook.sampler.prune_stop == pytest.approx(DELTA * PASSES - 1)
+    # mmengine draws 6 batches to skip what was trained: filler first,
+    # then the fresh first pass.
+    replay = list(iter(hook.sampler))
+    assert len(replay) == FULL * BATCH + N
+    assert sorted(replay[FULL * BATCH:]) == list(range(N))
+    rows = _train(hook, runner)
+    assert [r.pruning for r in hook.history] == [True, True, False]
+    assert hook.history[0].pruned == 0 and hook.history[1].pruned > 0
+    saved = sum(FULL - r.iters for r in hook.history)
+    assert runner.iter == BUDGET - saved
+    assert rows[-1]['iter'] + 1 + rows[-1]['steps'] == BUDGET
+
+
+@pytest.mark.parametrize('resume_at', [FULL + 3, 2 * FULL])
+def test_checkpoint_round_trip_continues_the_same_run(resume_at, tmp_path):
+    runner = _runner()
+    hook = _start(runner)
+    _train(hook, runner, until=resume_at)
+    checkpoint = dict(meta=dict(iter=runner.iter))
+    hook.before_save_checkpoint(runner, checkpoint)
+    path = tmp_path / 'ckpt.pth'
+    torch.save(checkpoint, path)
+    loaded = torch.load(path, weights_only=True)
+    position = hook.sampler.position
+    share = hook.sampler.rank_indices().tolist()
+    steps = runner.param_schedulers[0].steps
+    rest = _train(hook, runner)
+
+    # Another seed in the config: the checkpoint's wins.
+    resumed = _runner(seed=99, iteration=resume_at)
+    # mmengine restores the schedulers from their own checkpoint entry.
+    resumed.param_schedulers[0].steps = steps
+    other = _start(resumed, loaded)
+    sampler = other.sampler
+    assert (sampler.seed, sampler.pass_idx, sampler.position) == (
+        3, loaded['infobatch']['sampler']['pass_idx'], position)
+    assert other.progress.state_dict() == hook.progress.state_dict()
+    # mmengine draws resume_at batches: filler up to the saved position,
+    # then the saved pass from its start.
+    replay = list(iter(sampler))
+    filler = (resume_at - position) * BATCH
+    assert replay[filler:] == share
+    rows = _train(other, resumed)
+    assert len(rows) == len(rest)
+    for got, want in zip(rows, rest):
+        assert got['iter'] == want['iter']
+        assert torch.equal(got['batch'], want['batch']), got['iter']
+        for a, b in zip(got['handed'], want['handed']):
+            assert torch.equal(a, b), got['iter']
+        assert torch.equal(got['after'][0], want['after'][0])
+        assert torch.equal(got['after'][1], want['after'][1])
+        assert got['end'] == want['end'], got['iter']
+        assert got['virtual'] == want['virtual']
+        assert got['steps'] == want['steps'], got['iter']
+    # repr: the first pass's threshold is NaN, which never equals itself.
+    assert repr(other.history) == repr(hook.history)
+    assert other.num_unscored == hook.num_unscored > 0
+
