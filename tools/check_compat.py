@@ -112,25 +112,43 @@ def loss_terms(head: dict) -> Dict[str, list]:
     return terms
 
 
-def with_default_losses(model: dict) -> dict:
-    """Write out the loss of decode heads that use mmseg's default
-    (BiSeNetV1's auxiliary heads): a config can only wrap what it names."""
+def default_loss_decode(cls, node: dict) -> Optional[dict]:
+    """The ``loss_decode`` a head of class ``cls`` gets when its config
+    ``node`` names none: the default of the first ``__init__`` in the MRO
+    that takes it, if the ones before pass their keywords on."""
     from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+    for klass in cls.__mro__:
+        if '__init__' not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        if 'loss_decode' in params:
+            # KNet's IterativeDecodeHead skips BaseDecodeHead's __init__,
+            # which needs num_classes: no num_classes, no loss of its own.
+            if klass is BaseDecodeHead and 'num_classes' not in node:
+                return None
+            return copy.deepcopy(params['loss_decode'].default)
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return None
+    return None
+
+
+def with_default_losses(model: dict) -> dict:
+    """Write out the loss of heads that use their class's default
+    (BiSeNetV1's auxiliary heads): a config can only wrap what it names."""
     from mmseg.registry import MODELS
-    default = inspect.signature(
-        BaseDecodeHead.__init__).parameters['loss_decode'].default
     model = copy.deepcopy(model)
 
     def visit(node):
+        if 'loss_decode' in node or not isinstance(node.get('type'), str):
+            return
         try:
-            cls = MODELS.get(node.get('type'))
+            cls = MODELS.get(node['type'])
         except Exception:  # e.g. a type of a package not installed
             return
-        # KNet's IterativeDecodeHead skips BaseDecodeHead's __init__ and
-        # names no classes: it has no loss of its own.
-        if isinstance(cls, type) and issubclass(cls, BaseDecodeHead) and \
-                'num_classes' in node and 'loss_decode' not in node:
-            node['loss_decode'] = copy.deepcopy(default)
+        default = default_loss_decode(cls, node) \
+            if isinstance(cls, type) else None
+        if isinstance(default, dict):
+            node['loss_decode'] = default
 
     walk(model, visit)
     return model
@@ -282,7 +300,7 @@ def build(model_cfg: dict):
 def num_classes(model: dict) -> int:
     """The classes of the first head that names them."""
     found = [n['num_classes'] for n in _dicts(model) if 'num_classes' in n]
-    return found[0]
+    return found[0] if found else 2  # a depth head
 
 
 def make_batch(classes: int, size: int, seed: int = 0,
