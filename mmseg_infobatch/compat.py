@@ -13,7 +13,7 @@ import time
 import mmengine
 from mmengine.utils import digit_version
 
-MMENGINE_MIN, MMENGINE_MAX = '0.10.0', '0.11.0'
+MMENGINE_MIN, MMENGINE_MAX = '0.10.7', '0.11.0'
 
 
 def check_mmengine_version() -> None:
@@ -69,7 +69,7 @@ def started_pass(dataloader_iterator):
     if first_pass is None:
         raise RuntimeError(
             'NoPauseIterBasedTrainLoop expects the iterator of mmengine '
-            f"{MMENGINE_MIN[:4]}'s IterBasedTrainLoop; with this mmengine use "
+            f"{MMENGINE_MIN}'s IterBasedTrainLoop; with this mmengine use "
             "train_cfg = dict(type='IterBasedTrainLoop', ...).")
     return first_pass
 

@@ -152,3 +152,20 @@ def train(cfg, resume_from=None):
         if hasattr(iterator, '_shutdown_workers'):
             iterator._shutdown_workers()
     return runner
+
+
+def train_counting_steps(cfg):
+    """:func:`train`, and how many optimizer steps the run made."""
+    from unittest import mock
+
+    import torch
+    steps = []
+    step = torch.optim.SGD.step
+
+    def counted(self, *args, **kwargs):
+        steps.append(1)
+        return step(self, *args, **kwargs)
+
+    with mock.patch.object(torch.optim.SGD, 'step', counted):
+        runner = train(cfg)
+    return runner, len(steps)

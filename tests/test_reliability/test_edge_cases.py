@@ -1,14 +1,13 @@
 """Unusual but legal set-ups, each a named regression test."""
 import copy
 import re
-from unittest import mock
 
 import pytest
-import torch
 from conftest import load_record
 from make_tiny_ade import make_ade_layout
 from tiny_config import ETA_MIN, tiny_config
 from tiny_config import train as _train
+from tiny_config import train_counting_steps
 
 
 @pytest.fixture(scope='module')
@@ -50,16 +49,8 @@ def test_a_pass_that_prunes_everything_still_trains(sampler, ade20_root,
 
 
 def _count_steps(cfg):
-    steps = []
-    step = torch.optim.SGD.step
-
-    def counted(self, *args, **kwargs):
-        steps.append(1)
-        return step(self, *args, **kwargs)
-
-    with mock.patch.object(torch.optim.SGD, 'step', counted):
-        runner = _train(cfg)
-    return runner.iter, len(steps)
+    runner, steps = train_counting_steps(cfg)
+    return runner.iter, steps
 
 
 def test_accumulation_applies_the_last_partial_group(ade20_root, tmp_path):

@@ -15,10 +15,9 @@ import re
 from unittest import mock
 
 import pytest
-import torch
 from conftest import load_record
 from make_tiny_ade import make_ade_layout
-from tiny_config import ETA_MIN, tiny_config, train
+from tiny_config import ETA_MIN, tiny_config, train_counting_steps
 
 CI_SEEDS = list(range(24))
 
@@ -64,7 +63,8 @@ def ade40_root(tmp_path_factory):
 
 
 def _train(cfg, world_size):
-    steps = []
+    """Train with the sampler seeing ``world_size`` ranks; returns the
+    runner and its optimizer-step count."""
 
     def gather(tensor):
         return [tensor] * world_size
@@ -72,15 +72,7 @@ def _train(cfg, world_size):
     with mock.patch('mmseg_infobatch.sampler.get_dist_info',
                     return_value=(0, world_size)), \
             mock.patch('mmseg_infobatch.hook.all_gather', gather):
-        step = torch.optim.SGD.step
-
-        def counted(self, *args, **kwargs):
-            steps.append(1)
-            return step(self, *args, **kwargs)
-
-        with mock.patch.object(torch.optim.SGD, 'step', counted):
-            runner = train(cfg)
-    return runner, len(steps)
+        return train_counting_steps(cfg)
 
 
 def test_random_setup(fuzz_seed, ade40_root, tmp_path, no_pass_pause):
