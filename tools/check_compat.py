@@ -172,7 +172,14 @@ def signature(model: dict) -> tuple:
 
     walk(model, visit)
     backbone = model.get('backbone') or {}
-    return (model.get('type'), backbone.get('type'), tuple(heads))
+    # Heads without loss terms (MaskFormer's) count by their type.
+    top_heads = []
+    for key in ('decode_head', 'auxiliary_head'):
+        value = model.get(key) or []
+        for head in value if isinstance(value, list) else [value]:
+            top_heads.append(head.get('type'))
+    return (model.get('type'), backbone.get('type'), tuple(top_heads),
+            tuple(heads))
 
 
 def weight_of(path: str, model: dict) -> tuple:
@@ -612,6 +619,7 @@ def main(argv=None) -> int:
         print(f'{result.status:>14}  {result.seconds:5.1f}s  {path}  '
               f'{result.detail[:120]}', flush=True)
     seconds = time.time() - start
+    results.sort(key=lambda r: r.config)
     print(f'\n{counts(results)}\n\nin {seconds / 60:.1f} min')
     if args.markdown:
         write_markdown(args.markdown, results, seconds)
