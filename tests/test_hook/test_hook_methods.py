@@ -280,3 +280,13 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, tmp_path):
     assert repr(other.history) == repr(hook.history)
     assert other.num_unscored == hook.num_unscored > 0
 
+
+
+def test_anneal_false_prunes_in_every_pass():
+    runner = _runner()
+    hook = InfoBatchHook(delta=DELTA, anneal=False)
+    hook.before_train(runner)
+    assert hook.sampler.prune_stop == float('inf')
+    _train(hook, runner)
+    assert [r.pruning for r in hook.history] == [True] * len(hook.history)
+    assert hook.history[-1].pruned > 0

@@ -1,0 +1,636 @@
+#!/usr/bin/env python
+"""Mutation check: do the tests catch plausible bugs in InfoBatch's rules?
+
+Each mutant below is one small, named edit of ``mmseg_infobatch`` that
+breaks one rule of the algorithm (docs: DESIGN section 2; the reliability
+page lists them). For each, the package is copied to a temporary folder,
+the edit is applied to the copy, and a fast test subset runs with the copy
+first on ``PYTHONPATH``, where it shadows the editable install. A mutant is
+killed when a test fails. Before that, the check proves the shadowing (a
+deliberately broken copy must make the subset fail) and that the subset
+passes on an unmodified copy.
+
+The last line printed is ``mutation score: K/N killed (P%)``. Mutants
+argued to be equivalent (no test can tell them from the original; each
+says why) are run too but left out of N. The exit status is non-zero when
+the score is below 95%, when a mutant's snippet is not found exactly once
+(the list must follow the code), or when the baseline fails.
+
+Example::
+
+    .venv/bin/python tools/mutation_check.py            # all, one job
+    .venv/bin/python tools/mutation_check.py --list
+    .venv/bin/python tools/mutation_check.py --only rank_contiguous --jobs 2
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = 'mmseg_infobatch'
+MIN_SCORE = 0.95
+TIMEOUT_S = 600  # a mutant that hangs the subset counts as killed
+
+# Unit-level tests only (no runner training), about 15 s on one core: they
+# kill every non-equivalent mutant below.
+FAST_TESTS = [
+    'tests/test_sampler/test_infobatch_sampler.py',
+    'tests/test_pruning/test_decide_pass.py',
+    'tests/test_hook/test_progress.py',
+    'tests/test_hook/test_hook_methods.py',
+    'tests/test_hook/test_gather.py',
+    'tests/test_loss/test_infobatch_loss.py',
+    'tests/test_loss/test_loss_families.py',
+]
+# The tests of a mutated file run first: with -x, a killed mutant stops at
+# its first failure, so most of them cost little more than start-up.
+FIRST_FOR = {
+    'pruning.py': ['tests/test_pruning/test_decide_pass.py'],
+    'progress.py': ['tests/test_hook/test_progress.py'],
+    'hook.py': ['tests/test_hook/test_hook_methods.py',
+                'tests/test_hook/test_gather.py'],
+    'compat.py': ['tests/test_hook/test_hook_methods.py'],
+    'loss.py': ['tests/test_loss/test_infobatch_loss.py',
+                'tests/test_loss/test_loss_families.py'],
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One planted bug: ``original`` (found exactly once in ``file``)
+    becomes ``replacement``; ``rule`` is what it breaks. ``equivalent``
+    says why no test can tell it from the original, for those argued to be
+    equivalent."""
+    name: str
+    file: str
+    original: str
+    replacement: str
+    rule: str
+    equivalent: str = ''
+
+
+M = Mutant
+MUTANTS = [
+    # -- threshold and its side (pruning.py) ---------------------------
+    M('threshold_le', 'pruning.py',
+      'values > threshold if prune_high else values < threshold',
+      'values > threshold if prune_high else values <= threshold',
+      'threshold: strictly below the mean (ties kept)'),
+    M('threshold_side_flipped', 'pruning.py',
+      'values > threshold if prune_high else values < threshold',
+      'values < threshold if prune_high else values > threshold',
+      'threshold side: low scores pruned'),
+    M('threshold_median', 'pruning.py',
+      'threshold = float(total / num_seen)',
+      'threshold = float(np.median(values[seen_np]))',
+      'threshold is the mean'),
+    M('threshold_counts_unscored', 'pruning.py',
+      'np.add.reduce(values, dtype=np.float64, where=seen_np)',
+      'np.add.reduce(values, dtype=np.float64)',
+      'threshold: mean of scored samples only'),
+    M('threshold_float32_sum', 'pruning.py',
+      'total = np.add.reduce(values, dtype=np.float64) if all_seen',
+      'total = np.add.reduce(values, dtype=np.float32) if all_seen',
+      'threshold: float64 mean'),
+    M('threshold_float32_masked_sum', 'pruning.py',
+      'np.add.reduce(values, dtype=np.float64, where=seen_np)',
+      'np.add.reduce(values, dtype=np.float32, where=seen_np)',
+      'threshold: float64 mean'),
+    M('unscored_are_candidates', 'pruning.py',
+      '    if not all_seen:\n        candidates &= seen_np\n', '',
+      'unscored samples never pruned'),
+    M('initial_scores_count_as_seen', 'sampler.py',
+      'self.seen = torch.zeros(self.num_samples, dtype=torch.bool)',
+      'self.seen = torch.ones(self.num_samples, dtype=torch.bool)',
+      'initial scores are not scores'),
+    # -- probability and weight ----------------------------------------
+    M('prob_is_keep_prob', 'pruning.py',
+      '~_bernoulli(num_samples, ratio, generator)',
+      '~_bernoulli(num_samples, 1 - ratio, generator)',
+      'probability: drop with probability r'),
+    M('weight_one_over_r', 'pruning.py',
+      'scale = 1.0 / (1.0 - ratio) if rescale else 1.0',
+      'scale = 1.0 / ratio if rescale else 1.0',
+      'weight: 1/(1-r)'),
+    M('rescale_flag_ignored', 'pruning.py',
+      'scale = 1.0 / (1.0 - ratio) if rescale else 1.0',
+      'scale = 1.0 / (1.0 - ratio)',
+      'weight: rescale=False gives 1'),
+    M('weight_on_pruned_candidates', 'pruning.py',
+      'table[survivors.view(np.uint8)]',
+      'table[candidates.view(np.uint8)]',
+      'weight: survivors only, others 1'),
+    M('quantile_weight_global_ratio', 'pruning.py',
+      'weights[survivors] = 1.0 / (1.0 - prob[survivors])',
+      'weights[survivors] = 1.0 / (1.0 - ratio)',
+      'weight: 1/(1-p) of its bucket'),
+    # -- annealing boundary and weight reset ---------------------------
+    M('prune_flag_ignored', 'pruning.py',
+      '    if not prune:\n', '    if False:\n',
+      'annealing: full pass, weights 1'),
+    M('anneal_boundary_le', 'sampler.py',
+      'return self.pass_idx < self.prune_stop',
+      'return self.pass_idx <= self.prune_stop',
+      'annealing: t < delta*C (whole-number stop)'),
+    M('prune_stop_truncated', 'progress.py',
+      'return delta * self.num_passes - self.offset',
+      'return int(delta * self.num_passes) - self.offset',
+      'annealing: delta*C not rounded'),
+    M('num_passes_floor', 'progress.py',
+      'return self.budget_iters / self.full_batches',
+      'return self.budget_iters // self.full_batches',
+      'annealing: C may be fractional'),
+    M('weights_kept_in_annealing', 'sampler.py',
+      '        self.weights = decision.weights\n',
+      '        self.weights = decision.weights if self.prunes_now \\\n'
+      '            else self.weights\n',
+      'weight reset in annealing'),
+    M('anneal_flag_ignored', 'hook.py',
+      'prune_stop = self.progress.prune_stop(self.delta) \\\n'
+      '            if self.anneal else math.inf',
+      'prune_stop = self.progress.prune_stop(self.delta)',
+      'annealing: anneal=False prunes always'),
+    # -- score update and skip rules -----------------------------------
+    M('nonfinite_overwrites_score', 'sampler.py',
+      '        if not finite.all():\n'
+      '            index, value = index[finite], value[finite]\n'
+      '        self.scores.numpy()[index] = value\n',
+      '        self.scores.numpy()[index] = value\n'
+      '        if not finite.all():\n'
+      '            index, value = index[finite], value[finite]\n',
+      'score: non-finite loss skipped'),
+    M('nonfinite_marked_seen', 'sampler.py',
+      'self.seen.numpy()[index] = True',
+      'self.seen.numpy()[indices.numpy()] = True',
+      'score: non-finite loss skipped'),
+    M('score_to_wrong_sample', 'sampler.py',
+      'self.scores.numpy()[index] = value',
+      'self.scores.numpy()[np.sort(index)] = value',
+      'score: each to its own sample'),
+    M('pruned_scores_reset', 'sampler.py',
+      '        self.order = order\n',
+      '        self.order = order\n'
+      '        stale = torch.ones(self.num_samples, dtype=torch.bool)\n'
+      '        stale[order] = False\n'
+      '        self.scores[stale] = self.scores[~stale].mean()\n',
+      'score: pruned samples untouched'),
+    M('score_last_term_only', 'hook.py',
+      'scores = term if scores is None else scores + term',
+      'scores = term',
+      'score: sum over wrapped loss terms'),
+    # -- per-image score and rescale, reduction (loss.py) ---------------
+    M('score_over_all_pixels', 'loss.py',
+      "    return torch.where(count > 0, total / count.clamp(min=1), "
+      "float('nan'))",
+      '    return values.flatten(1).mean(1)',
+      'score: mean over valid pixels'),
+    M('empty_image_scores_zero', 'loss.py',
+      "total / count.clamp(min=1), float('nan'))",
+      'total / count.clamp(min=1), 0.0)',
+      'score: no valid pixel keeps old'),
+    M('per_image_empty_scored', 'loss.py',
+      "            scores = torch.where(has_valid, scores, float('nan'))\n",
+      '', 'score: no valid pixel keeps old'),
+    M('rescale_after_reduction', 'loss.py',
+      'loss = self.loss(pred, target, weight=image_weight, **kwargs)',
+      'loss = self.loss(pred, target, weight=weight, **kwargs) * '
+      'weights.mean()',
+      'rescale per image before reduction'),
+    M('pixel_weight_dropped', 'loss.py',
+      '            image_weight = image_weight * weight\n',
+      '            pass\n', 'rescale keeps the pixel weight'),
+    M('flat_weights_interleaved', 'loss.py',
+      'return pixels.expand((-1, ) + pred.shape[2:]).reshape(-1)',
+      'return weights.repeat(pred.shape[2:].numel())',
+      'rescale: weight of its own image'),
+    M('normalised_by_mean_weight', 'loss.py',
+      'loss = self.loss(pred, target, weight=image_weight, **kwargs)',
+      'loss = self.loss(pred, target, weight=image_weight, **kwargs) / '
+      'image_weight.mean()',
+      'reduction: divisor independent of w'),
+    M('per_image_sum', 'loss.py',
+      'return (losses * weights.to(losses)).mean()',
+      'return (losses * weights.to(losses)).sum()',
+      'reduction: per-image mode averages'),
+    M('per_image_unweighted', 'loss.py',
+      'return (losses * weights.to(losses)).mean()',
+      'return losses.mean()',
+      'rescale in per-image mode'),
+    # -- rank slicing and padding --------------------------------------
+    M('rank_contiguous', 'pruning.py',
+      'return padded[rank::world_size]',
+      'return padded.chunk(world_size)[rank]',
+      'rank slice: interleaved r::world'),
+    M('pad_truncates', 'pruning.py',
+      'total = math.ceil(indices.numel() / multiple) * multiple',
+      'total = indices.numel() // multiple * multiple',
+      'padding: repeat the head, drop none'),
+    M('pad_to_world_only', 'sampler.py',
+      'total = multiple * batches_per_pass(\n'
+      '            self.order.numel(), self.world_size, self.batch_size or 1,'
+      '\n            self.drop_last)',
+      'total = self.world_size * math.ceil(\n'
+      '            self.order.numel() / self.world_size)',
+      'padding: whole batches'),
+    M('batches_per_pass_floor', 'progress.py',
+      'return math.ceil(num_samples / multiple)',
+      'return num_samples // multiple',
+      'padding: full pass padded up'),
+    M('batch_start_unscaled', 'sampler.py',
+      'start = self.position * self.batch_size',
+      'start = self.position',
+      'batch: the sampler\'s next batch'),
+    # -- gather dtypes --------------------------------------------------
+    M('gather_indices_float32', 'hook.py',
+      'indices = torch.cat(all_gather(indices.to(torch.int64)))',
+      'indices = torch.cat(all_gather(indices.float())).long()',
+      'gather: int64 indices (> 2**24)'),
+    M('gather_scores_half', 'hook.py',
+      'scores = torch.cat(all_gather(scores.float()))',
+      'scores = torch.cat(all_gather(scores.half())).float()',
+      'gather: float32 scores'),
+    M('scores_not_gathered', 'hook.py',
+      'scores = torch.cat(all_gather(scores.float()))',
+      'scores = scores.float().repeat(sampler.world_size)',
+      'gather: every rank\'s scores'),
+    # -- progress arithmetic and scheduler steps ------------------------
+    M('virtual_iter_unscaled', 'progress.py',
+      'within = position * self.full_batches // pass_batches',
+      'within = position',
+      'progress: virtual iterations'),
+    M('end_iter_ignores_saving', 'progress.py',
+      'return pass_start_iter + pass_batches + remaining - self.full_batches',
+      'return pass_start_iter + remaining',
+      'progress: end iteration'),
+    M('end_iter_last_pass_floor', 'progress.py',
+      'return pass_start_iter + math.ceil(',
+      'return pass_start_iter + math.floor(',
+      'progress: end inside the last pass'),
+    M('end_from_current_iter', 'hook.py',
+      'runner.iter - sampler.position,',
+      'runner.iter,',
+      'progress: end from the pass start'),
+    M('train_end_not_moved', 'compat.py',
+      '    loop._max_iters = max_iters\n', '    pass\n',
+      'progress: the loop ends early'),
+    M('epoch_budget_in_epochs', 'hook.py',
+      'budget_iters = loop.max_epochs * full_batches',
+      'budget_iters = loop.max_epochs',
+      'progress: epoch budget in iterations'),
+    M('scheduler_steps_uncapped', 'progress.py',
+      'after = min(\n'
+      '            self.virtual_iter(pass_idx, position + 1, pass_batches),\n'
+      '            self.budget_iters)',
+      'after = self.virtual_iter(pass_idx, position + 1, pass_batches)',
+      'scheduler steps: stop at budget'),
+    M('scheduler_steps_off_by_one', 'progress.py',
+      'return max(after - before - 1, 0)',
+      'return max(after - before, 0)',
+      'scheduler steps: beyond mmengine\'s'),
+    M('no_extra_scheduler_steps', 'hook.py',
+      '_step_iter_schedulers(runner.param_schedulers, extra)',
+      '_step_iter_schedulers(runner.param_schedulers, 0)',
+      'scheduler steps: by data progress'),
+    M('epoch_schedulers_stepped', 'hook.py',
+      'if not scheduler.by_epoch:', 'if True:',
+      'scheduler steps: iteration-based only'),
+    # -- checkpoint state ----------------------------------------------
+    M('state_seed_not_restored', 'sampler.py',
+      "        self.seed = int(state['seed'])\n", '',
+      'checkpoint: seed'),
+    M('state_position_not_restored', 'sampler.py',
+      "        self.position = int(state['position'])\n", '',
+      'checkpoint: position'),
+    M('state_scores_not_saved', 'sampler.py',
+      'scores=self.scores.clone(),',
+      'scores=torch.zeros_like(self.scores),',
+      'checkpoint: scores'),
+    M('state_seen_not_restored', 'sampler.py',
+      "        self.seen = state['seen'].clone().bool()\n", '',
+      'checkpoint: seen'),
+    M('state_weights_not_restored', 'sampler.py',
+      "        self.weights = state['weights'].clone().float()\n", '',
+      'checkpoint: weights'),
+    M('state_history_not_restored', 'hook.py',
+      "        self.history = history_from_state(state['history'])\n", '',
+      'checkpoint: pass history'),
+    M('state_offset_not_saved', 'progress.py',
+      'offset=self.offset)', 'offset=0)',
+      'checkpoint: progress offset'),
+    # -- resume offset --------------------------------------------------
+    M('replay_ignores_position', 'hook.py',
+      'sampler.prepare_replay(resumed_iter - sampler.position)',
+      'sampler.prepare_replay(resumed_iter)',
+      'resume: replay filler count'),
+    M('replay_filler_in_samples', 'sampler.py',
+      'filler = self._replay_batches * self.batch_size',
+      'filler = self._replay_batches',
+      'resume: replay filler count'),
+    M('stateless_offset_zero', 'hook.py',
+      'offset = resumed_iter if state is None else',
+      'offset = 0 if state is None else',
+      'resume: state-less offset'),
+    M('prune_stop_ignores_offset', 'progress.py',
+      'return delta * self.num_passes - self.offset / self.full_batches',
+      'return delta * self.num_passes',
+      'resume: state-less offset in prune_stop'),
+    M('offset_from_resume_iter', 'hook.py',
+      "            int(state['progress']['offset'])",
+      '            resumed_iter',
+      'resume: offset from the checkpoint'),
+    # -- seeding and shuffling -----------------------------------------
+    M('same_seed_every_pass', 'sampler.py',
+      'generator.manual_seed(self.seed + self.pass_idx)',
+      'generator.manual_seed(self.seed)',
+      'seeding: seed + pass'),
+    M('seed_ignored', 'sampler.py',
+      'generator.manual_seed(self.seed + self.pass_idx)',
+      'generator.manual_seed(self.pass_idx)',
+      'seeding: the sampler\'s seed'),
+    M('sampler_shuffle_ignored', 'sampler.py',
+      'shuffle=self.shuffle)', 'shuffle=True)',
+      'shuffling: shuffle=False ascending'),
+    M('pass_shuffle_ignored', 'pruning.py',
+      '    if shuffle:\n', '    if True:\n',
+      'shuffling: shuffle=False ascending'),
+    # -- weights handed to the losses ----------------------------------
+    M('hook_hands_ones', 'hook.py',
+      'weights = sampler.weights[indices]',
+      'weights = torch.ones(indices.numel())',
+      'losses get the pass weights'),
+    M('weights_not_cleared', 'hook.py',
+      '            loss.set_batch_weights(None)\n', '',
+      'losses unweighted after the iter'),
+    # -- argued equivalent ----------------------------------------------
+    M('pad_without_early_return', 'pruning.py',
+      '    if total == indices.numel():\n        return indices\n', '',
+      'padding', equivalent='with nothing to pad, repeat(1)[:total] is '
+      'a copy of the same indices, and nothing writes to either; the 0/0 '
+      'the early return avoids needs an empty pass, which the sampler '
+      'never makes'),
+    M('always_filter_finite', 'sampler.py',
+      '        if not finite.all():\n', '        if True:\n',
+      'score skip rules', equivalent='when every score is finite the '
+      'filter keeps them all; the test only saves a copy'),
+    M('refill_when_not_short', 'sampler.py',
+      'if short > 0:', 'if short >= 0:', 'no empty pass',
+      equivalent='at short == 0 the refill adds no sample, and the '
+      'generator it draws from is discarded after the pass'),
+    M('refill_weight_not_reset', 'sampler.py',
+      '            self.weights[refill] = 1.0\n', '',
+      'weights of refilled samples', equivalent='refilled samples were '
+      'dropped, and decide_pass already gives every dropped sample '
+      'weight 1'),
+    M('scheduler_steps_unclamped', 'progress.py',
+      'return max(after - before - 1, 0)',
+      'return after - before - 1',
+      'scheduler steps', equivalent='its one caller, the hook\'s '
+      '_step_iter_schedulers, steps nothing for any count <= 0, so a '
+      'negative count acts as 0'),
+]
+del M
+
+
+@dataclass
+class Result:
+    mutant: Mutant
+    status: str  # 'killed', 'survived', 'error'
+    seconds: float = 0.0
+    detail: str = ''
+
+
+def apply_mutant(package_dir: Path, mutant: Mutant) -> None:
+    """Apply ``mutant`` to the package copy; ValueError unless its snippet
+    occurs exactly once."""
+    path = package_dir / mutant.file
+    text = path.read_text()
+    count = text.count(mutant.original)
+    if count != 1:
+        where = 'not found' if count == 0 else f'found {count} times'
+        raise ValueError(f'snippet {where} in {PACKAGE}/{mutant.file}: '
+                         f'{mutant.original!r}')
+    path.write_text(text.replace(mutant.original, mutant.replacement))
+
+
+def copy_package(dest: Path) -> Path:
+    package_dir = dest / PACKAGE
+    shutil.copytree(REPO / PACKAGE, package_dir,
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    return package_dir
+
+
+def ordered_tests(mutant: Optional[Mutant]) -> List[str]:
+    first = FIRST_FOR.get(mutant.file, []) if mutant else []
+    return first + [t for t in FAST_TESTS if t not in first]
+
+
+def run_subset(copy_root: Path, tests: List[str], *extra: str):
+    """Run pytest on ``tests`` with the package copy under ``copy_root``
+    shadowing the editable install; returns (returncode, output, secs)."""
+    env = dict(os.environ)
+    # First on the path: PYTHONPATH entries precede site-packages, whose
+    # editable-install finder only answers what the path does not.
+    env['PYTHONPATH'] = os.pathsep.join(
+        [str(copy_root)] + [p for p in [env.get('PYTHONPATH')] if p])
+    env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+               PYTHONDONTWRITEBYTECODE='1')
+    cmd = [
+        sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider', '-x', '-q',
+        '--tb=no', '-rfE', '-W', 'ignore', f'--rootdir={REPO}',
+        f'--basetemp={copy_root / "pytest"}', *extra
+    ] + [str(REPO / t) for t in tests]
+    start = time.monotonic()
+    try:
+        # cwd is the copy too: `python -m` puts the cwd first on sys.path,
+        # and the repository root there would shadow the copy.
+        proc = subprocess.run(cmd, cwd=copy_root, env=env, text=True,
+                              stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
+        return proc.returncode, proc.stdout, time.monotonic() - start
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout or ''
+        if isinstance(out, bytes):
+            out = out.decode(errors='replace')
+        return None, out, time.monotonic() - start
+
+
+def first_failure(output: str) -> str:
+    match = re.search(r'^(?:FAILED|ERROR) (\S+)', output, re.M)
+    if not match:
+        return ''
+    # pytest names it relative to the copy's folder: keep from tests/ on.
+    return re.sub(r'^.*?\btests/', '', match.group(1))
+
+
+def check_shadowing(work: Path) -> None:
+    """A copy that cannot be imported must break the subset; otherwise the
+    tests would be reading the editable install, not the mutants."""
+    root = work / '_broken'
+    package_dir = copy_package(root)
+    init = package_dir / '__init__.py'
+    marker = 'mutation_check: deliberately broken copy'
+    init.write_text(f'raise ImportError({marker!r})\n' + init.read_text())
+    rc, out, _ = run_subset(root, FAST_TESTS, '--collect-only',
+                           '--tb=short')
+    if rc == 0 or marker not in out:
+        raise SystemExit(
+            'mutation_check: a broken copy of the package did not break the '
+            'tests, so they import another copy (the editable install?). '
+            f'pytest said:\n{out[-3000:]}')
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def run_baseline(work: Path) -> float:
+    root = work / '_baseline'
+    copy_package(root)
+    rc, out, secs = run_subset(root, FAST_TESTS)
+    if rc != 0:
+        raise SystemExit('mutation_check: the fast subset fails without any '
+                         f'mutant (exit {rc}):\n{out[-4000:]}')
+    shutil.rmtree(root, ignore_errors=True)
+    return secs
+
+
+def run_mutant(work: Path, mutant: Mutant) -> Result:
+    root = work / mutant.name
+    try:
+        package_dir = copy_package(root)
+        try:
+            apply_mutant(package_dir, mutant)
+        except ValueError as exc:
+            return Result(mutant, 'error', 0.0, str(exc))
+        rc, out, secs = run_subset(root, ordered_tests(mutant))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if rc is None:
+        return Result(mutant, 'killed', secs, f'timeout after {TIMEOUT_S}s')
+    if rc == 0:
+        return Result(mutant, 'survived', secs)
+    if rc in (1, 2):  # tests failed, or collection failed on import
+        return Result(mutant, 'killed', secs, first_failure(out) or
+                      f'pytest exit {rc}')
+    return Result(mutant, 'error', secs,
+                  f'pytest exit {rc}:\n{out[-2000:]}')
+
+
+def row(name, rule, status, seconds, detail) -> str:
+    return f'{name:<30} {rule:<42} {status:<10} {seconds:>7} {detail}'
+
+
+def print_row(result: Result) -> None:
+    status = result.status
+    if result.mutant.equivalent and status == 'survived':
+        status = 'equivalent'
+    detail = result.detail.splitlines()[0] if result.detail else ''
+    print(row(result.mutant.name, result.mutant.rule[:42], status,
+              f'{result.seconds:.1f}', detail[:70]), flush=True)
+
+
+def summarize(results: List[Result]) -> int:
+    """Print survivors, equivalents and errors, then the score line;
+    returns the exit status."""
+    equivalent = [r for r in results
+                  if r.mutant.equivalent and r.status == 'survived']
+    counted = [r for r in results
+               if r.status != 'error' and r not in equivalent]
+    killed = [r for r in counted if r.status == 'killed']
+    survivors = [r for r in counted if r.status == 'survived']
+    errors = [r for r in results if r.status == 'error']
+    print()
+    print('survivors: ' + (', '.join(r.mutant.name for r in survivors)
+                           or 'none'))
+    if equivalent:
+        print('equivalent (not counted in N):')
+        for r in equivalent:
+            print(f'  {r.mutant.name}: {r.mutant.equivalent}')
+    for r in results:
+        if r.mutant.equivalent and r.status == 'killed':
+            print(f'note: {r.mutant.name} was argued equivalent but a test '
+                  'tells it apart, so it counts in N')
+    for r in errors:
+        print(f'error: {r.mutant.name}: {r.detail}')
+    total = len(counted)
+    score = len(killed) / total if total else 0.0
+    print(f'mutation score: {len(killed)}/{total} killed ({score:.1%})')
+    return 0 if total and score >= MIN_SCORE and not errors else 1
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Plant named bugs in a copy of mmseg_infobatch and check '
+        'that the fast test subset catches each.')
+    parser.add_argument('--list', action='store_true',
+                        help='list the mutants (and whether each snippet is '
+                        'found exactly once) and exit')
+    parser.add_argument('--only', action='append', metavar='NAME',
+                        help='run only this mutant (repeatable)')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='mutants run at once. Defaults to 1.')
+    return parser.parse_args(argv)
+
+
+def list_mutants(mutants: List[Mutant]) -> int:
+    missing = 0
+    for mutant in mutants:
+        text = (REPO / PACKAGE / mutant.file).read_text()
+        count = text.count(mutant.original)
+        state = 'ok' if count == 1 else (
+            'NOT FOUND' if count == 0 else f'FOUND {count}x')
+        missing += count != 1
+        kind = ' (equivalent)' if mutant.equivalent else ''
+        print(f'{mutant.name:<30} {mutant.file:<12} {state:<9} '
+              f'{mutant.rule}{kind}')
+    print(f'{len(mutants)} mutants, '
+          f'{sum(1 for m in mutants if m.equivalent)} argued equivalent')
+    return 1 if missing else 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    names = [m.name for m in MUTANTS]
+    assert len(set(names)) == len(names), 'mutant names must be unique'
+    mutants = MUTANTS
+    if args.only:
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            print(f'unknown mutant(s): {", ".join(unknown)}; see --list')
+            return 2
+        mutants = [m for m in MUTANTS if m.name in args.only]
+    if args.list:
+        return list_mutants(mutants)
+    if args.jobs < 1:
+        print(f'--jobs must be at least 1, but got {args.jobs}')
+        return 2
+
+    start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix='mutation_check_', dir='/tmp'))
+    try:
+        check_shadowing(work)
+        baseline = run_baseline(work)
+        print(f'fast subset: {len(FAST_TESTS)} test files pass unmutated in '
+              f'{baseline:.1f}s; the copy shadows the editable install')
+        print(row('mutant', 'rule', 'result', 'seconds', 'killed by'))
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(run_mutant, work, m) for m in mutants]
+            results = []
+            for future in futures:
+                results.append(future.result())
+                print_row(results[-1])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f'whole check: {time.monotonic() - start:.0f}s for '
+          f'{len(mutants)} mutants with {args.jobs} job(s)')
+    return summarize(results)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
