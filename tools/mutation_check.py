@@ -380,7 +380,7 @@ MUTANTS = [
     M('always_filter_finite', 'sampler.py',
       '        if not finite.all():\n', '        if True:\n',
       'score skip rules', equivalent='when every score is finite the '
-      'filter keeps them all; the test only saves a copy'),
+      'filter keeps them all; the if only saves a copy'),
     M('refill_when_not_short', 'sampler.py',
       'if short > 0:', 'if short >= 0:', 'no empty pass',
       equivalent='at short == 0 the refill adds no sample, and the '
