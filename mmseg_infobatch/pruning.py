@@ -135,7 +135,10 @@ def _candidates(scores: torch.Tensor, seen: torch.Tensor, ratio: float,
     threshold = float(total / num_seen)
     # Low scores are well learned (paper); prune_high flips the side. The
     # rule is strict, so a sample exactly at the mean is never a candidate.
-    candidates = values > threshold if prune_high else values < threshold
+    # A float64 scalar: numpy 2 would round a Python float to the scores'
+    # float32 first, and a score just below the mean would count as a tie.
+    exact = np.float64(threshold)
+    candidates = values > exact if prune_high else values < exact
     if not all_seen:
         candidates &= seen_np
     return torch.from_numpy(candidates), threshold

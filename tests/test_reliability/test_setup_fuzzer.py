@@ -19,6 +19,8 @@ from conftest import load_record
 from make_tiny_ade import make_ade_layout
 from tiny_config import ETA_MIN, tiny_config, train_counting_steps
 
+from mmseg_infobatch.progress import batches_per_pass
+
 CI_SEEDS = list(range(24))
 
 
@@ -81,8 +83,17 @@ def test_random_setup(fuzz_seed, ade40_root, tmp_path, no_pass_pause):
     cfg.default_hooks.checkpoint.interval = 10**6
     world, batch = setup['world_size'], setup['batch_size']
     if setup['num_train'] < world * batch:
-        with pytest.raises(ValueError, match='fewer than world size x batch '
-                           'size.*Lower train_dataloader.batch_size'):
+        per_rank = batches_per_pass(setup['num_train'], world, 1)
+        if setup['by_epoch'] and setup['drop_last'] and per_rank < batch:
+            # mmengine converts the epoch schedule to iterations from the
+            # dataloader's length (0 whole batches here) before any hook
+            # runs, and refuses first, as it does for stock mmseg.
+            error, match = AssertionError, '`epoch_length` must be a ' \
+                'positive integer, but got 0'
+        else:
+            error, match = ValueError, 'fewer than world size x batch ' \
+                'size.*Lower train_dataloader.batch_size'
+        with pytest.raises(error, match=match):
             _train(cfg, world)
         assert not (tmp_path / 'record_rank0.pth').exists()
         return
