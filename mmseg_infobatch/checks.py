@@ -62,10 +62,25 @@ def find_train_sampler(dataloader) -> InfoBatchSampler:
     return sampler
 
 
+# Heads whose losses match queries to masks: no row of their loss inputs is
+# an image, so no image can be scored or rescaled (docs/compat.md).
+UNSERVED_HEADS = ('MaskFormerHead', 'Mask2FormerHead', 'SideAdapterCLIPHead')
+
+
 def find_losses(model, logger) -> List[InfoBatchLoss]:
     """Every InfoBatchLoss of the model; warns of head losses not wrapped."""
     if is_model_wrapper(model):
         model = model.module
+    unserved = sorted({
+        type(m).__name__
+        for m in model.modules() if type(m).__name__ in UNSERVED_HEADS
+    })
+    if unserved:
+        raise TypeError(
+            f'InfoBatch cannot serve {", ".join(unserved)}: its losses '
+            'match queries to masks, so their inputs have no per-image rows '
+            'to score or rescale. Train this model without InfoBatch '
+            '(docs/compat.md lists what is served).')
     losses = [m for m in model.modules() if isinstance(m, InfoBatchLoss)]
     if not losses:
         raise TypeError(

@@ -90,6 +90,18 @@ def test_no_loss_wrapped():
         _check_setup(runner)
 
 
+@pytest.mark.parametrize('head', ['Mask2FormerHead', 'SideAdapterCLIPHead'])
+def test_query_based_heads_are_refused_before_training(head):
+    decode = type(head, (torch.nn.Module, ), {})()
+    decode.loss_decode = _wrapped()
+    model = torch.nn.Module()
+    model.decode_head = decode
+    runner = _fake_runner(model)
+    with pytest.raises(TypeError, match=f'cannot serve {head}.*without '
+                       'InfoBatch'):
+        _check_setup(runner)
+
+
 def test_only_some_heads_wrapped_warns(caplog):
     runner = _fake_runner(_Model(_wrapped(), _plain()))
     with caplog.at_level(logging.WARNING, logger='test_bad_input'):
