@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Prepare what the GPU check needs on a machine that cannot reach a package
-# registry but has CUDA torch (such as this project's lent H200 machine:
-# Python 3.12, torch 2.11+cu130, no OpenMMLab packages). Run it where pip can
-# download; it fills .gpu_bundle/ (git-ignored, about 6 MB):
+# registry but has CUDA torch and no OpenMMLab packages (an air-gapped
+# cluster node, say; PY_VERSION names its Python, 3.12 by default). Run it
+# where pip can download; it fills .gpu_bundle/ (git-ignored, about 6 MB):
 #   - pure-Python wheels of mmengine, mmsegmentation and their missing deps;
 #   - the mmcv 2.1.0 source, built there by benchmarks/gpu_offline_check.sh;
 #   - setuptools < 81, which mmcv 2.1.0's setup.py needs (pkg_resources).
-# Then carry .gpu_bundle with the working tree and run, on the GPU machine:
+# Then copy .gpu_bundle along with the working tree and run, on the GPU
+# machine:
 #   bash benchmarks/gpu_offline_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +28,4 @@ url = re.search(r'href="([^"]*/mmcv-2\.1\.0\.tar\.gz)[^"]*"', index).group(1)
 urllib.request.urlretrieve(url, f'{sys.argv[1]}/mmcv-2.1.0.tar.gz')
 PY
 ls -l "$BUNDLE"
-echo "[gpu_bundle] ready: carry $BUNDLE, then run benchmarks/gpu_offline_check.sh"
+echo "[gpu_bundle] ready: copy $BUNDLE to the GPU machine, then run benchmarks/gpu_offline_check.sh"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check in one command on a CUDA machine that cannot reach a package
-# registry (such as this project's lent H200 machine), from the bundle that
-# benchmarks/gpu_bundle.sh prepared and the run carried in .gpu_bundle/:
+# registry (an air-gapped cluster node, say), from the bundle that
+# benchmarks/gpu_bundle.sh prepared and that was copied to .gpu_bundle/:
 #   1. install the bundle's wheels into $SITE (python3's own packages stay);
 #   2. build mmcv 2.1.0 with its CPU ops, in place, with all cores: mmseg
 #      imports mmcv.ops, but UperNet runs no mmcv op, and a CUDA-op build
@@ -16,7 +16,7 @@ SITE="$WORK/site"
 PY="${PYTHON:-python3}"
 if [ ! -f "$BUNDLE/mmcv-2.1.0.tar.gz" ]; then
     echo "gpu_offline_check: no $BUNDLE/mmcv-2.1.0.tar.gz. Run" \
-         "benchmarks/gpu_bundle.sh where pip can download, then carry" \
+         "benchmarks/gpu_bundle.sh where pip can download, then copy" \
          "$BUNDLE to this machine." >&2
     exit 2
 fi

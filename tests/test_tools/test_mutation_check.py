@@ -7,7 +7,7 @@ from conftest import REPO
 
 import mutation_check as mc
 
-# One word of each rule of docs/reliability_mutation.md's list.
+# One word of each rule of the mutation list in docs/reliability.md.
 RULES = ('threshold', 'probability', 'weight:', 'annealing', 'weight reset',
          'score:', 'rescale', 'reduction', 'rank slice', 'padding',
          'gather', 'progress', 'scheduler steps', 'checkpoint', 'resume',
