@@ -66,7 +66,8 @@ def main(argv=None):
     summary = [
         '', '=' * 64, 'InfoBatch demo summary (digit scenes, UperNet, CPU)',
         f'  data           : {meta["num_train"]} train / {meta["num_val"]} '
-        f'val scenes, {meta["size"]}x{meta["size"]}, {args.data_root}',
+        f'val scenes, {meta["size"]}x{meta["size"]}, '
+        f'{osp.relpath(args.data_root)}',
         f'  passes         : {len(passes)} '
         f'(schedule of {budget / full_pass:.2f} full-data passes)',
         f'  iterations     : {iters} with InfoBatch vs {budget} for '
@@ -75,7 +76,7 @@ def main(argv=None):
         f'{pruned} of {seen} sample visits pruned',
         f'  mIoU (val)     : {logged["miou"]:.2f}',
         f'  wall time      : {time.time() - start:.0f} s',
-        f'  logs           : {runner.log_dir}', '=' * 64
+        f'  logs           : {osp.relpath(runner.log_dir)}', '=' * 64
     ]
     print('\n'.join(summary))
     return summary
