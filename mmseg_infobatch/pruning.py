@@ -257,15 +257,20 @@ def decide_pass(scores: torch.Tensor,
                         num_pruned)
 
 
+def cycle_to(indices: torch.Tensor, total: int) -> torch.Tensor:
+    """``indices`` repeated from its head and cut to ``total`` entries."""
+    if total == indices.numel():
+        return indices
+    repeats = math.ceil(total / indices.numel())
+    return indices.repeat(repeats)[:total]
+
+
 def pad_to_multiple(indices: torch.Tensor, multiple: int) -> torch.Tensor:
     """Repeat the head of ``indices`` up to a multiple of ``multiple``: the
     world size, so every rank gets an equal share, or world size x batch
     size, so every batch is full."""
     total = math.ceil(indices.numel() / multiple) * multiple
-    if total == indices.numel():
-        return indices
-    repeats = math.ceil(total / indices.numel())
-    return indices.repeat(repeats)[:total]
+    return cycle_to(indices, total)
 
 
 def rank_share(padded: torch.Tensor, rank: int,

@@ -10,8 +10,7 @@ from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
 from .progress import batches_per_pass
-from .pruning import (decide_pass, pad_to_multiple, rank_share,
-                      validate_policy)
+from .pruning import cycle_to, decide_pass, rank_share, validate_policy
 
 HOOK_HINT = "custom_hooks = [dict(type='InfoBatchHook')]"
 
@@ -138,6 +137,12 @@ class InfoBatchSampler(Sampler):
             self._pad_pass()
 
     @property
+    def global_batch(self) -> int:
+        """Samples one iteration takes over all ranks (world x batch; the
+        batch counts as 1 until configured)."""
+        return self.world_size * (self.batch_size or 1)
+
+    @property
     def full_pass_batches(self) -> int:
         """Per-rank iterations of a full pass."""
         return batches_per_pass(self.num_samples, self.world_size,
@@ -187,8 +192,7 @@ class InfoBatchSampler(Sampler):
         """Per-rank iterations of the current pass."""
         if self.pass_indices is None:
             return 0
-        return self.pass_indices.numel() // (
-            self.world_size * (self.batch_size or 1))
+        return self.pass_indices.numel() // self.global_batch
 
     def _decide_next_pass(self) -> None:
         self.pass_idx += 1
@@ -209,7 +213,7 @@ class InfoBatchSampler(Sampler):
         # Fresh weights every pass: nothing leaks into annealing passes.
         self.weights = decision.weights
         order, pruned = decision.indices, decision.num_pruned
-        short = self.world_size * (self.batch_size or 1) - order.numel()
+        short = self.global_batch - order.numel()
         if short > 0:
             # So much was pruned that not one batch per rank is left (the
             # 'random' policy or a quantile bucket at q=1 can drop all):
@@ -234,11 +238,10 @@ class InfoBatchSampler(Sampler):
         # Whole batches, padded up by repeating the head or cut down with
         # drop_last: a last batch of one image breaks BatchNorm, and every
         # rank must take the same number of steps.
-        multiple = self.world_size * (self.batch_size or 1)
-        total = multiple * batches_per_pass(
+        total = self.global_batch * batches_per_pass(
             self.order.numel(), self.world_size, self.batch_size or 1,
             self.drop_last)
-        self.pass_indices = pad_to_multiple(self.order, total)[:total]
+        self.pass_indices = cycle_to(self.order, total)
 
     def rank_indices(self) -> torch.Tensor:
         """This rank's indices of the current pass, in training order."""
@@ -282,8 +285,7 @@ class InfoBatchSampler(Sampler):
         if self.pass_idx < 0:
             self._decide_next_pass()
         share = self.rank_indices()
-        head = share.repeat(math.ceil(filler / share.numel()))[:filler]
-        return iter(torch.cat([head, share]).tolist())
+        return iter(torch.cat([cycle_to(share, filler), share]).tolist())
 
     def update_scores(self, indices: torch.Tensor,
                       scores: torch.Tensor) -> int:

@@ -239,7 +239,7 @@ MUTANTS = [
       'total = indices.numel() // multiple * multiple',
       'padding: repeat the head, drop none'),
     M('pad_to_world_only', 'sampler.py',
-      'total = multiple * batches_per_pass(\n'
+      'total = self.global_batch * batches_per_pass(\n'
       '            self.order.numel(), self.world_size, self.batch_size or 1,'
       '\n            self.drop_last)',
       'total = self.world_size * math.ceil(\n'
