@@ -5,6 +5,7 @@ faster on one thread) with no comparison sort and no Python loop over
 samples, and draws randomness only from the generator it is given.
 """
 import math
+from fractions import Fraction
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -106,7 +107,10 @@ def prune_probabilities(
     assigned = ~seen
     threshold = math.nan
     for q, r in buckets:
-        k = max(1, min(num_seen, math.ceil(q * num_seen)))
+        # The lowest q of the scored samples, q as written: in floats
+        # 0.28 * 25 is 7.000000000000001, one sample too many.
+        k = max(1, min(num_seen,
+                       math.ceil(Fraction(str(float(q))) * num_seen)))
         cut = seen_signed.kthvalue(k).values
         in_bucket = ~assigned & (signed <= cut)
         prob.masked_fill_(in_bucket, r)

@@ -40,8 +40,9 @@ PACKAGE = 'mmseg_infobatch'
 MIN_SCORE = 0.95
 TIMEOUT_S = 600  # a mutant that hangs the subset counts as killed
 
-# Unit-level tests only (no runner training), about 15 s on one core: they
-# kill every non-equivalent mutant below.
+# Unit-level tests (no runner training), about 25 s on one core, and last
+# one 2-process probe of the sampler's seed (about 10 s): they kill every
+# non-equivalent mutant below.
 FAST_TESTS = [
     'tests/test_sampler/test_infobatch_sampler.py',
     'tests/test_pruning/test_decide_pass.py',
@@ -50,6 +51,8 @@ FAST_TESTS = [
     'tests/test_hook/test_gather.py',
     'tests/test_loss/test_infobatch_loss.py',
     'tests/test_loss/test_loss_families.py',
+    'tests/test_reliability/test_rules.py',
+    'tests/test_reliability/test_rank_seed.py',
 ]
 # The tests of a mutated file run first: with -x, a killed mutant stops at
 # its first failure, so most of them cost little more than start-up.
@@ -58,7 +61,8 @@ FIRST_FOR = {
     'progress.py': ['tests/test_hook/test_progress.py'],
     'hook.py': ['tests/test_hook/test_hook_methods.py',
                 'tests/test_hook/test_gather.py'],
-    'compat.py': ['tests/test_hook/test_hook_methods.py'],
+    'compat.py': ['tests/test_reliability/test_rules.py',
+                  'tests/test_hook/test_hook_methods.py'],
     'loss.py': ['tests/test_loss/test_infobatch_loss.py',
                 'tests/test_loss/test_loss_families.py'],
 }
@@ -112,6 +116,16 @@ MUTANTS = [
     M('unscored_are_candidates', 'pruning.py',
       '    if not all_seen:\n        candidates &= seen_np\n', '',
       'unscored samples never pruned'),
+    M('quantile_unscored_bucketed', 'pruning.py',
+      '    assigned = ~seen\n', '    assigned = torch.zeros_like(seen)\n',
+      'unscored samples never pruned (quantile)'),
+    M('quantile_count_in_floats', 'pruning.py',
+      'math.ceil(Fraction(str(float(q))) * num_seen)',
+      'math.ceil(q * num_seen)',
+      'threshold: quantile of q as written'),
+    M('quantile_cuts_count_unscored', 'pruning.py',
+      '    seen_signed = signed[seen]\n', '    seen_signed = signed\n',
+      'threshold: quantile cuts of scored only'),
     M('initial_scores_count_as_seen', 'sampler.py',
       'self.seen = torch.zeros(self.num_samples, dtype=torch.bool)',
       'self.seen = torch.ones(self.num_samples, dtype=torch.bool)',
@@ -192,6 +206,17 @@ MUTANTS = [
       'scores = term',
       'score: sum over wrapped loss terms'),
     # -- per-image score and rescale, reduction (loss.py) ---------------
+    M('per_image_default_ignore_index', 'loss.py',
+      "        ignore_index = kwargs.get('ignore_index', self._ignore_index)\n"
+      '        scores = losses.detach().float()\n',
+      '        ignore_index = self._ignore_index\n'
+      '        scores = losses.detach().float()\n',
+      "score: the head's ignore_index"),
+    M('pixel_weight_in_scores', 'loss.py',
+      "        kwargs['reduction_override'] = 'none'\n",
+      "        kwargs['reduction_override'] = 'none'\n"
+      "        kwargs['weight'] = weight\n",
+      'score: pixel weights left out'),
     M('score_over_all_pixels', 'loss.py',
       "    return torch.where(count > 0, total / count.clamp(min=1), "
       "float('nan'))",
@@ -249,6 +274,14 @@ MUTANTS = [
       'return math.ceil(num_samples / multiple)',
       'return num_samples // multiple',
       'padding: full pass padded up'),
+    M('full_pass_ignores_drop_last', 'hook.py',
+      '                                        dataloader.batch_size,\n'
+      '                                        dataloader.drop_last)',
+      '                                        dataloader.batch_size)',
+      'padding: full pass follows drop_last'),
+    M('refill_takes_kept', 'sampler.py',
+      '            dropped[order] = False\n', '',
+      'refill: only dropped samples'),
     M('batch_start_unscaled', 'sampler.py',
       'start = self.position * self.batch_size',
       'start = self.position',
@@ -304,6 +337,18 @@ MUTANTS = [
       '_step_iter_schedulers(runner.param_schedulers, extra)',
       '_step_iter_schedulers(runner.param_schedulers, 0)',
       'scheduler steps: by data progress'),
+    M('adjust_schedule_ignored', 'hook.py',
+      'if self.adjust_schedule and runner.param_schedulers:',
+      'if runner.param_schedulers:',
+      'scheduler steps: none if not adjusting'),
+    M('accumulation_remainder_stale', 'compat.py',
+      '        wrapper._remainder_counts = max_counts % '
+      'wrapper._accumulative_counts\n', '',
+      'accumulation: last group over its size'),
+    M('setup_log_floors_anneal_pass', 'hook.py',
+      'max(math.ceil(stop), 0) if math.isfinite(stop)',
+      'max(int(stop), 0) if math.isfinite(stop)',
+      'start-up log: the first annealing pass'),
     M('epoch_schedulers_stepped', 'hook.py',
       'if not scheduler.by_epoch:', 'if True:',
       'scheduler steps: iteration-based only'),
@@ -347,6 +392,10 @@ MUTANTS = [
       'return delta * self.num_passes - self.offset / self.full_batches',
       'return delta * self.num_passes',
       'resume: state-less offset in prune_stop'),
+    M('load_from_restores_state', 'hook.py',
+      'state = self._pending_state if resumed_iter > 0 else None',
+      'state = self._pending_state',
+      'resume: load_from starts InfoBatch fresh'),
     M('offset_from_resume_iter', 'hook.py',
       "            int(state['progress']['offset'])",
       '            resumed_iter',
@@ -360,6 +409,10 @@ MUTANTS = [
       'generator.manual_seed(self.seed + self.pass_idx)',
       'generator.manual_seed(self.pass_idx)',
       'seeding: the sampler\'s seed'),
+    M('seed_from_rank_rng', 'sampler.py',
+      'self.seed = sync_random_seed() if seed is None else seed',
+      'self.seed = int(np.random.randint(2**31)) if seed is None else seed',
+      'seeding: one seed on every rank'),
     M('sampler_shuffle_ignored', 'sampler.py',
       'shuffle=self.shuffle)', 'shuffle=True)',
       'shuffling: shuffle=False ascending'),
@@ -445,8 +498,10 @@ def run_subset(copy_root: Path, tests: List[str], *extra: str):
     # editable-install finder only answers what the path does not.
     env['PYTHONPATH'] = os.pathsep.join(
         [str(copy_root)] + [p for p in [env.get('PYTHONPATH')] if p])
+    # The property tests' fixed examples: a verdict must not depend on
+    # the draw.
     env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-               PYTHONDONTWRITEBYTECODE='1')
+               PYTHONDONTWRITEBYTECODE='1', HYPOTHESIS_PROFILE='ci')
     cmd = [
         sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider', '-x', '-q',
         '--tb=no', '-rfE', '-W', 'ignore', f'--rootdir={REPO}',

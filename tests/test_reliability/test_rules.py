@@ -1,0 +1,445 @@
+"""One example test per rule of docs/design.md that a plausible bug could
+break while the rest of the suite stays green.
+
+Each test is written from the rule's statement, not from the line that
+implements it today: unscored samples never pruned and never shaping the
+cut points, under every policy; a refilled sample is one that was dropped;
+the full-data pass length follows ``drop_last`` as mmengine's loops and
+dataloaders count it; ``adjust_schedule=False`` keeps the schedule as
+written; ``load_from`` starts InfoBatch fresh; the last partial
+accumulation group is averaged over its own size; the head's
+``ignore_index`` decides which images have no valid pixel; pixel weights
+never enter a score; the start-up log names the pass that anneals.
+
+The hook is driven as mmengine's loop drives it, on a stand-in runner
+with real samplers, real loops, real losses and a real optimizer wrapper
+and scheduler, so each test takes milliseconds.
+"""
+import logging
+import math
+import re
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.dataset import DefaultSampler
+from mmengine.optim import OptimWrapper, PolyLR
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmseg.registry import MODELS
+from torch.utils.data import DataLoader
+
+from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
+from mmseg_infobatch.pruning import decide_pass, prune_probabilities
+
+N, BATCH, PASSES, DELTA = 12, 2, 4, 0.7  # 6 iterations a full pass
+IGNORE = 255
+MAX_N = 16
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(MAX_N, 3, 4, 4, generator=g)
+    labels = torch.randint(0, 3, (MAX_N, 4, 4), generator=g)
+    labels[torch.rand(MAX_N, 4, 4, generator=g) < 0.3] = IGNORE
+    return logits, labels
+
+
+LOGITS, LABELS = _data()
+
+
+class _Heads(torch.nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.terms = torch.nn.ModuleList([
+            MODELS.build(
+                dict(type='InfoBatchLoss',
+                     loss=dict(type='CrossEntropyLoss', loss_weight=w)))
+            for w in (1.0, 0.4)
+        ])
+
+
+def _runner(n=N, batch=BATCH, seed=3, drop_last=False, by_epoch=False,
+            world=1, optim_wrapper=None, param_schedulers=None,
+            logger='test_rules'):
+    """A stand-in runner around mmengine's own loop (built by its
+    ``__init__``, so its length is mmengine's) and a real dataloader.
+    An iteration-based loop gets the budget of ``PASSES`` full passes as
+    the dataloader counts them."""
+    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
+                    return_value=(0, world)):
+        sampler = InfoBatchSampler(list(range(n)), seed=seed, ratio=0.5)
+    dataloader = DataLoader(list(range(n)), batch_size=batch,
+                            sampler=sampler, drop_last=drop_last)
+    runner = SimpleNamespace(
+        model=_Heads(),
+        logger=logging.getLogger(logger),
+        iter=0,
+        cfg={},
+        optim_wrapper=optim_wrapper or SimpleNamespace(),
+        param_schedulers=param_schedulers or [],
+        visualizer=mock.MagicMock())
+    if by_epoch:
+        runner.train_loop = EpochBasedTrainLoop(runner, dataloader,
+                                                max_epochs=PASSES)
+    else:
+        runner.train_loop = IterBasedTrainLoop(
+            runner, dataloader, max_iters=PASSES * len(dataloader))
+    return runner
+
+
+def _start(runner, checkpoint=None, **hook_args):
+    hook = InfoBatchHook(**{'delta': DELTA, **hook_args})
+    if checkpoint is not None:
+        hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train(runner)
+    return hook
+
+
+def _step(hook, runner, train_step=None):
+    """One iteration as mmengine runs it; ``train_step`` stands for the
+    optimizer wrapper's part of ``model.train_step``."""
+    sampler = hook.sampler
+    if sampler.pass_idx < 0 or sampler.position >= sampler.pass_batches:
+        list(iter(sampler))  # the dataloader starts the next pass
+    batch = sampler.batch_indices().clone()
+    hook.before_train_iter(runner, runner.iter)
+    handed = runner.model.terms[0].batch_weights.clone()
+    for term in runner.model.terms:
+        term(LOGITS[batch], LABELS[batch], ignore_index=IGNORE)
+    if train_step is not None:
+        train_step()
+    hook.after_train_iter(runner, runner.iter)
+    runner.iter += 1
+    return dict(iter=runner.iter - 1, pass_idx=sampler.pass_idx,
+                batch=batch.tolist(), handed=handed.tolist(),
+                end=runner.train_loop.max_iters)
+
+
+def _train(hook, runner, until=None, **kwargs):
+    rows = []
+    while runner.iter < (until or runner.train_loop.max_iters):
+        rows.append(_step(hook, runner, **kwargs))
+    return rows
+
+
+# -- unscored samples, under every policy --------------------------------
+
+POLICIES = [
+    dict(policy='mean', ratio=0.9),
+    dict(policy='mean', ratio=0.9, prune_high=True),
+    dict(policy='random', ratio=0.9),
+    dict(policy='quantile', ratio=0.0, buckets=[(0.3, 0.9), (0.7, 0.5)]),
+    dict(policy='quantile', ratio=0.0, buckets=[(1.0, 0.9)]),
+    dict(policy='quantile', ratio=0.0, buckets=[(0.3, 0.9), (0.7, 0.5)],
+         prune_high=True),
+]
+
+
+def _probabilities(scores, seen, kwargs):
+    kwargs = dict(kwargs)
+    return prune_probabilities(scores, seen, kwargs.pop('ratio'), **kwargs)
+
+
+@pytest.mark.parametrize('stale', [0.0, -1e6, 1e6, math.nan])
+@pytest.mark.parametrize('kwargs', POLICIES, ids=lambda k: str(k))
+def test_unscored_samples_are_never_pruned_nor_shape_the_cut(kwargs, stale):
+    """Whatever an unscored entry holds (the table's initial 0, or any
+    stale value), it is never pruned, and the scored samples are decided
+    exactly as if it were not in the table at all."""
+    g = torch.Generator().manual_seed(0)
+    scored = torch.rand(60, generator=g)
+    order = torch.randperm(100, generator=g)  # unscored ones anywhere
+    scores = torch.cat([scored, torch.full((40, ), stale)])[order]
+    seen = (torch.arange(100) < 60)[order]
+    prob, threshold = _probabilities(scores, seen, kwargs)
+    alone, alone_threshold = _probabilities(scores[seen],
+                                            torch.ones(60, dtype=torch.bool),
+                                            kwargs)
+    assert not prob[~seen].any()
+    assert torch.equal(prob[seen], alone)
+    assert threshold == alone_threshold or math.isnan(alone_threshold) and \
+        math.isnan(threshold)
+    assert prob[seen].any()  # the scored samples do prune
+    for trial in range(20):
+        d = decide_pass(scores, seen, generator=torch.Generator().manual_seed(
+            trial), **kwargs)
+        kept = torch.zeros(100, dtype=torch.bool)
+        kept[d.indices] = True
+        assert kept[~seen].all() and (d.weights[~seen] == 1).all()
+
+
+def test_quantile_buckets_hold_the_quantiles_of_the_scored_samples():
+    # 20 scored samples 0..19 among 20 unscored ones at the table's
+    # initial 0: the lowest 25% are the 5 lowest scored samples.
+    scores = torch.cat([torch.arange(20.0), torch.zeros(20)])
+    seen = torch.arange(40) < 20
+    prob, threshold = prune_probabilities(scores, seen, 0.0, 'quantile',
+                                          False, [(0.25, 0.8), (0.5, 0.4)])
+    assert prob[:5].tolist() == [pytest.approx(0.8)] * 5
+    assert prob[5:10].tolist() == [pytest.approx(0.4)] * 5
+    assert not prob[10:].any()
+    assert threshold == 9.0
+
+
+@pytest.mark.parametrize('q,num_scored,size', [(0.28, 25, 7), (0.56, 25, 14),
+                                              (0.14, 50, 7), (0.55, 100, 55),
+                                              (0.3, 10, 3), (0.31, 10, 4),
+                                              (1.0, 7, 7), (0.01, 7, 1)])
+def test_a_quantile_bucket_holds_the_quantile_as_written(q, num_scored,
+                                                         size):
+    """Bucket (q, r) holds the ceil(q x n) lowest of n scored samples,
+    for q as the config writes it: 0.28 of 25 is 7 samples, though
+    0.28 * 25 is 7.000000000000001 in floating point."""
+    scores = torch.arange(float(num_scored))
+    seen = torch.ones(num_scored, dtype=torch.bool)
+    prob, _ = prune_probabilities(scores, seen, 0.0, 'quantile', False,
+                                  [(q, 0.5)])
+    assert prob[:size].tolist() == [0.5] * size
+    assert not prob[size:].any()
+
+
+# -- refill ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize('sampler_args', [
+    dict(policy='random', ratio=0.95),
+    dict(policy='quantile', buckets=[(1.0, 0.95)]),
+])
+def test_a_refilled_sample_is_one_that_was_dropped(sampler_args):
+    """A pass that pruned below one batch per rank is filled up with
+    dropped samples: no sample trains twice in the pass, and every sample
+    the decision kept is still in it."""
+    refilled = 0
+    for seed in range(12):
+        with mock.patch('mmseg_infobatch.sampler.get_dist_info',
+                        return_value=(0, 1)):
+            s = InfoBatchSampler(list(range(16)), seed=seed, **sampler_args)
+        s.configure(8)
+        for _ in range(len(list(iter(s))) // 8):
+            s.finish_batch()
+        # Three samples stay unscored (no valid pixel yet): always kept.
+        s.update_scores(torch.arange(3, 16), torch.rand(13))
+        list(iter(s))
+        g = torch.Generator().manual_seed(s.seed + s.pass_idx)
+        decision = decide_pass(s.scores, s.seen, s.ratio, g,
+                               policy=s.policy, buckets=s.buckets)
+        order = s.order.tolist()
+        assert len(order) == len(set(order)) == 8
+        assert set(decision.indices.tolist()) <= set(order)
+        refill = set(order) - set(decision.indices.tolist())
+        assert (s.weights[sorted(refill)] == 1).all()
+        assert s.pass_stats['pruned'] == 16 - 8
+        refilled += len(refill)
+    assert refilled > 0
+
+
+# -- the full-data pass length -------------------------------------------
+
+
+@pytest.mark.parametrize('drop_last', [False, True])
+@pytest.mark.parametrize('n,batch,world', [(13, 2, 1), (14, 4, 1),
+                                           (14, 3, 2)])
+def test_full_pass_length_follows_drop_last_as_mmengine_counts(
+        n, batch, world, drop_last):
+    # mmengine's own count of a full pass: its DefaultSampler, cut into
+    # batches by the dataloader. (n is a multiple of world: DefaultSampler
+    # pads per rank where InfoBatch pads whole batches.)
+    with mock.patch('mmengine.dataset.sampler.get_dist_info',
+                    return_value=(0, world)):
+        stock = DataLoader(list(range(n)), batch_size=batch,
+                           sampler=DefaultSampler(list(range(n)), seed=0),
+                           drop_last=drop_last)
+    full = len(stock)
+    per_rank = n // world
+    assert full == (per_rank // batch if drop_last else -(-per_rank //
+                                                          batch))
+    for by_epoch in (False, True):
+        runner = _runner(n=n, batch=batch, world=world, drop_last=drop_last,
+                         by_epoch=by_epoch)
+        loop = runner.train_loop
+        assert len(loop.dataloader) == full  # before any pass
+        hook = _start(runner)
+        assert hook.progress.full_batches == full
+        assert hook.progress.budget_iters == loop.max_iters == PASSES * full
+        assert hook.sampler.prune_stop == pytest.approx(DELTA * PASSES)
+        list(iter(hook.sampler))
+        assert hook.sampler.pass_batches == full  # the first pass is full
+
+
+# -- adjust_schedule=False -----------------------------------------------
+
+
+def test_adjust_schedule_false_keeps_the_schedule_as_written():
+    """The LR at every iteration is the config's schedule at that
+    iteration, and the loop keeps its end, though passes are pruned."""
+
+    def poly(budget):
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([param], lr=0.1)
+        return optimizer, PolyLR(optimizer, eta_min=1e-4, power=0.9, begin=0,
+                                 end=budget, by_epoch=False)
+
+    budget = PASSES * N // BATCH
+    optimizer, scheduler = poly(budget)
+    written, as_written = poly(budget)
+    runner = _runner(param_schedulers=[scheduler])
+    hook = _start(runner, adjust_schedule=False)
+    while runner.iter < runner.train_loop.max_iters:
+        _step(hook, runner)
+        scheduler.step()  # ParamSchedulerHook's one step an iteration
+        as_written.step()
+        assert optimizer.param_groups[0]['lr'] == \
+            written.param_groups[0]['lr'], runner.iter
+    assert runner.iter == budget
+    assert any(r.pruned > 0 for r in hook.history)
+
+
+# -- load_from -----------------------------------------------------------
+
+
+def test_load_from_starts_infobatch_fresh():
+    """A run that starts from a checkpoint's weights (runner.iter 0)
+    trains exactly as a run without any checkpoint: its own seed, every
+    sample unscored, a full first pass, no history, no offset."""
+    first = _runner(seed=3)
+    hook = _start(first)
+    _train(hook, first, until=N // BATCH + 3)  # mid pruned pass
+    checkpoint = dict(meta=dict(iter=first.iter))
+    hook.before_save_checkpoint(first, checkpoint)
+    assert 'infobatch' in checkpoint
+
+    loaded = _runner(seed=5)
+    from_weights = _start(loaded, checkpoint)
+    plain = _runner(seed=5)
+    fresh = _start(plain)
+    assert from_weights.sampler.seed == 5
+    assert not from_weights.sampler.seen.any()
+    assert from_weights.progress.state_dict() == fresh.progress.state_dict()
+    rows = _train(from_weights, loaded)
+    assert rows == _train(fresh, plain)
+    assert repr(from_weights.history) == repr(fresh.history)
+    assert from_weights.history[0].pruned == 0
+
+
+# -- gradient accumulation -----------------------------------------------
+
+
+def test_every_accumulation_group_is_averaged_over_its_own_size():
+    """mmengine's rule: each optimizer step applies the mean gradient of
+    its group's iterations, the last partial group included, and that
+    group is applied at the last iteration. Every iteration's loss here
+    has gradient 1, so every step must see a gradient of exactly 1."""
+    counts = 5
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    wrapper = OptimWrapper(optimizer, accumulative_counts=counts)
+    applied = []
+    step = optimizer.step
+
+    def recorded_step(*args, **kwargs):
+        applied.append(float(param.grad))
+        return step(*args, **kwargs)
+
+    optimizer.step = recorded_step
+    runner = _runner(seed=3, optim_wrapper=wrapper)
+    budget = runner.train_loop.max_iters
+    # As Runner.train does before the loop starts.
+    wrapper.initialize_count_status(torch.nn.Module(), 0, budget)
+    hook = _start(runner)
+    _train(hook, runner,
+           train_step=lambda: wrapper.update_params(param.sum()))
+    end = runner.iter
+    # A shortened run whose last group is partial, and differs in size
+    # from the partial group of the unshortened budget.
+    assert end < budget and end % counts not in (0, budget % counts)
+    assert len(applied) == math.ceil(end / counts)
+    assert applied == [pytest.approx(1.0)] * len(applied)
+    assert wrapper._inner_count == end
+
+
+# -- per-image scores ----------------------------------------------------
+
+
+def _seg_batch(ignore):
+    g = torch.Generator().manual_seed(1)
+    logits = 2 * torch.randn(3, 5, 6, 7, generator=g)
+    label = torch.randint(0, 5, (3, 6, 7), generator=g)
+    label[torch.rand(3, 6, 7, generator=g) < 0.3] = ignore
+    label[1] = ignore  # no valid pixel
+    return logits, label
+
+
+@pytest.mark.parametrize('inner,mode', [
+    (dict(type='CrossEntropyLoss'), 'per_image'),
+    (dict(type='CrossEntropyLoss'), 'weight'),
+    (dict(type='CrossEntropyLoss', use_sigmoid=True), 'weight'),
+    (dict(type='TverskyLoss'), 'per_image'),
+])
+@pytest.mark.parametrize('ignore', [4, IGNORE])
+def test_the_heads_ignore_index_decides_which_image_is_empty(
+        inner, mode, ignore):
+    """An image whose every pixel is the head's ignore_index has no valid
+    pixel and keeps its old score (NaN), whatever the inner loss's own
+    default; the others are scored."""
+    logits, label = _seg_batch(ignore)
+    loss = MODELS.build(dict(type='InfoBatchLoss', loss=inner, mode=mode))
+    loss.set_batch_weights(torch.ones(3))
+    value = loss(logits, label, ignore_index=ignore)
+    scores = loss.pop_scores()
+    assert torch.isfinite(value)
+    assert torch.isnan(scores[1])
+    assert torch.isfinite(scores[[0, 2]]).all()
+
+
+@pytest.mark.parametrize('inner', [
+    dict(type='CrossEntropyLoss'),
+    dict(type='CrossEntropyLoss', avg_non_ignore=True),
+    dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=0.4),
+])
+def test_pixel_weights_do_not_enter_the_scores(inner):
+    """docs/design.md: the score is the image's mean per-pixel loss over
+    its valid pixels. A pixel weight the head passes (OHEMPixelSampler's
+    0/1 mask) rescales the training loss, never the score."""
+    logits, label = _seg_batch(IGNORE)
+    label[1] = 0
+    pixel_weight = (torch.rand(3, 6, 7, generator=torch.Generator()
+                               .manual_seed(2)) > 0.5).float()
+    loss = MODELS.build(dict(type='InfoBatchLoss', loss=inner))
+    assert loss.mode == 'weight'
+    loss.set_batch_weights(torch.ones(3))
+    weighted = loss(logits, label, weight=pixel_weight, ignore_index=IGNORE)
+    with_weight = loss.pop_scores()
+    unweighted = loss(logits, label, ignore_index=IGNORE)
+    assert not torch.allclose(weighted, unweighted)  # the weight did act
+    torch.testing.assert_close(with_weight, loss.pop_scores())
+    plain = MODELS.build(inner)
+    per_px = plain(logits, label, reduction_override='none',
+                   ignore_index=IGNORE)
+    valid = (label != IGNORE)
+    if per_px.dim() == 4:  # sigmoid: (N, C, H, W)
+        valid = valid.unsqueeze(1).expand_as(per_px)
+    expected = (per_px * valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
+    torch.testing.assert_close(with_weight, expected)
+
+
+# -- the start-up log ----------------------------------------------------
+
+
+@pytest.mark.parametrize('delta,first_annealing', [(0.7, 3), (0.75, 3),
+                                                   (0.55, 3), (0.45, 2)])
+def test_setup_log_names_the_pass_that_anneals(delta, first_annealing,
+                                               caplog):
+    """delta x C = 2.8, 3.0, 2.2, 1.8: the start-up log states the first
+    annealing pass, and that is the first pass trained on the full data."""
+    runner = _runner(logger=f'test_rules_log_{delta}')
+    with caplog.at_level(logging.INFO, logger=runner.logger.name):
+        hook = _start(runner, delta=delta)
+    logged = re.findall(r'full-data annealing from pass (\d+)', caplog.text)
+    assert logged == [str(first_annealing)]
+    _train(hook, runner)
+    pruning = [r.pruning for r in hook.history]
+    assert pruning.index(False) == first_annealing
+    assert all(pruning[:first_annealing])
