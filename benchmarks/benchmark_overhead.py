@@ -260,7 +260,11 @@ def bench_iterations(data_root, blocks, iters):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--quick', action='store_true')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='a rehearsal in about a minute: N up to 1.28M, 3 repeats, one '
+        'block of 20 iterations')
     parser.add_argument('--data-root',
                         default=osp.join(REPO, 'data', 'digit_scenes'))
     parser.add_argument('--skip-iterations', action='store_true')
@@ -268,10 +272,10 @@ def main(argv=None):
     sizes = [20_210, 1_281_167] if args.quick else [
         20_210, 1_281_167, 10_000_000
     ]
-    bench_decisions(sizes, repeats=5 if args.quick else 11)
+    bench_decisions(sizes, repeats=3 if args.quick else 11)
     if not args.skip_iterations:
-        bench_iterations(args.data_root, blocks=2 if args.quick else 3,
-                         iters=30 if args.quick else 60)
+        bench_iterations(args.data_root, blocks=1 if args.quick else 3,
+                         iters=20 if args.quick else 60)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,8 @@ each in one of two modes:
   e.g. from ``OHEMPixelSampler``) and the loss reduces itself. Its divisor
   never depends on the weights, so with every weight at 1 the result is the
   plain loss, whatever its shape or options. The scores come from a second,
-  gradient-free call with ``reduction_override='none'``.
+  gradient-free call with ``reduction_override='none'``, one image at a
+  time so that it adds no batch-sized temporary.
 - ``'per_image'``: the inner loss runs once per image and the batch loss is
   the mean over images of ``w_i * loss_i``. For losses that already average
   per-image values this is exact too. For losses that couple the images of
@@ -254,10 +255,23 @@ class InfoBatchLoss(nn.Module):
         loss = self.loss(pred, target, weight=image_weight, **kwargs)
         kwargs.pop('avg_factor', None)
         kwargs['reduction_override'] = 'none'
-        with torch.no_grad():
-            values = self.loss(pred.detach(), target, **kwargs)
         ignore_index = kwargs.get('ignore_index', self._ignore_index)
-        self._add_scores(_valid_mean(values, target, ignore_index))
+        num_images = pred.shape[0]
+        # One image at a time: a whole-batch call would hold one more
+        # logits-sized temporary (the inner log-softmax) next to the one
+        # kept for backward. The 'none' values of these losses are per
+        # image, so slicing the batch changes none of them.
+        with torch.no_grad():
+            scores = [
+                _valid_mean(
+                    self.loss(
+                        pred[i:i + 1].detach(), target[i:i + 1], **{
+                            k: _image_slice(v, i, num_images)
+                            for k, v in kwargs.items()
+                        }), target[i:i + 1], ignore_index)
+                for i in range(num_images)
+            ]
+        self._add_scores(torch.cat(scores))
         return loss
 
     def _layout_weights(self, weights: torch.Tensor, pred: torch.Tensor,
@@ -283,10 +297,7 @@ class InfoBatchLoss(nn.Module):
         num_images = pred.shape[0]
 
         def image(value, i):
-            if torch.is_tensor(value) and value.dim() > 0 and \
-                    value.shape[0] == num_images:
-                return value[i:i + 1]
-            return value
+            return _image_slice(value, i, num_images)
 
         losses = torch.stack([
             self.loss(
@@ -306,6 +317,15 @@ class InfoBatchLoss(nn.Module):
     def _add_scores(self, scores: torch.Tensor) -> None:
         self.__dict__['_scores'] = scores if self._scores is None else \
             self._scores + scores
+
+
+def _image_slice(value, i: int, num_images: int):
+    """Image ``i`` of a per-image argument (a tensor with one row per
+    image); any other argument as it is."""
+    if torch.is_tensor(value) and value.dim() > 0 and \
+            value.shape[0] == num_images:
+        return value[i:i + 1]
+    return value
 
 
 def _valid_mean(values: torch.Tensor, target: torch.Tensor,

@@ -23,6 +23,8 @@ Examples::
     python tools/run_study.py                # 56 passes, all arms, 3 seeds
     python tools/run_study.py --arms full infobatch --seeds 0 1 2 3 4 \\
         --summary results_5seeds     # reuses seeds 0-2 of the study
+    python tools/run_study.py --smoke        # both arms for 20 iterations
+                                             # on 40 scenes: a rehearsal
 """
 import argparse
 import json
@@ -42,6 +44,9 @@ QUICK_CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch.py'
 ARMS = ('full', 'infobatch', 'random', 'no_rescale', 'no_anneal',
         'ratio_0.6')
 QUICK_ARMS = ('full', 'infobatch')
+# --smoke: 40 training scenes in batches of 8, 4 passes of 5 iterations.
+SMOKE_DATA = dict(num_train=40, num_val=8)
+SMOKE_SCHEDULE = dict(passes=4, iters_per_pass=5, batch=8)
 FINISHED = re.compile(r'InfoBatch finished: (\d+) iterations instead of (\d+)')
 PASS0 = re.compile(r'InfoBatch pass 0 ')
 STAMP = re.compile(r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)')
@@ -69,6 +74,13 @@ def parse_args(argv=None):
         action='store_true',
         help='28 passes, full vs infobatch, seeds 0 1 (unless --config, '
         '--arms or --seeds say otherwise)')
+    parser.add_argument(
+        '--smoke',
+        action='store_true',
+        help='a rehearsal in about a minute: the --quick arms, seed 0, on '
+        f"{SMOKE_DATA['num_train']} scenes made in WORK_DIR/data for "
+        f"{SMOKE_SCHEDULE['passes']} passes of "
+        f"{SMOKE_SCHEDULE['iters_per_pass']} iterations")
     parser.add_argument(
         '--summary',
         default='results',
@@ -100,19 +112,48 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f'--jobs must be at least 1, got {args.jobs}')
-    args.config = args.config or (QUICK_CONFIG if args.quick else CONFIG)
-    args.work_dir = args.work_dir or ('work_dirs/study_quick'
-                                      if args.quick else 'work_dirs/study')
-    args.arms = args.arms or list(QUICK_ARMS if args.quick else ARMS)
+    quick = args.quick or args.smoke
+    args.config = args.config or (QUICK_CONFIG if quick else CONFIG)
+    args.work_dir = args.work_dir or (
+        'work_dirs/study_smoke' if args.smoke else
+        'work_dirs/study_quick' if args.quick else 'work_dirs/study')
+    args.arms = args.arms or list(QUICK_ARMS if quick else ARMS)
     args.seeds = args.seeds if args.seeds is not None else (
-        [0, 1] if args.quick else [0, 1, 2])
+        [0] if args.smoke else [0, 1] if args.quick else [0, 1, 2])
+    args.data_root = None
+    if args.smoke:
+        args.data_root = osp.join(args.work_dir, 'data')
+        args.cfg_options = smoke_options(args.data_root) + args.cfg_options
     return args
 
 
-def load_schedule(config: str) -> dict:
-    """The config's passes, iterations per pass and delta."""
-    from mmengine.config import Config
+def smoke_options(data_root: str) -> list:
+    """Overrides that shrink the demo config to the --smoke schedule."""
+    passes, per_pass, batch = (SMOKE_SCHEDULE[k]
+                               for k in ('passes', 'iters_per_pass', 'batch'))
+    max_iters = passes * per_pass
+    return [
+        f'passes={passes}', f'iters_per_pass={per_pass}',
+        f'train_dataloader.batch_size={batch}',
+        f'train_cfg.max_iters={max_iters}', 'param_scheduler.0.end=2',
+        'param_scheduler.1.begin=2', f'param_scheduler.1.end={max_iters}',
+        f'default_hooks.checkpoint.interval={max_iters}',
+        f'train_dataloader.dataset.data_root={data_root}',
+        f'val_dataloader.dataset.data_root={data_root}'
+    ]
+
+
+def load_schedule(config: str, cfg_options: list = ()) -> dict:
+    """The config's passes, iterations per pass and delta, after the
+    ``--cfg-options`` of every run."""
+    from mmengine.config import Config, DictAction
     cfg = Config.fromfile(osp.join(ROOT, config))
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    options = parser.parse_args(['--cfg-options', *cfg_options]).cfg_options \
+        if cfg_options else None
+    if options:
+        cfg.merge_from_dict(options)
     hook = next(h for h in cfg.custom_hooks if h['type'] == 'InfoBatchHook')
     return dict(
         passes=cfg.passes,
@@ -310,9 +351,15 @@ def run_arms(args, arms: list, schedule: dict, results: dict) -> None:
 def main(argv=None):
     args = parse_args(argv)
     os.chdir(ROOT)
-    schedule = load_schedule(args.config)
+    schedule = load_schedule(args.config, args.cfg_options)
     # The training data must exist before the first run.
-    subprocess.run([sys.executable, 'tools/make_digit_scenes.py'], check=True)
+    make_data = [sys.executable, 'tools/make_digit_scenes.py']
+    if args.smoke:
+        make_data += [args.data_root] + [
+            f"--{key.replace('_', '-')}={value}"
+            for key, value in SMOKE_DATA.items()
+        ]
+    subprocess.run(make_data, check=True)
     start = time.time()
     order = [a for a in ARMS if a in args.arms]
     if 'random' in order and 'infobatch' not in order:
