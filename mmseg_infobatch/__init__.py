@@ -5,11 +5,14 @@ Importing the package registers, into mmseg's registries, exactly:
 - ``InfoBatchSampler`` (DATA_SAMPLERS): prunes each pass;
 - ``InfoBatchHook`` (HOOKS): anneals, tracks scores, aligns the schedule;
 - ``InfoBatchLoss`` (MODELS): per-image scores and rescaling;
-- ``NoPauseIterBasedTrainLoop`` (LOOPS): passes without mmengine's 2 s pause.
+- ``NoPauseIterBasedTrainLoop`` (LOOPS): passes without mmengine's 2 s pause;
+- ``ResumableFSDPStrategy`` (mmengine's STRATEGIES, where torch has FSDP):
+  FlexibleRunner's FSDPStrategy with a working resume.
 
 The demo dataset lives in :mod:`mmseg_infobatch.demo`, imported by the demo
 configs only.
 """
+from . import strategies  # noqa: F401  registers ResumableFSDPStrategy
 from .hook import InfoBatchHook
 from .loops import NoPauseIterBasedTrainLoop
 from .loss import InfoBatchLoss

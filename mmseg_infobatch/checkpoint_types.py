@@ -11,6 +11,12 @@ HistoryBuffer pickles its bound statistics methods as ``getattr(buffer,
 'mean')``, so ``getattr`` is allowed too. That stays safe: the weights-only
 unpickler still refuses to call anything that is not allow-listed, so getattr
 can only fetch attributes of objects it was already allowed to build.
+
+FlexibleRunner's FSDPStrategy saves one checkpoint per rank, whose model
+and optimizer state are ``ShardedTensor`` objects: the shard's tensor and
+plain metadata (offsets, sizes, placement, sharding spec). Those classes
+are allowed as well; they rebuild only data, and a ShardedTensor refuses to
+load into a process group of another rank or size.
 """
 import builtins
 
@@ -33,8 +39,31 @@ def _mmengine_checkpoint_types() -> list:
     ] + dtype_classes
 
 
+def _fsdp_checkpoint_types() -> list:
+    """The types of a ShardedTensor, as FSDP's per-rank checkpoints hold
+    them; none where torch has no distributed package."""
+    try:
+        from torch.distributed._shard.metadata import ShardMetadata
+        from torch.distributed._shard.sharded_tensor.api import ShardedTensor
+        from torch.distributed._shard.sharded_tensor.metadata import (
+            MEM_FORMAT_ENCODING, ShardedTensorMetadata, TensorProperties)
+        from torch.distributed._shard.sharded_tensor.shard import Shard
+        from torch.distributed._shard.sharding_spec.chunk_sharding_spec \
+            import ChunkShardingSpec
+        from torch.distributed.remote_device import _remote_device
+    except ImportError:
+        return []
+    return [
+        ShardedTensor, ShardedTensor.ProcessGroupState, Shard, ShardMetadata,
+        ShardedTensorMetadata, TensorProperties, MEM_FORMAT_ENCODING,
+        ChunkShardingSpec, _remote_device
+    ]
+
+
 def allow_mmengine_checkpoint_types() -> None:
-    """Add mmengine's checkpoint types to torch's safe-load allow-list."""
+    """Add the types of mmengine's checkpoints (those of FlexibleRunner's
+    FSDPStrategy included) to torch's safe-load allow-list."""
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
     if add_safe_globals is not None:  # torch >= 2.4
-        add_safe_globals(_mmengine_checkpoint_types())
+        add_safe_globals(_mmengine_checkpoint_types() +
+                         _fsdp_checkpoint_types())

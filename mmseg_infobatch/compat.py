@@ -6,9 +6,12 @@ gradient-accumulation count of the optimizer wrapper (which must follow that
 end), and the loop's dataloader iterator (restarted once after the InfoBatch
 state is configured or restored). The pass-to-pass iterator of
 ``NoPauseIterBasedTrainLoop`` is mmengine's ``_InfiniteDataloaderIterator``
-without its pause. All of it is written against mmengine 0.10.x.
+without its pause. ``FSDPStrategy``, whose resume ``ResumableFSDPStrategy``
+repairs, lives in the private ``mmengine._strategy`` and is looked up in the
+registry. All of it is written against mmengine 0.10.x.
 """
 import time
+from typing import Optional
 
 import mmengine
 from mmengine.utils import digit_version
@@ -26,6 +29,23 @@ def check_mmengine_version() -> None:
             f'< {MMENGINE_MAX}, but mmengine {mmengine.__version__} is '
             f'installed: pip install "mmengine>={MMENGINE_MIN},'
             f'<{MMENGINE_MAX}"')
+
+
+def fsdp_strategy_class() -> Optional[type]:
+    """mmengine's ``FSDPStrategy`` (from its registry: the class lives in
+    the private ``mmengine._strategy``), or None where torch < 2.0 has no
+    FSDP support in mmengine."""
+    import mmengine.runner  # noqa: F401  registers the strategies
+    from mmengine.registry import STRATEGIES
+    return STRATEGIES.get('FSDPStrategy')
+
+
+def uses_stock_fsdp(runner) -> bool:
+    """Whether a FlexibleRunner trains with mmengine's own FSDPStrategy,
+    whose resume fails with torch >= 2.1 (see strategies.py)."""
+    stock = fsdp_strategy_class()
+    return stock is not None and type(getattr(runner, 'strategy',
+                                               None)) is stock
 
 
 def set_train_end(loop, max_iters: int) -> None:

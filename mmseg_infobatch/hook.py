@@ -5,7 +5,7 @@ import re
 from typing import List, Optional
 
 import torch
-from mmengine.dist import all_gather
+from mmengine.dist import all_gather, get_dist_info
 from mmengine.hooks import Hook
 from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
@@ -14,7 +14,8 @@ from .checkpoint_types import allow_mmengine_checkpoint_types
 from .checks import (check_batch, check_eval_samplers, check_single_hook,
                      find_losses, find_train_sampler)
 from .compat import (check_mmengine_version, restart_train_iterator,
-                     set_accumulation_end, set_train_end)
+                     set_accumulation_end, set_train_end, uses_stock_fsdp)
+from .consistency import agree_on_resume, check_ranks_agree
 from .loss import InfoBatchLoss
 from .progress import (PassRecord, Progress, batches_per_pass,
                        history_from_state, history_state)
@@ -41,6 +42,12 @@ class InfoBatchHook(Hook):
       equals full-data training's at the same epoch progress.
     - All state goes into checkpoints under ``'infobatch'`` as plain tensors
       and ints, and a resume lands on the exact pass and offset it left.
+      Rank 0 writes it; where every rank saves its own checkpoint (FSDP),
+      the others note that rank 0's holds it.
+    - With several ranks, all of them check at the start of training and
+      at every pass start that they hold the same state (seed, pass,
+      position, layout, decided pass and score table), and stop with the
+      same error if not.
 
     The pass itself (number, order, weights, position) is the sampler's;
     progress arithmetic is :class:`Progress`'s. The hook only connects them
@@ -77,6 +84,9 @@ class InfoBatchHook(Hook):
         self.num_unscored = 0
         self._pending_state: Optional[dict] = None
         self._batch_indices: Optional[torch.Tensor] = None
+        # Here too, not only in before_run: FlexibleRunner loads its
+        # checkpoint before calling before_run.
+        allow_mmengine_checkpoint_types()
 
     # -- set-up ----------------------------------------------------------
     def before_run(self, runner) -> None:
@@ -85,6 +95,13 @@ class InfoBatchHook(Hook):
         allow_mmengine_checkpoint_types()
         check_single_hook(runner.hooks)
         check_eval_samplers(runner.cfg)
+        if uses_stock_fsdp(runner):
+            runner.logger.warning(
+                "mmengine's FSDPStrategy cannot resume with this torch (it "
+                'passes FSDP.optim_state_dict_to_load its arguments in the '
+                "order of torch 2.0): use strategy=dict(type='Resumable"
+                "FSDPStrategy', ...) from mmseg_infobatch, which takes the "
+                'same arguments.')
 
     def before_train(self, runner) -> None:
         """Check the set-up, configure the sampler, restore a resume."""
@@ -95,6 +112,7 @@ class InfoBatchHook(Hook):
         resumed_iter = runner.iter
         state = self._pending_state if resumed_iter > 0 else None
         self._pending_state = None
+        state = agree_on_resume(resumed_iter, state, sampler.world_size)
         if resumed_iter > 0 and state is None:
             runner.logger.warning(
                 f'Resumed at iteration {resumed_iter} from a checkpoint '
@@ -142,6 +160,7 @@ class InfoBatchHook(Hook):
         self._log_setup(runner)
         if sampler.pass_idx >= 0:
             self._update_end(runner)
+        self._check_ranks_agree(runner, 'at the start of training')
 
     def _log_setup(self, runner) -> None:
         sampler, progress = self.sampler, self.progress
@@ -220,6 +239,11 @@ class InfoBatchHook(Hook):
 
     # -- checkpoint ------------------------------------------------------
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if get_dist_info()[0] != 0:
+            # Only where each rank saves its own checkpoint (FSDP): every
+            # rank holds the same state, so rank 0's alone carries it.
+            checkpoint[CKPT_KEY] = dict(format=CKPT_FORMAT, on_rank0=True)
+            return
         checkpoint[CKPT_KEY] = dict(
             format=CKPT_FORMAT,
             sampler=self.sampler.state_dict(),
@@ -231,6 +255,12 @@ class InfoBatchHook(Hook):
         # Applied in before_train, where runner.iter tells a resume (> 0)
         # from load_from (= 0, weights only: InfoBatch starts fresh).
         self._pending_state = checkpoint.get(CKPT_KEY)
+
+    def _check_ranks_agree(self, runner, when: str) -> None:
+        sampler = self.sampler
+        if sampler.world_size > 1:
+            check_ranks_agree(dict(iteration=runner.iter, **sampler.digest()),
+                              when)
 
     def _restore(self, runner, state: dict) -> None:
         sampler = self.sampler
@@ -262,6 +292,8 @@ class InfoBatchHook(Hook):
             threshold=float(stats['threshold']),
             pruning=sampler.prunes_now)
         self.history.append(record)
+        self._check_ranks_agree(runner, f'at the start of pass '
+                                f'{record.pass_idx}')
         end = self._update_end(runner)
         budget = self.progress.budget_iters
         saved = budget - end

@@ -304,6 +304,22 @@ class InfoBatchSampler(Sampler):
         self.seen.numpy()[index] = True
         return int(finite.size - index.size)
 
+    def digest(self) -> dict:
+        """What every rank's sampler must share, as a few integers: the
+        seed, the pass and position, and CRC32s of the layout, the decided
+        pass (order and weights) and the score table."""
+        order = 0
+        if self.order is not None:
+            order = _crc32(self.weights, _crc32(self.order))
+        return {
+            'seed': self.seed,
+            'pass': self.pass_idx,
+            'position': self.position,
+            'layout': zlib.crc32(repr(sorted(self.layout().items())).encode()),
+            'order': order,
+            'scores': _crc32(self.seen, _crc32(self.scores)),
+        }
+
     # -- checkpoint ------------------------------------------------------
     def layout(self) -> dict:
         """What shapes a pass; a resume must not change any of it."""
@@ -390,3 +406,8 @@ def _sample_lists(dataset):
     inner = getattr(dataset, 'dataset', None)
     if inner is not None and inner is not dataset:
         yield from _sample_lists(inner)
+
+
+def _crc32(table: torch.Tensor, crc: int = 0) -> int:
+    """CRC32 of a CPU tensor's bytes, continuing ``crc``."""
+    return zlib.crc32(table.contiguous().numpy().view(np.uint8), crc)

@@ -26,6 +26,11 @@ class InfoBatchRecorderHook(Hook):
         self.loss_weights = []
         self.img_paths = []
         self.last_pass = None
+        self.loaded_keys = None
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        # What this rank's checkpoint held for InfoBatch.
+        self.loaded_keys = sorted(checkpoint.get('infobatch') or {})
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
@@ -65,6 +70,7 @@ class InfoBatchRecorderHook(Hook):
                  final_scores=hook.sampler.scores.clone(),
                  final_seen=hook.sampler.seen.clone(),
                  final_iter=runner.iter,
+                 loaded_keys=self.loaded_keys,
                  final_lr=runner.optim_wrapper.get_lr()['lr'][0],
                  final_params=[p.detach().clone() for p in
                                runner.model.parameters()]),

@@ -1,9 +1,12 @@
-"""Run mmseg configs on machines without CUDA, DDP included (gloo).
+"""Run mmseg configs on machines without CUDA, DDP and FSDP included (gloo).
 
 mmengine 0.10.x assumes CUDA for distributed training: ``init_dist`` calls
-``torch.cuda.set_device`` and the runner gives DDP ``device_ids``. Without
-CUDA we start the gloo process group ourselves (mmengine then skips its own)
-and let DDP place the CPU module. SyncBN needs a GPU, so it becomes BN.
+``torch.cuda.set_device``, the runner gives DDP ``device_ids`` and
+FlexibleRunner's strategies give DDP ``device_ids`` and FSDP a ``device_id``
+of the local GPU. Without CUDA we start the gloo process group ourselves
+(mmengine then skips its own) and let DDP and FSDP place the CPU module:
+``model_wrapper_cfg`` for the runner, the strategy's ``model_wrapper`` for
+FlexibleRunner. SyncBN needs a GPU, so it becomes BN.
 """
 import os
 
@@ -36,8 +39,53 @@ def prepare_cpu_config(cfg: Config, launcher: str) -> Config:
                 backend='gloo',
                 rank=int(os.environ['RANK']),
                 world_size=int(os.environ['WORLD_SIZE']))
-        cfg.model_wrapper_cfg = dict(
-            type='MMDistributedDataParallel', device_ids=None)
+        if is_flexible_runner(cfg):
+            place_strategy_on_cpu(cfg)
+        else:
+            cfg.model_wrapper_cfg = dict(
+                type='MMDistributedDataParallel', device_ids=None)
         print_log('No CUDA: distributed training on CPU with gloo; SyncBN '
                   'runs as BN.', logger='current')
     return cfg
+
+
+def is_flexible_runner(cfg: Config) -> bool:
+    """Whether the config's ``runner_type`` is FlexibleRunner (or a
+    subclass), which takes a ``strategy`` and ignores
+    ``model_wrapper_cfg``."""
+    from mmengine.runner import FlexibleRunner
+    from mmseg.registry import RUNNERS
+    runner_type = cfg.get('runner_type')
+    if runner_type is None:
+        return False
+    if isinstance(runner_type, str):
+        runner_type = RUNNERS.get(runner_type)
+    return isinstance(runner_type, type) and issubclass(
+        runner_type, FlexibleRunner)
+
+
+def place_strategy_on_cpu(cfg: Config) -> None:
+    """Point a FlexibleRunner strategy's model wrapper at the CPU: DDP
+    without ``device_ids``, FSDP with ``device_id='cpu'``. Keys the config
+    sets itself are kept."""
+    from mmengine._strategy import DDPStrategy, FSDPStrategy
+    from mmengine.registry import STRATEGIES
+    strategy = cfg.get('strategy') or dict(type='DDPStrategy')
+    kind = strategy.get('type')
+    if isinstance(kind, str):
+        kind = STRATEGIES.get(kind)
+    if not isinstance(kind, type):
+        return
+    wrapper = dict(strategy.get('model_wrapper') or {})
+    if issubclass(kind, FSDPStrategy):
+        wrapper.setdefault('type', 'MMFullyShardedDataParallel')
+        wrapper.setdefault('device_id', 'cpu')
+    elif issubclass(kind, DDPStrategy):
+        # DDPStrategy's own default, plus the CPU placement.
+        wrapper.setdefault('type', 'MMDistributedDataParallel')
+        wrapper.setdefault('broadcast_buffers', False)
+        wrapper.setdefault('device_ids', None)
+    else:
+        return
+    strategy['model_wrapper'] = wrapper
+    cfg.strategy = strategy

@@ -25,9 +25,13 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--resume',
-        action='store_true',
+        nargs='?',
+        const=True,
         default=False,
-        help='resume from the latest checkpoint in the work_dir')
+        metavar='PATH',
+        help='resume from the checkpoint PATH or, without PATH, from the '
+        'latest checkpoint in the work_dir. On several nodes without a '
+        'shared work_dir, give every node the same PATH')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -89,7 +93,17 @@ def build_config(args) -> Config:
                 f'is `OptimWrapper` but got {optim_wrapper}.')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
-    cfg.resume = args.resume
+    cfg.resume = bool(args.resume)
+    if isinstance(args.resume, str):
+        if '://' not in args.resume and not osp.exists(args.resume):
+            raise FileNotFoundError(
+                f'--resume {args.resume}: no such checkpoint on this node. '
+                'Give a checkpoint file (or, for FSDP, a checkpoint folder) '
+                'that every node can read, e.g. --resume '
+                'work_dirs/NAME/iter_8000.pth')
+        # Runner and FlexibleRunner both resume from load_from when resume
+        # is True.
+        cfg.load_from = args.resume
     return prepare_cpu_config(cfg, args.launcher)
 
 
