@@ -1,0 +1,245 @@
+"""The target-saving solver: pure functions of score tables and the
+schedule (mmseg_infobatch/target.py)."""
+import math
+
+import pytest
+import torch
+
+from mmseg_infobatch.target import (Profile, Schedule, expected_pass_iters,
+                                    expected_saving, pass_saving,
+                                    prune_profile, ratio_for_saving,
+                                    scale_buckets, solve_pass_ratio,
+                                    validate_target)
+
+# The quick study's shape: 1,000 samples, batch 16, 28 passes, delta 0.875.
+QUICK = Schedule(num_samples=1000, global_batch=16, budget_iters=28 * 63,
+                 prune_stop=0.875 * 28)
+
+
+def _exact_iters(schedule, num_candidates, ratio):
+    """E[pass iterations] under the exact binomial count of pruned."""
+    count = torch.distributions.Binomial(num_candidates,
+                                         torch.tensor(float(ratio)))
+    pruned = torch.arange(num_candidates + 1, dtype=torch.float64)
+    pmf = count.log_prob(pruned.float()).double().exp()
+    iters = torch.tensor([
+        schedule.pass_iters(schedule.num_samples - k)
+        for k in range(num_candidates + 1)
+    ], dtype=torch.float64)
+    return float((pmf * iters).sum() / pmf.sum())
+
+
+@pytest.mark.parametrize('drop_last', [False, True])
+@pytest.mark.parametrize('n,batch,cands,ratio', [
+    (1000, 16, 550, 0.5), (1000, 16, 550, 0.05), (100, 8, 60, 0.8),
+    (37, 4, 20, 0.3), (20210, 16, 11000, 0.37)])
+def test_expected_iterations_match_the_exact_binomial(drop_last, n, batch,
+                                                      cands, ratio):
+    schedule = Schedule(n, batch, 10 * n, drop_last=drop_last)
+    model = expected_pass_iters(schedule, ratio * cands,
+                                ratio * (1 - ratio) * cands)
+    exact = _exact_iters(schedule, cands, ratio)
+    # Whole-batch rounding modelled: within a few hundredths of an
+    # iteration, where ignoring it errs by up to half an iteration.
+    assert model == pytest.approx(exact, abs=0.03)
+
+
+def test_expected_iterations_without_spread_are_the_whole_batches():
+    s = Schedule(1000, 16, 1000)
+    assert expected_pass_iters(s, 0, 0) == s.full_batches == 63
+    assert expected_pass_iters(s, 40, 0) == 60  # 960 kept: 60 batches
+    assert expected_pass_iters(s, 41, 0) == 60
+    assert expected_pass_iters(s, 999, 0) == 1  # refilled to one batch
+    d = Schedule(1000, 16, 1000, drop_last=True)
+    assert d.full_batches == 62 and expected_pass_iters(d, 9, 0) == 61
+
+
+@pytest.mark.parametrize('stop,offset,budget,want', [
+    (math.inf, 0, 28 * 63, 27.0),  # passes 1..27
+    (24.5, 0, 28 * 63, 24.0),  # passes 1..24 (t < 24.5)
+    (24.0, 0, 28 * 63, 23.0),  # passes 1..23
+    (math.inf, 0, 28 * 63 + 21, 27 + 1 / 3),  # a third of pass 28
+    (math.inf, 126, 28 * 63, 25.0),  # two passes ran before the state
+    (-1.0, 0, 28 * 63, 0.0),
+])
+def test_pruning_share_counts_passes_left_that_may_prune(stop, offset,
+                                                         budget, want):
+    s = Schedule(1000, 16, budget, offset=offset, prune_stop=stop)
+    assert s.pruning_share(1) == pytest.approx(want)
+    assert s.pruning_share(0) == pytest.approx(
+        want + (s.pass_share(0) if stop > 0 else 0))
+
+
+def test_solved_ratio_meets_the_need_exactly():
+    profile = Profile(550, 550.0, 550.0)
+    for target in (0.1, 0.2, 0.3):
+        got = solve_pass_ratio(target, profile, QUICK, 1, 0.0)
+        assert not got.capped and 0 < got.ratio < 0.8
+        assert got.expected == pytest.approx(target, abs=1e-6)
+        need = target * QUICK.budget_iters / QUICK.pruning_share(1)
+        assert pass_saving(QUICK, profile, got.ratio) == pytest.approx(need)
+    # Ratios rise with the target.
+    ratios = [ratio_for_saving(t, profile, QUICK, 1) for t in (.1, .2, .3)]
+    assert ratios == sorted(ratios)
+
+
+def test_ratio_accounts_for_what_earlier_passes_saved():
+    profile = Profile(550, 550.0, 550.0)
+    fresh = solve_pass_ratio(0.3, profile, QUICK, 10, 0.0)
+    ahead = solve_pass_ratio(0.3, profile, QUICK, 10, 300.0)
+    assert ahead.ratio < fresh.ratio
+    assert ahead.expected == pytest.approx(0.3, abs=1e-6)
+    done = solve_pass_ratio(0.3, profile, QUICK, 10, 0.3 * 1764 + 1)
+    assert done.ratio == 0 and not done.capped
+
+
+def test_cap_binds_and_says_what_is_reached():
+    profile = Profile(550, 550.0, 550.0)
+    got = solve_pass_ratio(0.5, profile, QUICK, 1, 0.0, max_ratio=0.8)
+    assert got.capped and got.ratio == 0.8
+    # What r 0.8 reaches: 0.8 x 550 / 16 iterations in each of passes
+    # 1..24 (t < 24.5) of 28.
+    assert got.expected == pytest.approx(
+        24 * pass_saving(QUICK, profile, 0.8) / 1764)
+    assert 0.3 < got.expected < 0.5
+    assert ratio_for_saving(0.5, profile, QUICK, 1) is None
+
+
+def test_nothing_to_prune_gives_ratio_zero():
+    for profile, t in ((Profile(0, 0.0, 0.0), 1), (Profile(5, 5., 5.), 30)):
+        got = solve_pass_ratio(0.3, profile, QUICK, t, 0.0)
+        assert got.ratio == 0 and not got.capped
+
+
+def _simulate(target, schedule, shares, seed=0, max_ratio=0.8,
+              per_pass=False):
+    """A run of pure passes: pass t has a share ``shares[t]`` of
+    candidates, the pruned count is drawn, and each pass saves what its
+    whole batches save. Returns the share of the budget saved and r_t."""
+    g = torch.Generator().manual_seed(seed)
+    n, full = schedule.num_samples, schedule.full_batches
+    saved, ratios, t = 0.0, [], 0
+    while schedule.pass_share(t) > 0:
+        prunes = t < schedule.prune_stop and t > 0  # pass 0: no scores
+        cands = int(shares[t % len(shares)] * n) if prunes else 0
+        profile = Profile(cands, float(cands), float(cands))
+        if per_pass:  # the wrong rule: every pass saves target x F
+            one_pass = Schedule(n, schedule.global_batch, full)
+            solved = solve_pass_ratio(target, profile, one_pass, 0, 0.0,
+                                      max_ratio)
+        else:
+            solved = solve_pass_ratio(target, profile, schedule, t, saved,
+                                      max_ratio)
+        pruned = int(torch.bernoulli(
+            torch.full((cands, ), solved.ratio), generator=g).sum())
+        iters = schedule.pass_iters(n - pruned)
+        saved += schedule.pass_share(t) * (full - iters)
+        ratios.append(solved.ratio)
+        t += 1
+    return saved / schedule.budget_iters, ratios
+
+
+@pytest.mark.parametrize('target,shares', [
+    (0.15, [0.55]), (0.25, [0.55]), (0.3, [0.55]),
+    (0.2, [0.7, 0.6, 0.5, 0.45]), (0.3, [0.7, 0.6, 0.5, 0.45]),
+    (0.2, [0.3, 0.8])])
+def test_a_run_reaches_its_target_within_half_a_point(target, shares):
+    for seed in range(3):
+        saved, ratios = _simulate(target, QUICK, shares, seed)
+        assert saved == pytest.approx(target, abs=0.005), (seed, ratios)
+        assert max(ratios) <= 0.8
+        # Pass 0 and the annealing passes (t >= 24.5) prune nothing.
+        assert ratios[0] == 0 and all(r == 0 for r in ratios[25:])
+
+
+def test_an_unreachable_target_prunes_at_the_cap_throughout():
+    saved, ratios = _simulate(0.4, QUICK, [0.55])
+    assert ratios[1:25] == [0.8] * 24
+    reach = solve_pass_ratio(0.4, Profile(550, 550., 550.), QUICK, 1, 0.0)
+    assert reach.capped
+    assert saved == pytest.approx(reach.expected, abs=0.005)
+    assert saved < 0.39
+
+
+def test_per_pass_target_misses_the_run_target():
+    # Pass 0 and the annealing passes save nothing, so saving the target
+    # in each pruning pass saves less than the target over the run.
+    saved, _ = _simulate(0.3, QUICK, [0.55], per_pass=True)
+    assert saved == pytest.approx(0.3 * 24 / 28, abs=0.005)
+
+
+def test_fractional_schedule_and_offset_reach_the_target():
+    s = Schedule(1000, 16, 28 * 63 + 40, offset=63, prune_stop=0.875 * 28)
+    saved, _ = _simulate(0.25, s, [0.55])
+    assert saved == pytest.approx(0.25, abs=0.005)
+
+
+def test_drop_last_and_large_batch_reach_the_target():
+    s = Schedule(1000, 64, 28 * 15, drop_last=True, prune_stop=24.5)
+    saved, _ = _simulate(0.3, s, [0.55])
+    # 15 iterations a pass: savings come in steps of 1/15 of a pass.
+    assert saved == pytest.approx(0.3, abs=0.01)
+
+
+def test_estimate_matches_a_fixed_ratio_run():
+    profile = Profile(550, 550.0, 550.0)
+    est = expected_saving(0.5, profile, QUICK, 1)
+    runs = [_fixed(0.5, 0.55, seed) for seed in range(5)]
+    assert est == pytest.approx(sum(runs) / 5, abs=0.003)
+    # The README's rule: r x share below the mean x share of pruning passes.
+    assert est == pytest.approx(0.5 * 0.55 * 24 / 28, abs=0.01)
+
+
+def _fixed(ratio, share, seed):
+    g = torch.Generator().manual_seed(seed)
+    saved = 0.0
+    for t in range(1, 25):
+        cands = int(share * 1000)
+        pruned = int(torch.bernoulli(torch.full((cands, ), ratio),
+                                     generator=g).sum())
+        saved += QUICK.pass_share(t) * (63 - QUICK.pass_iters(1000 - pruned))
+    return saved / QUICK.budget_iters
+
+
+def test_profile_of_each_policy():
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.9, 1.0, 5.0, 0.0, 0.0])
+    seen = torch.tensor([True] * 6 + [False] * 2)
+    # Mean of the scored 1.25: five below it; the unscored never count.
+    assert prune_profile(scores, seen) == Profile(5, 5.0, 5.0)
+    assert prune_profile(scores, seen, prune_high=True) == Profile(1, 1., 1.)
+    assert prune_profile(scores, seen, 'random') == Profile(6, 6.0, 6.0)
+    buckets = [(0.5, 0.8), (1.0, 0.4)]
+    got = prune_profile(scores, seen, 'quantile', buckets=buckets)
+    # Three scored samples at 0.8 (unit 1), three at 0.4 (unit 0.5).
+    assert got.candidates == 6
+    assert got.first == pytest.approx(4.5)
+    assert got.second == pytest.approx(3.75)
+
+
+def test_scaled_buckets_keep_their_proportions():
+    assert scale_buckets([(0.3, 0.8), (0.7, 0.4)], 0.6) == [
+        (0.3, pytest.approx(0.6)), (0.7, pytest.approx(0.3))]
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(target_saving=0.3, ratio=0.5), 'both ratio=0.5 and target'),
+    (dict(target_saving=1.0), r'in \(0, 1\).*got 1.0'),
+    (dict(target_saving=0), r'in \(0, 1\).*got 0'),
+    (dict(target_saving=True), r'got True'),
+    (dict(target_saving='0.3'), r"got '0.3'"),
+    (dict(max_ratio=1.0), r'max_ratio .* got 1.0'),
+    (dict(max_ratio=0), r'max_ratio .* got 0'),
+    (dict(target_saving=0.3, policy='quantile', buckets=[(0.5, 0.0)]),
+     'every ratio in buckets is 0'),
+])
+def test_bad_target_set_ups_name_the_fix(kwargs, match):
+    args = dict(target_saving=None, max_ratio=0.8, ratio=None,
+                policy='mean', buckets=None)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        validate_target(**args)
+
+
+def test_bad_schedule_is_refused():
+    with pytest.raises(ValueError, match='global_batch must be a positive'):
+        Schedule(100, 0, 10)
