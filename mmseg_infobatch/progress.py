@@ -93,7 +93,12 @@ class Progress:
 
 @dataclass
 class PassRecord:
-    """What one pass was, for logs, checkpoints and plots."""
+    """What one pass was, for logs, checkpoints and plots.
+
+    ``ratio`` is the pass's prune ratio r_t (the largest drop probability
+    of any sample; 0 when nothing was a candidate), NaN where unknown (a
+    checkpoint written before it was recorded).
+    """
     pass_idx: int
     start_iter: int
     kept: int
@@ -102,6 +107,7 @@ class PassRecord:
     iters: int
     threshold: float
     pruning: bool
+    ratio: float = math.nan
 
 
 # Checkpoint keys of the history (short names, as the analysis tool reads).
@@ -113,7 +119,10 @@ _HISTORY_KEYS = dict(
     candidates=('candidates', torch.int64),
     iters=('iters', torch.int64),
     threshold=('threshold', torch.float64),
-    pruning=('pruning', torch.bool))
+    pruning=('pruning', torch.bool),
+    ratio=('ratio', torch.float64))
+# Columns that older checkpoints lack, with the value they read as.
+_HISTORY_DEFAULTS = dict(ratio=math.nan)
 
 
 def history_state(records: List[PassRecord]) -> Dict[str, torch.Tensor]:
@@ -125,12 +134,15 @@ def history_state(records: List[PassRecord]) -> Dict[str, torch.Tensor]:
 
 
 def history_from_state(state: Dict[str, torch.Tensor]) -> List[PassRecord]:
-    """Inverse of :func:`history_state`."""
+    """Inverse of :func:`history_state`; a column that an older
+    checkpoint lacks reads as its default."""
+    count = len(state['pass'])
     columns = {
         f.name: state[_HISTORY_KEYS[f.name][0]].tolist()
+        if _HISTORY_KEYS[f.name][0] in state else
+        [_HISTORY_DEFAULTS[f.name]] * count
         for f in fields(PassRecord)
     }
-    count = len(columns['pass_idx'])
     return [
         PassRecord(**{name: col[i] for name, col in columns.items()})
         for i in range(count)

@@ -77,8 +77,8 @@ def test_state_round_trip():
 
 def test_history_round_trips_as_named_tensors(tmp_path):
     records = [
-        PassRecord(0, 0, 10, 0, 0, 5, math.nan, True),
-        PassRecord(1, 5, 7, 3, 6, 4, 0.25, False)
+        PassRecord(0, 0, 10, 0, 0, 5, math.nan, True, 0.0),
+        PassRecord(1, 5, 7, 3, 6, 4, 0.25, False, 0.5)
     ]
     path = tmp_path / 'history.pth'
     torch.save(history_state(records), path)
@@ -88,4 +88,12 @@ def test_history_round_trips_as_named_tensors(tmp_path):
     back = history_from_state(state)
     assert back[1] == records[1]
     assert math.isnan(back[0].threshold)
+    assert state['ratio'].tolist() == [0.0, 0.5]
     assert history_from_state(history_state([])) == []
+
+
+def test_history_of_an_older_checkpoint_reads_ratio_as_unknown():
+    state = history_state([PassRecord(0, 0, 10, 0, 0, 5, 0.1, True, 0.5)])
+    del state['ratio']  # written before r_t was recorded
+    back = history_from_state(state)
+    assert back[0].kept == 10 and math.isnan(back[0].ratio)
