@@ -15,6 +15,8 @@ Arms:
     no_rescale  InfoBatch without rescaling survivors
     no_anneal   InfoBatch pruning in every pass (no annealing)
     ratio_0.6   InfoBatch with ratio 0.6: how far the saving stretches
+    target_0.3  InfoBatch with target_saving=0.3: each pass's ratio is
+                solved for so that the run saves 30% of its iterations
 
 Examples::
 
@@ -42,7 +44,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch_56passes.py'
 QUICK_CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch.py'
 ARMS = ('full', 'infobatch', 'random', 'no_rescale', 'no_anneal',
-        'ratio_0.6')
+        'ratio_0.6', 'target_0.3')
 QUICK_ARMS = ('full', 'infobatch')
 # --smoke: 40 training scenes in batches of 8, 4 passes of 5 iterations.
 SMOKE_DATA = dict(num_train=40, num_val=8)
@@ -56,7 +58,8 @@ DESCRIPTIONS = dict(
     random='Random* (r {ratio:.3f}, no rescale)',
     no_rescale='InfoBatch, no rescaling',
     no_anneal='InfoBatch, no annealing',
-    **{'ratio_0.6': 'InfoBatch (r 0.6, delta 0.875)'})
+    **{'ratio_0.6': 'InfoBatch (r 0.6, delta 0.875)',
+       'target_0.3': 'InfoBatch (target_saving 0.3, delta 0.875)'})
 
 
 def parse_args(argv=None):
@@ -190,6 +193,12 @@ def arm_options(arm: str, seed: int, random_r: float = None) -> list:
         opts.append('custom_hooks.0.anneal=False')
     elif arm == 'ratio_0.6':
         opts.append('train_dataloader.sampler.ratio=0.6')
+    elif arm == 'target_0.3':
+        # The config sets a ratio; target_saving takes its place.
+        opts += [
+            'train_dataloader.sampler.ratio=None',
+            'train_dataloader.sampler.target_saving=0.3'
+        ]
     return opts
 
 

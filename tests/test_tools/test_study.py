@@ -50,6 +50,22 @@ def test_arm_options():
     assert 'randomness.seed=3' in random
 
 
+def test_target_arm_replaces_the_configs_ratio():
+    import argparse
+
+    from mmengine.config import Config, DictAction
+    opts = run_study.arm_options('target_0.3', 0)
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    cfg = Config.fromfile(str(REPO / run_study.QUICK_CONFIG))
+    assert cfg.train_dataloader.sampler.ratio == 0.5
+    cfg.merge_from_dict(parser.parse_args(['--cfg-options',
+                                           *opts]).cfg_options)
+    # Both given would be refused: the arm sets the ratio to None.
+    assert cfg.train_dataloader.sampler.ratio is None
+    assert cfg.train_dataloader.sampler.target_saving == 0.3
+
+
 def test_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     args = run_study.parse_args(['--work-dir', str(tmp_path)])
     schedule = dict(max_iters=100, iters_per_pass=10)
