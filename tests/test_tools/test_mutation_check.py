@@ -11,7 +11,8 @@ import mutation_check as mc
 RULES = ('threshold', 'probability', 'weight:', 'annealing', 'weight reset',
          'score:', 'rescale', 'reduction', 'rank slice', 'padding',
          'gather', 'progress', 'scheduler steps', 'checkpoint', 'resume',
-         'seeding', 'shuffling', 'losses get')
+         'seeding', 'shuffling', 'losses get', 'refill', 'accumulation',
+         'start-up log')
 
 
 @pytest.mark.parametrize('mutant', mc.MUTANTS, ids=lambda m: m.name)
