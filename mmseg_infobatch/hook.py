@@ -22,7 +22,10 @@ from .progress import (PassRecord, Progress, batches_per_pass,
 from .sampler import InfoBatchSampler
 
 CKPT_KEY = 'infobatch'
-CKPT_FORMAT = 2
+# 3: the sampler's compact tables (seen bits, weight codes, int32 order).
+# 2 (plain tables) is still read.
+CKPT_FORMAT = 3
+READ_FORMATS = (2, 3)
 
 
 @HOOKS.register_module()
@@ -118,11 +121,11 @@ class InfoBatchHook(Hook):
                 f'Resumed at iteration {resumed_iter} from a checkpoint '
                 'without InfoBatch state: InfoBatch starts fresh from here '
                 '(all samples unscored, the next pass is full).')
-        if state is not None and state.get('format') != CKPT_FORMAT:
+        if state is not None and state.get('format') not in READ_FORMATS:
             raise ValueError(
                 'The checkpoint holds InfoBatch state of another format '
                 f"({state.get('format', 1)}; this version reads "
-                f'{CKPT_FORMAT}). Resume with the mmseg_infobatch version '
+                f'{READ_FORMATS}). Resume with the mmseg_infobatch version '
                 'that wrote it, or start a fresh run from its weights with '
                 'load_from=CHECKPOINT instead of --resume.')
 
@@ -194,7 +197,7 @@ class InfoBatchHook(Hook):
         check_batch(data_batch, indices, sampler.dataset,
                     (sampler.pass_idx, sampler.position))
         self._batch_indices = indices
-        weights = sampler.weights[indices]
+        weights = sampler.weights_of(indices)
         for loss in self.losses:
             loss.set_batch_weights(weights)
 

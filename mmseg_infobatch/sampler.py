@@ -1,6 +1,7 @@
 """InfoBatchSampler: soft-prunes each pass over the data from loss scores."""
 import math
 import zlib
+from itertools import chain
 from typing import Iterator, Optional, Sequence, Sized
 
 import numpy as np
@@ -10,7 +11,9 @@ from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
 from .progress import batches_per_pass
-from .pruning import cycle_to, decide_pass, rank_share, validate_policy
+from .pruning import (cycle_to, decide_compact, index_dtype, pack_bits,
+                      packed_size, rank_share, set_bits, unpack_bits,
+                      validate_policy)
 
 HOOK_HINT = "custom_hooks = [dict(type='InfoBatchHook')]"
 
@@ -28,6 +31,10 @@ class InfoBatchSampler(Sampler):
 
     The sampler owns the pass: its number, its order and weights, how many
     of its batches were trained, the score table and their checkpoint state.
+    Per sample it holds 9 bytes at most (see docs/design.md): the score
+    (float32), a seen bit, a weight code (uint8, into a table of the pass's
+    few distinct weights) and the pass order (int32 below 2**31 samples),
+    padded in place; each rank's share is a view of it.
     ``InfoBatchHook`` configures it once (:meth:`configure`), feeds it the
     scores and tells it when a batch was trained. Every pass is whole
     batches on every rank, as mmseg's ``InfiniteSampler`` gives.
@@ -83,8 +90,12 @@ class InfoBatchSampler(Sampler):
             raise ValueError('InfoBatchSampler got an empty dataset: check '
                              'the data_root and ann_file of train_dataloader')
         self.scores = torch.zeros(self.num_samples, dtype=torch.float32)
-        self.seen = torch.zeros(self.num_samples, dtype=torch.bool)
-        self.weights = torch.ones(self.num_samples, dtype=torch.float32)
+        # Which samples were scored, one bit each (see the seen property).
+        self.seen_bits = torch.zeros(
+            packed_size(self.num_samples), dtype=torch.uint8)
+        # Weight of sample i: weight_table[weight_codes[i]]; code 0 is 1.
+        self.weight_codes = torch.zeros(self.num_samples, dtype=torch.uint8)
+        self.weight_table = torch.ones(1, dtype=torch.float32)
         # Set once by configure(), before training.
         self.batch_size: Optional[int] = None
         self.drop_last = False
@@ -97,8 +108,11 @@ class InfoBatchSampler(Sampler):
         self.epoch = 0
         self.pass_idx = -1
         self.position = 0  # batches of the pass trained so far
-        self.order: Optional[torch.Tensor] = None  # as decided, unpadded
-        self.pass_indices: Optional[torch.Tensor] = None  # padded, all ranks
+        # The pass as decided (order), and padded to whole batches on every
+        # rank (pass_indices): views of one buffer, padded in place.
+        self.order: Optional[torch.Tensor] = None
+        self.pass_indices: Optional[torch.Tensor] = None
+        self._pass_buffer: Optional[torch.Tensor] = None
         self.pass_stats = dict(threshold=math.nan, candidates=0, pruned=0)
         self._replay_batches: Optional[int] = None
 
@@ -173,7 +187,7 @@ class InfoBatchSampler(Sampler):
                 'InfoBatchSampler only in train_dataloader, and do not '
                 'iterate that dataloader elsewhere.')
         # else: the pass is decided but untrained; iterate it from its start.
-        return iter(self.rank_indices().tolist())
+        return _ints(self.rank_indices())
 
     def __len__(self) -> int:
         """Per-rank length of the current pass (a full pass before any)."""
@@ -197,11 +211,13 @@ class InfoBatchSampler(Sampler):
     def _decide_next_pass(self) -> None:
         self.pass_idx += 1
         self.position = 0
+        # Only one pass is held at a time: drop the last before deciding.
+        self.order = self.pass_indices = self._pass_buffer = None
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.pass_idx)
-        decision = decide_pass(
+        decision = decide_compact(
             self.scores,
-            self.seen,
+            self.seen_bits,
             self.ratio,
             generator,
             prune=self.prunes_now,
@@ -209,30 +225,40 @@ class InfoBatchSampler(Sampler):
             prune_high=self.prune_high,
             buckets=self.buckets,
             rescale=self.rescale,
-            shuffle=self.shuffle)
+            shuffle=self.shuffle,
+            spare=self.global_batch)
         # Fresh weights every pass: nothing leaks into annealing passes.
-        self.weights = decision.weights
-        order, pruned = decision.indices, decision.num_pruned
-        short = self.global_batch - order.numel()
+        self.weight_codes = decision.codes
+        self.weight_table = decision.table
+        buffer, kept = decision.buffer, decision.num_kept
+        pruned = decision.num_pruned
+        short = self.global_batch - kept
         if short > 0:
             # So much was pruned that not one batch per rank is left (the
             # 'random' policy or a quantile bucket at q=1 can drop all):
             # train a few pruned samples after all, at weight 1, rather
             # than an empty pass, which would end training.
             dropped = torch.ones(self.num_samples, dtype=torch.bool)
-            dropped[order] = False
+            dropped[buffer[:kept]] = False
             dropped = dropped.nonzero().squeeze(1)
             refill = dropped[torch.randperm(
                 dropped.numel(), generator=generator)[:short]]
-            self.weights[refill] = 1.0
-            order = torch.cat([order, refill])
+            self.weight_codes[refill] = 0  # weight 1
+            buffer[kept:kept + refill.numel()] = refill
+            kept += refill.numel()
             pruned -= refill.numel()
-        self.order = order
+        self._set_order(buffer, kept)
         self.pass_stats = dict(
             threshold=decision.threshold,
             candidates=decision.num_candidates,
             pruned=pruned)
         self._pad_pass()
+
+    def _set_order(self, buffer: torch.Tensor, kept: int) -> None:
+        """Hold the pass whose order is ``buffer[:kept]``; the rest of the
+        buffer is room for its padding."""
+        self._pass_buffer = buffer
+        self.order = buffer[:kept]
 
     def _pad_pass(self) -> None:
         # Whole batches, padded up by repeating the head or cut down with
@@ -241,7 +267,19 @@ class InfoBatchSampler(Sampler):
         total = self.global_batch * batches_per_pass(
             self.order.numel(), self.world_size, self.batch_size or 1,
             self.drop_last)
-        self.pass_indices = cycle_to(self.order, total)
+        kept = self.order.numel()
+        if total > self._pass_buffer.numel():
+            # Padding for a batch size set after the pass was decided, or a
+            # restored pass: move to a buffer with room for it.
+            buffer = torch.empty(kept + self.global_batch,
+                                 dtype=self.order.dtype)
+            buffer[:kept] = self.order
+            self._set_order(buffer, kept)
+        if total > kept:
+            pad = total - kept
+            # The padding repeats the head, after the order in its buffer.
+            self._pass_buffer[kept:total] = cycle_to(self.order[:pad], pad)
+        self.pass_indices = self._pass_buffer[:total]
 
     def rank_indices(self) -> torch.Tensor:
         """This rank's indices of the current pass, in training order."""
@@ -251,9 +289,25 @@ class InfoBatchSampler(Sampler):
         return share
 
     def batch_indices(self) -> torch.Tensor:
-        """Sample indices of this rank's next batch to train."""
+        """Sample indices of this rank's next batch to train (a copy: a
+        view would keep the pass's buffer alive into the next pass)."""
         start = self.position * self.batch_size
-        return self.rank_indices()[start:start + self.batch_size]
+        return self.rank_indices()[start:start + self.batch_size].clone()
+
+    def weights_of(self, indices: torch.Tensor) -> torch.Tensor:
+        """The current pass's loss weights of ``indices`` (float32)."""
+        return self.weight_table[self.weight_codes[indices].long()]
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Every sample's loss weight in the current pass (float32, N; a
+        new tensor, made from the codes)."""
+        return self.weight_table[self.weight_codes.long()]
+
+    @property
+    def seen(self) -> torch.Tensor:
+        """Which samples were ever scored (bool, N; a new tensor)."""
+        return unpack_bits(self.seen_bits, self.num_samples)
 
     def finish_batch(self) -> None:
         """Count the batch from :meth:`batch_indices` as trained."""
@@ -285,7 +339,7 @@ class InfoBatchSampler(Sampler):
         if self.pass_idx < 0:
             self._decide_next_pass()
         share = self.rank_indices()
-        return iter(torch.cat([cycle_to(share, filler), share]).tolist())
+        return chain(_cycle(share, filler), _ints(share))
 
     def update_scores(self, indices: torch.Tensor,
                       scores: torch.Tensor) -> int:
@@ -301,7 +355,7 @@ class InfoBatchSampler(Sampler):
         if not finite.all():
             index, value = index[finite], value[finite]
         self.scores.numpy()[index] = value
-        self.seen.numpy()[index] = True
+        set_bits(self.seen_bits.numpy(), index)
         return int(finite.size - index.size)
 
     def digest(self) -> dict:
@@ -310,14 +364,15 @@ class InfoBatchSampler(Sampler):
         pass (order and weights) and the score table."""
         order = 0
         if self.order is not None:
-            order = _crc32(self.weights, _crc32(self.order))
+            order = _crc32(self.weight_codes, _crc32(self.order))
+            order = _crc32(self.weight_table, order)
         return {
             'seed': self.seed,
             'pass': self.pass_idx,
             'position': self.position,
             'layout': zlib.crc32(repr(sorted(self.layout().items())).encode()),
             'order': order,
-            'scores': _crc32(self.seen, _crc32(self.scores)),
+            'scores': _crc32(self.seen_bits, _crc32(self.scores)),
         }
 
     # -- checkpoint ------------------------------------------------------
@@ -331,30 +386,37 @@ class InfoBatchSampler(Sampler):
             fingerprint=self.fingerprint)
 
     def state_dict(self) -> dict:
-        """Plain tensors and ints, loadable with ``weights_only=True``."""
+        """Plain tensors and ints, loadable with ``weights_only=True``:
+        9 bytes per sample at most, as held."""
         return dict(
             layout=self.layout(),
             seed=self.seed,
             pass_idx=self.pass_idx,
             position=self.position,
             scores=self.scores.clone(),
-            seen=self.seen.clone(),
-            weights=self.weights.clone(),
+            seen_bits=self.seen_bits.clone(),
+            weight_codes=self.weight_codes.clone(),
+            weight_table=self.weight_table.clone(),
             order=None if self.order is None else self.order.clone(),
             pass_stats=dict(self.pass_stats))
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a configured sampler; the checkpoint's seed wins."""
         check_layout(state['layout'], self.layout())
+        state = upgrade_state(state)
         self.seed = int(state['seed'])
         self.pass_idx = int(state['pass_idx'])
         self.position = int(state['position'])
         self.scores = state['scores'].clone().float()
-        self.seen = state['seen'].clone().bool()
-        self.weights = state['weights'].clone().float()
-        self.order = state['order']
+        self.seen_bits = state['seen_bits'].clone()
+        self.weight_codes = state['weight_codes'].clone()
+        self.weight_table = state['weight_table'].clone().float()
+        self.order = self.pass_indices = self._pass_buffer = None
+        order = state['order']
         self.pass_stats = dict(state['pass_stats'])
-        if self.order is not None:
+        if order is not None:
+            self._set_order(order.to(index_dtype(self.num_samples)),
+                            order.numel())
             self._pad_pass()
 
 
@@ -406,6 +468,63 @@ def _sample_lists(dataset):
     inner = getattr(dataset, 'dataset', None)
     if inner is not None and inner is not dataset:
         yield from _sample_lists(inner)
+
+
+def upgrade_state(state: dict) -> dict:
+    """A sampler state as :meth:`InfoBatchSampler.state_dict` writes it,
+    from itself or from the plain tables of checkpoint format 2 (a bool
+    seen mask, float32 weights, int64 order)."""
+    if 'seen_bits' in state:
+        return state
+    weights = state['weights'].float()
+    table = torch.cat([torch.ones(1), weights.unique()])
+    table = table[torch.cat([torch.tensor([True]), table[1:] != 1])]
+    if table.numel() > 256:
+        raise ValueError(
+            f'The checkpoint\'s InfoBatch weights take {table.numel()} '
+            'distinct values, more than 256: start a fresh run from its '
+            'weights with load_from=CHECKPOINT instead of --resume.')
+    codes = torch.zeros(weights.numel(), dtype=torch.uint8)
+    for code, value in enumerate(table.tolist()[1:], 1):
+        codes[weights == value] = code
+    return dict(
+        state,
+        seen_bits=pack_bits(state['seen'].bool()),
+        weight_codes=codes,
+        weight_table=table)
+
+
+def sample_tables(state: dict) -> dict:
+    """A checkpoint's sampler state (any format, any subset of its tables)
+    as plain tables, for analysis: scores (float32), seen (bool), weights
+    (float32) and order (int64); None for what the state lacks."""
+    scores = state['scores'].float()
+    seen, weights, order = state.get('seen'), state.get('weights'), \
+        state.get('order')
+    if 'seen_bits' in state:
+        seen = unpack_bits(state['seen_bits'], scores.numel())
+    if 'weight_codes' in state:
+        weights = state['weight_table'][state['weight_codes'].long()]
+    return dict(
+        scores=scores,
+        seen=None if seen is None else seen.bool(),
+        weights=None if weights is None else weights.float(),
+        order=None if order is None else order.long())
+
+
+def _ints(indices: torch.Tensor, chunk: int = 4096) -> Iterator[int]:
+    """The indices as Python ints, a few thousand at a time: a whole
+    rank share as a Python list costs 36 bytes per entry."""
+    for start in range(0, indices.numel(), chunk):
+        yield from indices[start:start + chunk].tolist()
+
+
+def _cycle(indices: torch.Tensor, total: int) -> Iterator[int]:
+    """:func:`cycle_to` as Python ints, without the repeated copy."""
+    repeats, rest = divmod(total, indices.numel())
+    for _ in range(repeats):
+        yield from _ints(indices)
+    yield from _ints(indices[:rest])
 
 
 def _crc32(table: torch.Tensor, crc: int = 0) -> int:

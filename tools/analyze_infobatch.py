@@ -35,6 +35,7 @@ import torch  # noqa: E402
 from mmseg_infobatch.checkpoint_types import \
     allow_mmengine_checkpoint_types  # noqa: E402
 from mmseg_infobatch.pruning import decide_pass  # noqa: E402
+from mmseg_infobatch.sampler import sample_tables  # noqa: E402
 
 FIGSIZE = (5.5, 3.6)
 DPI = 90
@@ -307,14 +308,15 @@ def plot_scores(run: Run, out_dir: str):
               f'{run.work_dir}')
         return None
     sampler = run.state.get('sampler', {})
-    scores, seen = sampler.get('scores'), sampler.get('seen')
+    tables = sample_tables(sampler) if 'scores' in sampler else {}
+    scores, seen = tables.get('scores'), tables.get('seen')
     if scores is None or seen is None or not bool(seen.any()):
         print('skip scores.png: no sample was scored')
         return None
     # The sampler keeps its pass's order (the kept indices) and weights; if
     # not, or if that pass is full, the decision is replayed below.
-    kept = sampler.get('order')
-    weights = sampler.get('weights')
+    kept = tables['order']
+    weights = tables['weights']
     note = f'pass {sampler.get("pass_idx", "?")} (saved)'
     if kept is not None:
         kept = torch.unique(kept)

@@ -29,6 +29,9 @@ SCRIPT_TESTS = {
     'benchmarks/benchmark_overhead.py': (
         'test_tools/test_shipped_scripts.py',
         'test_benchmark_overhead_quick_prints_both_tables'),
+    'benchmarks/benchmark_scale.py': (
+        'test_tools/test_benchmark_scale.py',
+        'test_benchmark_scale_quick_prints_the_table'),
     'tools/run_study.py': ('test_tools/test_shipped_scripts.py',
                            'test_study_smoke_writes_the_table'),
     'tools/make_digit_scenes.py': ('test_tools/test_shipped_scripts.py',
