@@ -26,6 +26,9 @@ SCRIPT_TESTS = {
     'benchmarks/gpu_offline_check.sh': (
         'test_tools/test_shipped_scripts.py',
         'test_gpu_bundle_and_offline_check'),
+    'benchmarks/benchmark_scale.py': (
+        'test_tools/test_benchmark_scale.py',
+        'test_benchmark_scale_quick_prints_the_table'),
     'benchmarks/benchmark_overhead.py': (
         'test_tools/test_shipped_scripts.py',
         'test_benchmark_overhead_quick_prints_both_tables'),
