@@ -20,6 +20,7 @@ from .loss import InfoBatchLoss
 from .progress import (PassRecord, Progress, batches_per_pass,
                        history_from_state, history_state)
 from .sampler import InfoBatchSampler
+from .report import SavingReport, saved_before
 
 CKPT_KEY = 'infobatch'
 # 3: the sampler's compact tables (seen bits, weight codes, int32 order).
@@ -86,6 +87,8 @@ class InfoBatchHook(Hook):
         self.history: List[PassRecord] = []
         self.num_unscored = 0
         self._pending_state: Optional[dict] = None
+        # What target_saving and the pre-flight estimate tell the user.
+        self.report = SavingReport()
         self._batch_indices: Optional[torch.Tensor] = None
         # Here too, not only in before_run: FlexibleRunner loads its
         # checkpoint before calling before_run.
@@ -144,7 +147,7 @@ class InfoBatchHook(Hook):
         prune_stop = self.progress.prune_stop(self.delta) \
             if self.anneal else math.inf
         sampler.configure(dataloader.batch_size, dataloader.drop_last,
-                          prune_stop)
+                          prune_stop, budget_iters, offset)
         if state is not None:
             self._restore(runner, state)
         if resumed_iter > 0 and isinstance(loop, IterBasedTrainLoop):
@@ -174,7 +177,7 @@ class InfoBatchHook(Hook):
             f'{total_batch} ({sampler.world_size} x {sampler.batch_size}), '
             f'{progress.full_batches} iterations per full pass, '
             f'{progress.num_passes:.2f} passes; pruning in passes t < '
-            f'{stop:.2f} (ratio {sampler.ratio}, policy '
+            f'{stop:.2f} ({_ratio_text(sampler)}, policy '
             f'{sampler.policy!r}), full-data annealing from pass '
             f'{max(math.ceil(stop), 0) if math.isfinite(stop) else "never"}.')
         recipe = _recipe_total_batch(getattr(runner.cfg, 'filename', None))
@@ -239,6 +242,12 @@ class InfoBatchHook(Hook):
             f'{budget} ({saved} saved, {saved / max(budget, 1):.1%}) over '
             f'{len(self.history)} passes; {self.num_unscored} image scores '
             'were skipped (no valid pixel or non-finite loss).')
+        budget = max(budget, 1)
+        if self._keeps_schedule(runner):
+            # The loop kept its end: what the passes saved in data.
+            sampler = self.sampler
+            saved = sampler.saved_iters + sampler.pass_saving()
+        self.report.at_end(runner.logger, self.sampler, saved / budget)
 
     # -- checkpoint ------------------------------------------------------
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -252,7 +261,8 @@ class InfoBatchHook(Hook):
             sampler=self.sampler.state_dict(),
             progress=self.progress.state_dict(),
             history=history_state(self.history),
-            num_unscored=self.num_unscored)
+            num_unscored=self.num_unscored,
+            target=self.report.state_dict())
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Applied in before_train, where runner.iter tells a resume (> 0)
@@ -276,6 +286,11 @@ class InfoBatchHook(Hook):
                 'so the resumed run continues the same passes.')
         self.history = history_from_state(state['history'])
         self.num_unscored = int(state['num_unscored'])
+        self.report.load_state_dict(state.get('target') or {})
+        if math.isnan(sampler.saved_iters):
+            # An older checkpoint: the saving before the pass, from the
+            # history.
+            sampler.saved_iters = saved_before(self.history, sampler)
         runner.logger.info(
             f'InfoBatch resumed in pass {sampler.pass_idx} at batch '
             f'{sampler.position}/{sampler.pass_batches} (seed '
@@ -293,7 +308,8 @@ class InfoBatchHook(Hook):
             candidates=stats['candidates'],
             iters=sampler.pass_batches,
             threshold=float(stats['threshold']),
-            pruning=sampler.prunes_now)
+            pruning=sampler.prunes_now,
+            ratio=float(stats['ratio']))
         self.history.append(record)
         self._check_ranks_agree(runner, f'at the start of pass '
                                 f'{record.pass_idx}')
@@ -308,7 +324,8 @@ class InfoBatchHook(Hook):
             ends = f'ends at {end} of {budget}'
         runner.logger.info(
             f'InfoBatch pass {record.pass_idx} ({record.pass_idx + 1}'
-            f'{of_passes}): kept {record.kept}/{sampler.num_samples}, '
+            f'{of_passes}): r {record.ratio:.3f}, kept {record.kept}/'
+            f'{sampler.num_samples}, '
             f'pruned {record.pruned} of {record.candidates} below threshold '
             f'{record.threshold:.4f}; {record.iters} iterations (full pass '
             f'{self.progress.full_batches}); saved so far {saved} iterations'
@@ -322,9 +339,11 @@ class InfoBatchHook(Hook):
             'infobatch/saved_iters': saved,
             'infobatch/saved_ratio': saved / max(budget, 1),
         }
-        if not math.isnan(record.threshold):
-            scalars['infobatch/threshold'] = record.threshold
+        for key in ('threshold', 'ratio'):
+            if not math.isnan(getattr(record, key)):
+                scalars[f'infobatch/{key}'] = getattr(record, key)
         runner.visualizer.add_scalars(scalars, step=runner.iter)
+        self.report.after_pass_start(runner.logger, self.sampler, record)
 
     def _keeps_schedule(self, runner) -> bool:
         """An iteration-based loop that keeps its ``max_iters``."""
@@ -354,6 +373,13 @@ class InfoBatchHook(Hook):
         sampler = self.sampler
         return self.progress.virtual_iter(sampler.pass_idx, sampler.position,
                                           sampler.pass_batches)
+
+
+def _ratio_text(sampler: InfoBatchSampler) -> str:
+    if sampler.target_saving is None:
+        return f'ratio {sampler.ratio}'
+    return (f'target_saving {sampler.target_saving:.1%}: a ratio per pass, '
+            f'at most {sampler.max_ratio}')
 
 
 def _seed_fixed(cfg) -> bool:

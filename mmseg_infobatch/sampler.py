@@ -14,6 +14,8 @@ from .progress import batches_per_pass
 from .pruning import (cycle_to, decide_compact, index_dtype, pack_bits,
                       packed_size, rank_share, set_bits, unpack_bits,
                       validate_policy)
+from .target import (Profile, Schedule, max_bucket_ratio, prune_profile,
+                     scale_buckets, solve_pass_ratio, validate_target)
 
 HOOK_HINT = "custom_hooks = [dict(type='InfoBatchHook')]"
 
@@ -28,6 +30,11 @@ class InfoBatchSampler(Sampler):
     loss weight ``1 / (1 - ratio)``. Samples never scored are never pruned,
     so the first pass is full. Passes ``t >= prune_stop`` are full with all
     weights 1 (annealing).
+
+    With ``target_saving`` instead of ``ratio``, each pruning pass sets its
+    own ratio r_t at its start, from the scores and the schedule, so that
+    the run saves that share of its full-data iterations (see
+    :mod:`mmseg_infobatch.target`); the rule within a pass is the same.
 
     The sampler owns the pass: its number, its order and weights, how many
     of its batches were trained, the score table and their checkpoint state.
@@ -49,8 +56,9 @@ class InfoBatchSampler(Sampler):
         shuffle (bool): Whether to shuffle each pass. Defaults to True.
         seed (int, optional): Seed shared by all ranks. If None, a synced
             random seed is used. Defaults to None.
-        ratio (float): Prune probability r for the 'mean' and 'random'
-            policies, in [0, 1). Defaults to 0.5.
+        ratio (float, optional): Prune probability r for the 'mean' and
+            'random' policies, in [0, 1). None is 0.5, unless
+            ``target_saving`` is given. Defaults to None.
         policy (str): 'mean' (paper: prune below the mean score),
             'quantile' (buckets of cut points, each with its own ratio) or
             'random' (Random*: drop any sample with probability r).
@@ -63,22 +71,40 @@ class InfoBatchSampler(Sampler):
             with probability 0.8, the next 40% with 0.4. Defaults to None.
         rescale (bool): Give survivors weight ``1 / (1 - r)``. False is the
             paper's "no rescaling" ablation. Defaults to True.
+        target_saving (float, optional): Instead of ``ratio``: the share of
+            the full-data iterations the run should save, in (0, 1). Each
+            pruning pass solves its ratio r_t for it; with
+            ``policy='quantile'`` every bucket ratio is scaled so that the
+            largest is r_t. Defaults to None.
+        max_ratio (float): The largest r_t ``target_saving`` may set, in
+            (0, 1): the weights ``1 / (1 - r)`` grow fast above 0.8.
+            Defaults to 0.8.
     """
 
     def __init__(self,
                  dataset: Sized,
                  shuffle: bool = True,
                  seed: Optional[int] = None,
-                 ratio: float = 0.5,
+                 ratio: Optional[float] = None,
                  policy: str = 'mean',
                  prune_high: bool = False,
                  buckets: Optional[Sequence[Sequence[float]]] = None,
-                 rescale: bool = True) -> None:
-        validate_policy(policy, ratio, buckets)
+                 rescale: bool = True,
+                 target_saving: Optional[float] = None,
+                 max_ratio: float = 0.8) -> None:
+        # ratio None is the default, so that a ratio given next to
+        # target_saving is told apart from the default.
+        validate_target(target_saving, max_ratio, ratio, policy, buckets)
+        validate_policy(policy, 0.5 if ratio is None else ratio, buckets)
         self.dataset = dataset
         self.shuffle = shuffle
         self.seed = sync_random_seed() if seed is None else seed
-        self.ratio = float(ratio)
+        self.target_saving = None if target_saving is None else \
+            float(target_saving)
+        self.max_ratio = float(max_ratio)
+        # The fixed ratio; None when each pass solves its own.
+        self.ratio = None if target_saving is not None else \
+            0.5 if ratio is None else float(ratio)
         self.policy = policy
         self.prune_high = prune_high
         self.buckets = [tuple(b) for b in buckets] if buckets else None
@@ -101,6 +127,11 @@ class InfoBatchSampler(Sampler):
         self.drop_last = False
         self.prune_stop = math.inf
         self.fingerprint = 0
+        # The run's passes, for target_saving (None until configured with
+        # a budget), and the full-data iterations the passes before the
+        # current one saved.
+        self.schedule: Optional[Schedule] = None
+        self.saved_iters = 0.0
         # True when __iter__ ran before configure(): worker processes
         # prefetch as soon as the loop builds its iterator.
         self.started_unconfigured = False
@@ -113,7 +144,7 @@ class InfoBatchSampler(Sampler):
         self.order: Optional[torch.Tensor] = None
         self.pass_indices: Optional[torch.Tensor] = None
         self._pass_buffer: Optional[torch.Tensor] = None
-        self.pass_stats = dict(threshold=math.nan, candidates=0, pruned=0)
+        self.pass_stats = _pass_stats()
         self._replay_batches: Optional[int] = None
 
     # -- set-up ----------------------------------------------------------
@@ -124,7 +155,9 @@ class InfoBatchSampler(Sampler):
     def configure(self,
                   batch_size: int,
                   drop_last: bool = False,
-                  prune_stop: float = math.inf) -> None:
+                  prune_stop: float = math.inf,
+                  budget_iters: Optional[int] = None,
+                  offset: int = 0) -> None:
         """Set what shapes a pass; called once by ``InfoBatchHook``.
 
         Args:
@@ -133,6 +166,11 @@ class InfoBatchSampler(Sampler):
                 padding it up. Defaults to False.
             prune_stop (float): Passes ``t < prune_stop`` may prune.
                 Defaults to inf (no annealing).
+            budget_iters (int, optional): Full-data iterations of the whole
+                schedule, which ``target_saving`` is a share of. Defaults
+                to None (unknown).
+            offset (int): Iterations run before the run had InfoBatch
+                state. Defaults to 0.
         """
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError('InfoBatchSampler batch_size must be a positive '
@@ -147,6 +185,9 @@ class InfoBatchSampler(Sampler):
         self.drop_last = bool(drop_last)
         self.prune_stop = float(prune_stop)
         self.fingerprint = dataset_fingerprint(self.dataset)
+        self.schedule = None if budget_iters is None else Schedule(
+            self.num_samples, self.global_batch, budget_iters,
+            self.drop_last, offset, self.prune_stop)
         if self.order is not None:
             self._pad_pass()
 
@@ -208,22 +249,68 @@ class InfoBatchSampler(Sampler):
             return 0
         return self.pass_indices.numel() // self.global_batch
 
+    def pass_saving(self) -> float:
+        """Full-data iterations the current pass saves (its share of the
+        budget, if the budget holds only part of it)."""
+        if self.pass_indices is None:
+            return 0.0
+        share = 1.0 if self.schedule is None else \
+            self.schedule.pass_share(self.pass_idx)
+        return share * (self.full_pass_batches - self.pass_batches)
+
+    def profile(self) -> Profile:
+        """The candidates a pass decided from the scores now would have
+        (see :class:`mmseg_infobatch.target.Profile`)."""
+        return prune_profile(self.scores, self.seen_bits, self.policy,
+                             self.prune_high, self.buckets)
+
+    def _pass_ratio(self) -> dict:
+        """r_t of the pass being decided: the fixed ratio (for
+        'quantile', the largest bucket ratio), or the one solved for
+        ``target_saving``, with whether ``max_ratio`` bound and the saving
+        the run is then expected to reach."""
+        if self.target_saving is None:
+            ratio = max_bucket_ratio(self.buckets) \
+                if self.policy == 'quantile' else self.ratio
+            return dict(ratio=ratio, capped=False, expected=math.nan)
+        if not self.prunes_now:
+            return dict(ratio=0.0, capped=False, expected=math.nan)
+        profile = self.profile()
+        if profile.candidates == 0:
+            # Nothing scored yet (pass 0): no ratio to solve.
+            return dict(ratio=0.0, capped=False, expected=math.nan)
+        if self.schedule is None:
+            raise ValueError(
+                'InfoBatchSampler target_saving needs the schedule it is a '
+                'share of, which InfoBatchHook passes to configure(). Add '
+                f'the hook to the config: {HOOK_HINT}')
+        solved = solve_pass_ratio(self.target_saving, profile,
+                                  self.schedule, self.pass_idx,
+                                  self.saved_iters, self.max_ratio)
+        return solved._asdict()
+
     def _decide_next_pass(self) -> None:
+        # The pass that ends has saved what it saved.
+        self.saved_iters += self.pass_saving()
         self.pass_idx += 1
         self.position = 0
         # Only one pass is held at a time: drop the last before deciding.
         self.order = self.pass_indices = self._pass_buffer = None
+        solved = self._pass_ratio()
+        buckets = self.buckets
+        if self.target_saving is not None and self.policy == 'quantile':
+            buckets = scale_buckets(self.buckets, solved['ratio'])
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.pass_idx)
         decision = decide_compact(
             self.scores,
             self.seen_bits,
-            self.ratio,
+            solved['ratio'],
             generator,
             prune=self.prunes_now,
             policy=self.policy,
             prune_high=self.prune_high,
-            buckets=self.buckets,
+            buckets=buckets,
             rescale=self.rescale,
             shuffle=self.shuffle,
             spare=self.global_batch)
@@ -248,10 +335,15 @@ class InfoBatchSampler(Sampler):
             kept += refill.numel()
             pruned -= refill.numel()
         self._set_order(buffer, kept)
-        self.pass_stats = dict(
+        # r_t is part of the decided pass (and of its checkpoint); 0 where
+        # no sample was a candidate.
+        self.pass_stats = _pass_stats(
             threshold=decision.threshold,
             candidates=decision.num_candidates,
-            pruned=pruned)
+            pruned=pruned,
+            ratio=float(solved['ratio']) if decision.num_candidates else 0.0,
+            capped=bool(solved['capped']),
+            expected=float(solved['expected']))
         self._pad_pass()
 
     def _set_order(self, buffer: torch.Tensor, kept: int) -> None:
@@ -398,7 +490,8 @@ class InfoBatchSampler(Sampler):
             weight_codes=self.weight_codes.clone(),
             weight_table=self.weight_table.clone(),
             order=None if self.order is None else self.order.clone(),
-            pass_stats=dict(self.pass_stats))
+            pass_stats=dict(self.pass_stats),
+            saved_iters=self.saved_iters)
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a configured sampler; the checkpoint's seed wins."""
@@ -413,11 +506,28 @@ class InfoBatchSampler(Sampler):
         self.weight_table = state['weight_table'].clone().float()
         self.order = self.pass_indices = self._pass_buffer = None
         order = state['order']
-        self.pass_stats = dict(state['pass_stats'])
+        # Older checkpoints lack r_t and the saving before the pass: NaN,
+        # which InfoBatchHook fills from its pass history.
+        self.pass_stats = _pass_stats(
+            **{'ratio': math.nan, **state['pass_stats']})
+        self.saved_iters = float(state.get('saved_iters', math.nan))
         if order is not None:
             self._set_order(order.to(index_dtype(self.num_samples)),
                             order.numel())
             self._pad_pass()
+
+
+def _pass_stats(threshold: float = math.nan,
+                candidates: int = 0,
+                pruned: int = 0,
+                ratio: float = 0.0,
+                capped: bool = False,
+                expected: float = math.nan) -> dict:
+    """What a pass decision found, for logs and the checkpoint: the
+    threshold, candidates and pruned, r_t, whether ``max_ratio`` bound it
+    and the saving the run was then expected to reach."""
+    return dict(threshold=threshold, candidates=candidates, pruned=pruned,
+                ratio=ratio, capped=capped, expected=expected)
 
 
 _LAYOUT_FIXES = dict(

@@ -1,0 +1,114 @@
+"""What a run is told about its saving: the pre-flight estimate after the
+first scored pass, the cap on ``target_saving``'s ratio, and at the end
+how close both came (the log lines around :mod:`.target`'s solver)."""
+import math
+from typing import List, Optional
+
+from .progress import PassRecord
+from .target import expected_saving, ratio_for_saving
+
+# The savings the estimate names a ratio for.
+ESTIMATE_TARGETS = (0.2, 0.3, 0.4)
+
+
+class SavingReport:
+    """The estimate (made once) and whether the cap was reported, with
+    their checkpoint state, so a resumed run reports as the uninterrupted
+    one would."""
+
+    def __init__(self) -> None:
+        self.estimate: Optional[dict] = None  # pass_idx, ratio, saving
+        self.cap_warned = False
+
+    def after_pass_start(self, logger, sampler, record: PassRecord) -> None:
+        """Say once that ``max_ratio`` stops ``target_saving`` short, and
+        estimate the run's saving at the first pass with candidates.
+
+        Called at the pass's first iteration, when the score table is the
+        one the pass was decided from.
+        """
+        stats = sampler.pass_stats
+        if stats['capped'] and not self.cap_warned:
+            self.cap_warned = True
+            logger.warning(
+                f'InfoBatch: target_saving {sampler.target_saving:.1%} '
+                f'cannot be reached with policy {sampler.policy!r} and '
+                f'max_ratio {sampler.max_ratio}: pass {record.pass_idx} '
+                f'prunes at r {sampler.max_ratio}, and the run is expected '
+                f"to save {stats['expected']:.1%}. Raise max_ratio, lower "
+                "target_saving or raise InfoBatchHook's delta (more passes "
+                'prune).')
+        if self.estimate is not None or not record.pruning:
+            return
+        profile = sampler.profile()
+        if profile.candidates == 0:
+            return  # nothing scored yet
+        schedule, start = sampler.schedule, record.pass_idx
+        saved = sampler.saved_iters
+        saving = expected_saving(record.ratio, profile, schedule, start,
+                                 saved)
+        self.estimate = dict(pass_idx=start, ratio=record.ratio,
+                             saving=saving)
+        wants = []
+        for target in ESTIMATE_TARGETS:
+            ratio = ratio_for_saving(target, profile, schedule, start, saved,
+                                     sampler.max_ratio)
+            wants.append(f'{target:.0%}: ' + (
+                f'{ratio:.3f}' if ratio is not None else
+                f'above max_ratio {sampler.max_ratio}'))
+        logger.info(
+            f'InfoBatch estimate at the start of pass {start}: '
+            f'{profile.candidates} of {sampler.num_samples} samples are '
+            f'candidates ({profile.candidates / sampler.num_samples:.1%}); '
+            f'ratio {record.ratio:.3g} is expected to save {saving:.1%} of '
+            f'the {schedule.budget_iters} full-data iterations over the '
+            'run, if later passes have as many candidates. The ratio that '
+            'saves ' + ', '.join(wants) + '.')
+
+    def at_end(self, logger, sampler, reached: float) -> None:
+        """The share of the budget the run saved (``reached``) against
+        the target and the estimate."""
+        if sampler.target_saving is not None:
+            target = sampler.target_saving
+            logger.info(
+                f'InfoBatch target_saving {target:.1%}: the run saved '
+                f'{reached:.1%} ({100 * (reached - target):+.1f} points)'
+                + (f'; max_ratio {sampler.max_ratio} stopped it short.'
+                   if self.cap_warned else '.'))
+        if self.estimate is not None:
+            estimate = self.estimate['saving']
+            logger.info(
+                'InfoBatch estimate at the start of pass '
+                f"{self.estimate['pass_idx']}: {estimate:.1%}; the run saved "
+                f'{reached:.1%} ({100 * (reached - estimate):+.1f} points).')
+
+    def state_dict(self) -> dict:
+        """Plain ints, floats and a bool."""
+        estimate = self.estimate or dict(
+            pass_idx=-1, ratio=math.nan, saving=math.nan)
+        return dict(
+            estimate_pass=int(estimate['pass_idx']),
+            estimate_ratio=float(estimate['ratio']),
+            estimate_saving=float(estimate['saving']),
+            cap_warned=self.cap_warned)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore; an empty state (older checkpoints) is a fresh report."""
+        self.estimate = None
+        if state.get('estimate_pass', -1) >= 0:
+            self.estimate = dict(
+                pass_idx=int(state['estimate_pass']),
+                ratio=float(state['estimate_ratio']),
+                saving=float(state['estimate_saving']))
+        self.cap_warned = bool(state.get('cap_warned', False))
+
+
+def saved_before(history: List[PassRecord], sampler) -> float:
+    """Full-data iterations the passes before the sampler's current one
+    saved, from the pass history (for checkpoints that lack it)."""
+    full = sampler.full_pass_batches
+    passes = {r.pass_idx: r.iters for r in history
+              if r.pass_idx < sampler.pass_idx}
+    return sum(
+        sampler.schedule.pass_share(t) * (full - iters)
+        for t, iters in passes.items())

@@ -1,0 +1,98 @@
+"""target_saving and the pre-flight estimate in real runs: what the log,
+the scalars and the checkpoint say (the demo model on tiny digit scenes:
+40 scenes, batch 4, 10 iterations a full pass, 8 passes, delta 0.875)."""
+import json
+import re
+
+import pytest
+import torch
+from conftest import demo_config, run_config
+
+PASSES, FULL = 8, 10
+BUDGET = PASSES * FULL
+
+
+def _run(work_dir, digit_root, **sampler):
+    cfg = demo_config(work_dir, digit_root, passes=PASSES, record=False,
+                      train_dataloader=dict(sampler=sampler))
+    runner = run_config(cfg)
+    text = ''.join(p.read_text() for p in work_dir.glob('*/*.log'))
+    scalars = [
+        json.loads(line) for p in work_dir.glob('*/vis_data/scalars.json')
+        for line in p.read_text().splitlines()
+    ]
+    return runner, text, scalars
+
+
+@pytest.fixture(scope='module')
+def target_run(digit_root, tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('target')
+    return (work_dir, ) + _run(work_dir, digit_root, ratio=None,
+                               target_saving=0.25)
+
+
+def test_target_run_saves_its_share_and_says_so(target_run):
+    work_dir, runner, text, _ = target_run
+    reached = (BUDGET - runner.iter) / BUDGET
+    # 40 samples in batches of 4: a pass saves whole iterations, each
+    # 1/80 of the budget, so the run lands within about one of them.
+    assert reached == pytest.approx(0.25, abs=1.5 / BUDGET)
+    found = re.search(r'target_saving 25\.0%: the run saved (\d+\.\d)%',
+                      text)
+    assert found and float(found.group(1)) == pytest.approx(
+        100 * reached, abs=0.05)
+    assert 'cannot be reached' not in text
+
+
+def test_each_pass_logs_and_records_its_ratio(target_run):
+    work_dir, runner, text, scalars = target_run
+    logged = [float(r) for r in re.findall(
+        r'InfoBatch pass \d+ \(\d+/\d+\): r (\d\.\d+),', text)]
+    assert len(logged) == PASSES
+    assert logged[0] == 0 and logged[-1] == 0  # unscored, annealing
+    assert all(0 < r <= 0.8 for r in logged[1:7])
+    by_scalar = [r['infobatch/ratio'] for r in scalars
+                 if 'infobatch/ratio' in r]
+    assert [round(r, 3) for r in by_scalar] == logged
+    ckpt = torch.load(sorted(work_dir.glob('iter_*.pth'))[-1],
+                      map_location='cpu', weights_only=True)
+    history = ckpt['infobatch']['history']
+    assert history['ratio'].round(decimals=3).tolist() == logged
+    assert ckpt['infobatch']['target']['estimate_pass'] == 1
+
+
+def test_estimate_after_the_first_scored_pass_and_at_the_end(
+        digit_root, tmp_path):
+    runner, text, _ = _run(tmp_path, digit_root, ratio=0.5)
+    found = re.findall(
+        r'InfoBatch estimate at the start of pass 1: (\d+) of 40 samples '
+        r'are candidates .*ratio 0\.5 is expected to save (\d+\.\d)% .*'
+        r'20%: (\S+), 30%: (\S+), 40%: (\S+)', text)
+    assert len(found) == 1, text[-3000:]
+    estimate = float(found[0][1])
+    reached = 100 * (BUDGET - runner.iter) / BUDGET
+    end = re.search(r'estimate at the start of pass 1: (\d+\.\d)%; the run '
+                    r'saved (\d+\.\d)% \(([+-]\d+\.\d) points\)', text)
+    assert end, text[-2000:]
+    assert float(end.group(1)) == estimate
+    assert float(end.group(2)) == pytest.approx(reached, abs=0.05)
+    # The README's rule on 6 pruning passes of 8: r x share x 6 / 8.
+    share = int(found[0][0]) / 40
+    assert estimate == pytest.approx(100 * 0.5 * share * 6 / 8, abs=3)
+
+
+def test_unreachable_target_is_logged_once(digit_root, tmp_path):
+    runner, text, _ = _run(tmp_path, digit_root, ratio=None,
+                           target_saving=0.6, max_ratio=0.5)
+    assert text.count('cannot be reached') == 1
+    warning = re.search(
+        r'target_saving 60\.0% cannot be reached with policy \'mean\' and '
+        r'max_ratio 0\.5: .* expected to save (\d+\.\d)%', text)
+    assert warning, text[-3000:]
+    reached = (BUDGET - runner.iter) / BUDGET
+    assert reached < 0.6
+    assert re.search(r'target_saving 60\.0%: the run saved '
+                     rf'{100 * reached:.1f}%', text)
+    logged = [float(r) for r in re.findall(
+        r'InfoBatch pass \d+ \(\d+/\d+\): r (\d\.\d+),', text)]
+    assert logged[1:7] == [0.5] * 6

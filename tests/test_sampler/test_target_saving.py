@@ -1,0 +1,256 @@
+"""InfoBatchSampler with target_saving: each pass's ratio solved so that
+the run saves a share of its full-data iterations."""
+import math
+from unittest import mock
+
+import pytest
+import torch
+
+from mmseg_infobatch.sampler import InfoBatchSampler
+
+N, BATCH, PASSES, DELTA = 1000, 16, 28, 0.875
+FULL = 63  # ceil(1000 / 16)
+BUDGET = PASSES * FULL
+
+
+def _sampler(n=N, rank=0, world=1, batch_size=BATCH, budget=BUDGET,
+             prune_stop=DELTA * PASSES, offset=0, **kwargs):
+    kwargs.setdefault('seed', 3)
+    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
+                    return_value=(rank, world)):
+        sampler = InfoBatchSampler(list(range(n)), **kwargs)
+    sampler.configure(batch_size, False, prune_stop, budget_iters=budget,
+                      offset=offset)
+    return sampler
+
+
+def _scores(pass_idx, n=N):
+    """Scores that drift from pass to pass, the same in every run: the
+    share below the mean moves between about 0.5 and 0.75."""
+    g = torch.Generator().manual_seed(1000 + pass_idx)
+    power = 1.0 + 2.0 * (pass_idx % 5) / 4
+    return torch.rand(n, generator=g) ** power
+
+
+def _train_pass(sampler):
+    """Iterate the next pass, score every sample it trained, count its
+    batches as trained (what InfoBatchHook does)."""
+    share = torch.tensor(list(iter(sampler)))
+    scores = _scores(sampler.pass_idx, sampler.num_samples)
+    sampler.update_scores(share, scores[share])
+    for _ in range(sampler.pass_batches):
+        sampler.finish_batch()
+    return share
+
+
+def _run(sampler, passes=PASSES, stop_after=None):
+    """Train passes up to the budget; returns r_t and iterations per pass."""
+    ratios, iters = [], []
+    while sampler.pass_idx + 1 < passes:
+        _train_pass(sampler)
+        ratios.append(sampler.pass_stats['ratio'])
+        iters.append(sampler.pass_batches)
+        if stop_after is not None and sampler.pass_idx == stop_after:
+            break
+    return ratios, iters
+
+
+def _saved_share(iters, budget=BUDGET, full=FULL):
+    saved = sum(full - it for it in iters)
+    return saved / budget
+
+
+@pytest.mark.parametrize('target', [0.15, 0.3])
+@pytest.mark.parametrize('seed', [0, 1])
+def test_run_saves_its_target_share(target, seed):
+    s = _sampler(target_saving=target, seed=seed)
+    ratios, iters = _run(s)
+    assert _saved_share(iters) == pytest.approx(target, abs=0.01)
+    # The sampler's own account agrees with the passes' lengths.
+    assert s.saved_iters + s.pass_saving() == pytest.approx(
+        sum(FULL - it for it in iters))
+    # Pass 0 has no scores; passes t >= 24.5 anneal.
+    assert ratios[0] == 0 and ratios[25:] == [0.0] * 3
+    assert all(0 < r <= 0.8 for r in ratios[1:25])
+    # The ratio follows the data: it is not one number.
+    assert len({round(r, 6) for r in ratios[1:25]}) > 3
+
+
+def test_default_ratio_is_half_and_a_fixed_ratio_is_recorded():
+    a, b = _sampler(), _sampler(ratio=0.5)
+    ra, ia = _run(a, passes=4)
+    rb, ib = _run(b, passes=4)
+    assert (ra, ia) == (rb, ib) and a.ratio == 0.5
+    assert torch.equal(a.pass_indices, b.pass_indices)
+    assert ra == [0.0, 0.5, 0.5, 0.5]  # pass 0: no candidates
+
+
+def test_cap_binds_when_the_target_is_out_of_reach():
+    s = _sampler(target_saving=0.6, max_ratio=0.7)
+    _train_pass(s)
+    _train_pass(s)
+    stats = s.pass_stats
+    assert stats['capped'] and stats['ratio'] == 0.7
+    # What r 0.7 reaches if every pruning pass looks like pass 1 (half
+    # the samples below the mean): 0.7 x 0.5 x 24 of 28 passes.
+    assert stats['expected'] == pytest.approx(0.7 * 0.5 * 24 / 28,
+                                              abs=0.01)
+    ratios, _ = _run(s)
+    assert all(r == 0.7 for r in ratios[:23])  # passes 2..24
+    reached = (s.saved_iters + s.pass_saving()) / BUDGET
+    # Later passes have more candidates (up to 75%), so more is reached.
+    assert stats['expected'] < reached < 0.6
+
+
+def test_reachable_target_never_caps():
+    s = _sampler(target_saving=0.2)
+    _train_pass(s)
+    for _ in range(5):
+        _train_pass(s)
+        assert not s.pass_stats['capped']
+        assert s.pass_stats['expected'] == pytest.approx(0.2, abs=0.01)
+
+
+def _kept_times_weight(sampler_factory, trials):
+    """Mean over seeds of kept x weight per sample in pass 1, and the r_t
+    each seed's pass 1 was decided with."""
+    total = torch.zeros(200, dtype=torch.float64)
+    ratios = set()
+    for seed in range(trials):
+        s = sampler_factory(seed)
+        _train_pass(s)
+        # The same score table for every seed.
+        s.update_scores(torch.arange(200), _scores(7, 200))
+        list(iter(s))
+        kept = torch.zeros(200, dtype=torch.float64)
+        kept[s.order.long()] = 1
+        total += kept * s.weights.double()
+        ratios.add(s.pass_stats['ratio'])
+    return total / trials, ratios
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(target_saving=0.2),
+    dict(target_saving=0.35, max_ratio=0.6),
+    dict(target_saving=0.2, policy='quantile',
+         buckets=[(0.3, 0.8), (0.7, 0.4)]),
+])
+def test_decision_is_unbiased_at_its_solved_ratio(kwargs):
+    trials = 1500
+
+    def factory(seed):
+        s = _sampler(200, budget=10 * 13, prune_stop=8, seed=seed,
+                     **kwargs)
+        return s
+
+    mean, ratios = _kept_times_weight(factory, trials)
+    # One r_t for every seed: the ratio is a function of the scores and
+    # the schedule, not of the draw.
+    assert len(ratios) == 1
+    r = ratios.pop()
+    assert 0.1 < r <= kwargs.get('max_ratio', 0.8)
+    # 4.5 per-sample standard errors, sqrt(r / (1 - r) / trials).
+    assert mean.sub(1).abs().max() < 4.5 * math.sqrt(r / (1 - r) / trials)
+    assert mean.mean() == pytest.approx(1.0, abs=0.01)
+
+
+def test_weights_are_one_over_one_minus_the_pass_ratio():
+    s = _sampler(target_saving=0.25)
+    _train_pass(s)
+    _train_pass(s)
+    r = s.pass_stats['ratio']
+    weights = s.weights
+    kept = s.order.long()
+    for value in weights.unique().tolist():
+        assert value == 1.0 or value == pytest.approx(1 / (1 - r), rel=1e-6)
+    assert (weights[kept] > 1).sum() == s.pass_stats['candidates'] - \
+        s.pass_stats['pruned']
+
+
+def test_quantile_buckets_are_scaled_together():
+    buckets = [(0.3, 0.8), (0.7, 0.4)]
+    s = _sampler(target_saving=0.2, policy='quantile', buckets=buckets)
+    ratios, iters = _run(s)
+    assert _saved_share(iters) == pytest.approx(0.2, abs=0.01)
+    # r_t is the largest bucket's ratio; the other keeps half of it.
+    table = sorted(s.weight_table.tolist())
+    assert max(ratios) <= 0.8
+    s2 = _sampler(target_saving=0.2, policy='quantile', buckets=buckets)
+    _train_pass(s2)
+    _train_pass(s2)
+    r = s2.pass_stats['ratio']
+    want = sorted([1.0, 1 / (1 - r), 1 / (1 - r / 2)])
+    assert sorted(s2.weight_table.tolist()) == pytest.approx(want, rel=1e-6)
+    assert table[0] == 1.0
+
+
+def test_resume_mid_run_reaches_the_same_total():
+    ref = _sampler(target_saving=0.3)
+    ref_ratios, ref_iters = _run(ref)
+    for stop_after, position in ((1, 0), (6, 20), (24, 3)):
+        first = _sampler(target_saving=0.3)
+        ratios, iters = _run(first, stop_after=stop_after)
+        # Mid-pass: the checkpoint holds the pass, its position and the
+        # saving of the passes before it.
+        first.position = min(position, first.pass_batches)
+        state = first.state_dict()
+        resumed = _sampler(target_saving=0.3, seed=99)  # checkpoint wins
+        resumed.load_state_dict(state)
+        assert resumed.saved_iters == first.saved_iters
+        assert resumed.pass_stats['ratio'] == ratios[-1]
+        resumed.position = resumed.pass_batches  # the pass trained out
+        more_ratios, more_iters = _run(resumed)
+        assert ratios + more_ratios == ref_ratios
+        assert iters + more_iters == ref_iters
+
+
+def test_ranks_solve_the_same_ratio():
+    # 2 ranks x batch 16: 32 iterations a full pass.
+    samplers = [_sampler(rank=r, world=2, budget=PASSES * 32,
+                         target_saving=0.3) for r in (0, 1)]
+    for _ in range(4):
+        shares = [torch.tensor(list(iter(s))) for s in samplers]
+        a, b = samplers
+        trained = torch.cat(shares)
+        for s in samplers:  # the hook gathers every rank's scores
+            s.update_scores(trained, _scores(s.pass_idx)[trained])
+            s.position = s.pass_batches
+        assert repr(a.pass_stats) == repr(b.pass_stats)
+        assert torch.equal(a.weight_table, b.weight_table)
+        assert torch.equal(a.pass_indices, b.pass_indices)
+        for rank in (0, 1):
+            assert torch.equal(shares[rank], a.pass_indices[rank::2].long())
+
+
+def test_older_state_reads_ratio_and_saving_as_unknown():
+    s = _sampler()
+    _run(s, passes=3)
+    state = s.state_dict()
+    del state['saved_iters']
+    state['pass_stats'] = {k: v for k, v in state['pass_stats'].items()
+                           if k in ('threshold', 'candidates', 'pruned')}
+    t = _sampler(target_saving=0.3)
+    t.load_state_dict(state)
+    assert math.isnan(t.saved_iters) and math.isnan(t.pass_stats['ratio'])
+    assert not t.pass_stats['capped']
+
+
+def test_target_needs_the_schedule():
+    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
+                    return_value=(0, 1)):
+        s = InfoBatchSampler(list(range(40)), seed=0, target_saving=0.3)
+    s.configure(4)
+    _train_pass(s)  # pass 0 has nothing to prune: no schedule needed
+    with pytest.raises(ValueError, match='InfoBatchHook'):
+        list(iter(s))
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(ratio=0.5, target_saving=0.3), 'give one of them'),
+    (dict(ratio=0.0, target_saving=0.3), 'give one of them'),
+    (dict(target_saving=1.5), r'target_saving .* got 1.5'),
+    (dict(target_saving=0.3, max_ratio=1.0), r'max_ratio .* got 1.0'),
+])
+def test_bad_target_arguments_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        InfoBatchSampler(list(range(10)), seed=0, **kwargs)
