@@ -202,12 +202,11 @@ MUTANTS = [
       'self.scores.numpy()[np.sort(index)] = value',
       'score: each to its own sample'),
     M('pruned_scores_reset', 'sampler.py',
-      '        self._set_order(buffer, kept)\n        self.pass_stats',
-      '        self._set_order(buffer, kept)\n'
+      '            pruned -= refill.numel()\n',
+      '            pruned -= refill.numel()\n'
       '        stale = torch.ones(self.num_samples, dtype=torch.bool)\n'
-      '        stale[self.order] = False\n'
-      '        self.scores[stale] = self.scores[~stale].mean()\n'
-      '        self.pass_stats',
+      '        stale[buffer[:kept]] = False\n'
+      '        self.scores[stale] = self.scores[~stale].mean()\n',
       'score: pruned samples untouched'),
     M('score_last_term_only', 'hook.py',
       'scores = term if scores is None else scores + term',
