@@ -44,6 +44,19 @@ def test_expected_iterations_match_the_exact_binomial(drop_last, n, batch,
     assert model == pytest.approx(exact, abs=0.03)
 
 
+@pytest.mark.parametrize('n,batch,drop_last', [(1000, 16, False),
+                                              (1000, 64, False),
+                                              (1000, 64, True)])
+def test_pass_saving_is_the_expected_saving_of_whole_batches(n, batch,
+                                                             drop_last):
+    schedule = Schedule(n, batch, 10 * n, drop_last=drop_last)
+    profile = Profile(550, 550.0, 550.0)
+    for ratio in (0.1, 0.5, 0.8):
+        exact = schedule.full_batches - _exact_iters(schedule, 550, ratio)
+        assert pass_saving(schedule, profile, ratio) == pytest.approx(
+            exact, abs=0.03)
+
+
 def test_expected_iterations_without_spread_are_the_whole_batches():
     s = Schedule(1000, 16, 1000)
     assert expected_pass_iters(s, 0, 0) == s.full_batches == 63

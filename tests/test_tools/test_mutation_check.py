@@ -12,7 +12,7 @@ RULES = ('threshold', 'probability', 'weight:', 'annealing', 'weight reset',
          'score:', 'rescale', 'reduction', 'rank slice', 'padding',
          'gather', 'progress', 'scheduler steps', 'checkpoint', 'resume',
          'seeding', 'shuffling', 'losses get', 'refill', 'accumulation',
-         'start-up log')
+         'start-up log', 'target:')
 
 
 @pytest.mark.parametrize('mutant', mc.MUTANTS, ids=lambda m: m.name)
