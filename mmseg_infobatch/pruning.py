@@ -412,7 +412,10 @@ def _shuffle(indices: torch.Tensor,
     num_buckets = 1 << min(16, (num // SHUFFLE_BUCKET).bit_length())
     keys = _random_bits(num, np.uint16, generator)
     keys &= np.uint16(num_buckets - 1)
-    counts = np.bincount(keys, minlength=num_buckets)
+    # Counted in chunks: np.bincount makes an int64 copy of its input.
+    counts = np.zeros(num_buckets, dtype=np.int64)
+    for begin, end in _chunks(num, DEAL_CHUNK):
+        counts += np.bincount(keys[begin:end], minlength=num_buckets)
     ends = np.cumsum(counts)
     _deal(src, keys, ends - counts, out)
     del keys
