@@ -6,7 +6,9 @@
 WORK_DIR is a work dir of tools/train.py with InfoBatch on. It writes PNGs:
 
 - ``pruning.png``: pruned samples per pass and cumulative iterations saved
-  (the run's pass history, from the last checkpoint or else the scalars);
+  (the run's pass history, from the last checkpoint or else the scalars),
+  and below it each pass's prune ratio r_t next to the share of the budget
+  saved so far (with the run's ``target_saving``, if it had one);
 - ``scores.png``: score histograms before pruning (all scored samples),
   after pruning (kept samples) and after rescaling (kept samples weighted by
   their loss weight), from the last checkpoint's sampler state;
@@ -51,6 +53,7 @@ PASS_SCALARS = {
     'infobatch/pass_iters': 'iters',
     'infobatch/saved_iters': 'saved_iters',
     'infobatch/threshold': 'threshold',
+    'infobatch/ratio': 'ratio',
 }
 
 
@@ -273,26 +276,67 @@ def plot_pruning(run: Run, out_dir: str):
         print(f'skip pruning.png: no pass history in {run.work_dir}')
         return None
     passes = history['pass']
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig, (ax, low) = plt.subplots(
+        2, 1, sharex=True, figsize=(FIGSIZE[0], FIGSIZE[1] * 1.6),
+        gridspec_kw=dict(height_ratios=[3, 2]))
     ax.bar(passes, history['pruned'], color='tab:blue', alpha=0.7)
-    ax.set_xlabel('pass')
     ax.set_ylabel('samples pruned in the pass', color='tab:blue')
     twin = ax.twinx()
     twin.plot(passes, saved, 'o-', color='tab:red', ms=3)
     twin.set_ylabel('iterations saved (cumulative)', color='tab:red')
     ax.set_title(f'InfoBatch pruning per pass: {run.label}', fontsize=9)
+    _plot_ratio(run, low, passes, saved)
+    low.set_xlabel('pass')
     return _save(fig, out_dir, 'pruning.png')
+
+
+def _plot_ratio(run: Run, ax, passes, saved) -> None:
+    """Each pass's prune ratio r_t, and the share of the budget saved up
+    to the end of each pass (against the run's target, if any)."""
+    ratio = run.history.get('ratio')
+    if ratio is not None and not np.isnan(ratio).all():
+        ax.step(passes, ratio, where='mid', color='tab:green')
+        ax.plot(passes, ratio, 'o', color='tab:green', ms=3)
+    else:
+        ax.text(0.5, 0.5, 'r_t not recorded (older run)', ha='center',
+                transform=ax.transAxes, fontsize=8)
+    ax.set_ylabel('prune ratio r_t', color='tab:green')
+    ax.set_ylim(bottom=0)
+    budget = run.progress['budget_iters']
+    if not budget:
+        return
+    twin = ax.twinx()
+    twin.plot(passes, 100 * np.asarray(saved) / budget, '-',
+              color='tab:red', lw=1)
+    target = _pruning_settings(run)['target_saving']
+    if target:
+        twin.axhline(100 * target, color='tab:red', ls='--', lw=1,
+                     label=f'target_saving {target:.0%}')
+        twin.legend(fontsize=7, loc='lower right')
+    twin.set_ylabel('saved, % of the budget', color='tab:red')
 
 
 def _pruning_settings(run: Run) -> dict:
     sampler = {} if run.config is None else dict(
         run.config.train_dataloader.sampler)
+    ratio = sampler.get('ratio')
+    if ratio is None:
+        # ratio None is 0.5, or with target_saving a ratio per pass: the
+        # mean r_t of the passes that pruned stands for them.
+        ratio = 0.5
+        history = run.history or {}
+        ratios = history.get('ratio')
+        if sampler.get('target_saving') and ratios is not None:
+            pruned = ratios[(history['pruned'] > 0) & ~np.isnan(ratios)]
+            if pruned.size:
+                ratio = float(pruned.mean())
     return dict(
-        ratio=sampler.get('ratio', 0.5),
+        ratio=ratio,
         policy=sampler.get('policy', 'mean'),
         prune_high=sampler.get('prune_high', False),
         buckets=sampler.get('buckets'),
-        rescale=sampler.get('rescale', True))
+        rescale=sampler.get('rescale', True),
+        target_saving=sampler.get('target_saving'))
 
 
 def plot_scores(run: Run, out_dir: str):
@@ -322,6 +366,7 @@ def plot_scores(run: Run, out_dir: str):
         kept = torch.unique(kept)
     if kept is None or weights is None or kept.numel() == scores.numel():
         settings = _pruning_settings(run)
+        settings.pop('target_saving')
         if settings['ratio'] == 0 and settings['policy'] != 'quantile':
             settings['ratio'] = 0.5
         generator = torch.Generator().manual_seed(0)

@@ -177,3 +177,34 @@ def test_scores_plot_draws_a_saved_pruned_pass_as_is(tmp_path, monkeypatch):
     run = analyze_infobatch.Run(str(tmp_path))
     out = analyze_infobatch.plot_scores(run, str(tmp_path))
     assert out is not None and (tmp_path / 'scores.png').stat().st_size > 5000
+
+
+def test_ratio_per_pass_is_plotted_next_to_the_target(tmp_path):
+    _fake_run(tmp_path)
+    ckpt_path = tmp_path / f'iter_{END}.pth'
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt['infobatch']['history']['ratio'] = torch.tensor(
+        [0.0, 0.4, 0.6, 0.0], dtype=torch.float64)
+    torch.save(ckpt, ckpt_path)
+    (tmp_path / '20260101_130500' / 'vis_data' / 'config.py').write_text(
+        "train_dataloader = dict(sampler=dict(type='InfoBatchSampler', "
+        'ratio=None, target_saving=0.3))\n')
+    run = analyze_infobatch.Run(str(tmp_path))
+    assert run.history['ratio'].tolist() == [0.0, 0.4, 0.6, 0.0]
+    settings = analyze_infobatch._pruning_settings(run)
+    # The passes that pruned stand for the run's ratio in a replay.
+    assert settings['ratio'] == pytest.approx(0.5)
+    assert settings['target_saving'] == 0.3
+    path = analyze_infobatch.plot_pruning(run, str(tmp_path))
+    assert path.endswith('pruning.png')
+
+
+def test_ratio_per_pass_from_the_scalars(tmp_path):
+    records = [
+        dict(_pass_record(p, start, iters, pruned), **{'infobatch/ratio': r})
+        for (p, start, iters, pruned), r in zip(PASSES, [0, .4, .6, 0])
+    ]
+    _write_log(tmp_path, '20260101_120000', records)
+    run = analyze_infobatch.Run(str(tmp_path))
+    assert run.state is None
+    assert run.history['ratio'].tolist() == [0, .4, .6, 0]
