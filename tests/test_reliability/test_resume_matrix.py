@@ -72,20 +72,31 @@ def reference_run(work_dir, data_root, **options):
     return ref_dir, ref
 
 
+# target_saving: each pruning pass solves its ratio from the scores and the
+# iterations the passes before it saved, which a resume must carry over.
+TARGET = dict(ratio=None, target_saving=0.15)
+
+
 @pytest.mark.parametrize(
-    'seed,workers,loop',
-    [(None, 0, 'NoPauseIterBasedTrainLoop'), (0, 2, 'IterBasedTrainLoop')],
-    ids=['no-seed-no-workers', 'seed-2-workers-stock-loop'])
-def test_resume_from_every_iteration(seed, workers, loop, ade_root,
+    'seed,workers,loop,sampler',
+    [(None, 0, 'NoPauseIterBasedTrainLoop', None),
+     (0, 2, 'IterBasedTrainLoop', None),
+     (None, 0, 'NoPauseIterBasedTrainLoop', TARGET)],
+    ids=['no-seed-no-workers', 'seed-2-workers-stock-loop', 'target-saving'])
+def test_resume_from_every_iteration(seed, workers, loop, sampler, ade_root,
                                      tmp_path, no_pass_pause):
     ref_dir, ref = reference_run(tmp_path, ade_root, seed=seed,
-                                 workers=workers, loop=loop)
+                                 workers=workers, loop=loop, sampler=sampler)
     final = ref['final_iter']
     assert final < PASSES * FULL_BATCHES
+    if sampler is not None:
+        # The passes pruned at solved ratios, not at the default 0.5.
+        weights = {w for p in ref['passes'] for w in p['weights'].tolist()}
+        assert weights - {1.0, 2.0}, weights
     for k in range(1, final):
         res_dir = tmp_path / f'resume_{k}'
         cfg = tiny_config(res_dir, ade_root, seed=seed, workers=workers,
-                          loop=loop)
+                          loop=loop, sampler=sampler)
         cfg.default_hooks.checkpoint.interval = 10**6  # only the last
         run(cfg, resume_from=ref_dir / f'iter_{k}.pth')
         assert_continues(ref, load_record(res_dir), k)
