@@ -21,6 +21,7 @@ import math
 import os
 import random
 from fractions import Fraction
+from itertools import chain, count, repeat
 from unittest import mock
 
 import numpy as np
@@ -138,12 +139,14 @@ def _kept(decision, num_samples):
 # -- the pass decision ---------------------------------------------------
 
 
-@given(tables(grid=True), policies(), SEEDS, st.booleans())
-def test_decision_follows_the_rules(table, policy, seed, shuffle):
+@given(tables(grid=True), policies(), SEEDS, st.booleans(), st.booleans())
+def test_decision_follows_the_rules(table, policy, seed, shuffle, rescale):
+    """Which samples are candidates, which are kept, and their weights,
+    against the exact rules."""
     scores, seen = table
     n = scores.numel()
     d = decide_pass(scores, seen, generator=_generator(seed),
-                    shuffle=shuffle, **policy)
+                    shuffle=shuffle, rescale=rescale, **policy)
     prob = torch.tensor(reference_probabilities(scores, seen, **policy))
     candidates = prob > 0
     kept = _kept(d, n)
@@ -157,10 +160,11 @@ def test_decision_follows_the_rules(table, policy, seed, shuffle):
     assert kept[~candidates].all()
     assert d.num_candidates == int(candidates.sum())
     assert d.num_pruned == n - d.indices.numel()
-    # Survivors carry 1 / (1 - p); every other sample 1.
+    # Survivors carry 1 / (1 - p) (1 without rescaling); all others 1.
     survivors = kept & candidates
     expected = torch.ones(n, dtype=torch.float64)
-    expected[survivors] = 1 / (1 - prob[survivors].double())
+    if rescale:
+        expected[survivors] = 1 / (1 - prob[survivors].double())
     torch.testing.assert_close(d.weights.double(), expected, rtol=1e-6,
                                atol=0)
     if policy['policy'] == 'mean' and policy['ratio'] > 0 and seen.any():
@@ -331,7 +335,7 @@ def sampler_setups(draw):
     return dict(world=world, batch=batch, n=n, table=table, policy=policy,
                 drop_last=draw(st.booleans()),
                 prune_stop=draw(st.sampled_from([1.5, 2.0, 3.0, math.inf])),
-                seed=draw(SEEDS))
+                shuffle=draw(st.booleans()), seed=draw(SEEDS))
 
 
 def _samplers(setup):
@@ -340,7 +344,7 @@ def _samplers(setup):
         with mock.patch('mmseg_infobatch.sampler.get_dist_info',
                         return_value=(rank, setup['world'])):
             s = InfoBatchSampler(list(range(setup['n'])), seed=setup['seed'],
-                                 **setup['policy'])
+                                 shuffle=setup['shuffle'], **setup['policy'])
         s.configure(setup['batch'], setup['drop_last'], setup['prune_stop'])
         samplers.append(s)
     return samplers
@@ -348,14 +352,19 @@ def _samplers(setup):
 
 def _run_passes(samplers, table, num_passes=4):
     """Train ``num_passes`` passes on every rank, feeding the drawn table
-    after the first; returns, per pass, each rank's share and state."""
+    after the first (unscored entries that hold NaN or inf come as the
+    non-finite losses of trained samples); returns, per pass, each rank's
+    share and state."""
     scores, seen = table
+    # In a batch's order, not the table's.
+    fed = torch.nonzero(seen | ~torch.isfinite(scores)).squeeze(1)
+    fed = fed[torch.randperm(fed.numel(), generator=_generator(fed.numel()))]
     passes = []
     for pass_no in range(num_passes):
         shares = []
         for s in samplers:
             if pass_no == 1:
-                s.update_scores(torch.nonzero(seen).squeeze(1), scores[seen])
+                s.update_scores(fed, scores[fed])
             shares.append(list(iter(s)))
             for _ in range(s.pass_batches):
                 s.finish_batch()
@@ -373,7 +382,14 @@ def test_every_pass_is_whole_batches_of_one_length_on_every_rank(setup):
     world, batch, n = setup['world'], setup['batch'], setup['n']
     full = batches_per_pass(n, world, batch, setup['drop_last'])
     assert all(s.full_pass_batches == full for s in samplers)
-    for record in _run_passes(samplers, setup['table']):
+    records = _run_passes(samplers, setup['table'])
+    # Only finite losses entered the table; the rest stayed unscored.
+    scores, seen = setup['table']
+    for s in samplers:
+        assert torch.equal(s.seen, seen)
+        assert torch.equal(s.scores[seen], scores[seen])
+        assert not s.scores[~seen].any()
+    for record in records:
         pass_batches, length = record['batches'][0]
         pass_idx, order, weights, pass_indices = record['states'][0]
         # Every rank holds the same pass and the same weights.
@@ -427,7 +443,7 @@ def test_the_pass_is_a_pure_function_of_seed_pass_and_scores(setup):
         d = decide_pass(scores, seen,
                         generator=_generator(setup['seed'] + pass_idx),
                         prune=pass_idx < setup['prune_stop'],
-                        **setup['policy'])
+                        shuffle=setup['shuffle'], **setup['policy'])
         kept = d.indices.tolist()
         assert order[:len(kept)].tolist() == kept
         refill = order[len(kept):]
@@ -447,16 +463,33 @@ def runs(draw):
     return full, budget, offset, lengths
 
 
+def _iterations_to_budget(left, full, lengths):
+    """Real iterations until ``left`` full-data iterations of progress
+    are done, passes taking ``lengths`` iterations each (an iterator):
+    whole passes while more than a full pass is left, then the share of
+    the last pass that the rest covers."""
+    iterations = 0
+    for length in lengths:
+        if left <= full:
+            return iterations + math.ceil(Fraction(max(left, 0) * length,
+                                                   full))
+        iterations += length
+        left -= full
+
+
 @given(runs(), st.floats(0.05, 1.0))
 def test_progress_ends_at_the_budget_in_full_data_iterations(run, delta):
     """Simulate the loop as the hook drives it: at each pass start the end
-    moves to ``end_iter``; every iteration mmengine steps the schedulers
-    once and the hook adds ``extra_scheduler_steps``. The run must end
-    where its passes' worth of progress reaches the budget (an
-    independent count), and the steps so far must always equal the
-    full-data progress, up to the budget."""
+    moves to ``end_iter``, where training ends if every later pass is
+    full; every iteration mmengine steps the schedulers once and the hook
+    adds ``extra_scheduler_steps``. The run must end where its passes'
+    worth of progress reaches the budget (an independent count), and the
+    steps so far must always equal the full-data progress, up to the
+    budget."""
     full, budget, offset, lengths = run
     progress = Progress(full, budget, offset)
+    assert Progress(**progress.state_dict()).state_dict() == dict(
+        full_batches=full, budget_iters=budget, offset=offset)
     assert progress.num_passes * full == pytest.approx(budget)
     assert progress.prune_stop(delta) == pytest.approx(
         delta * budget / full - offset / full)
@@ -465,6 +498,9 @@ def test_progress_ends_at_the_budget_in_full_data_iterations(run, delta):
         pass_batches = lengths[pass_idx % len(lengths)]
         start = iteration
         end = progress.end_iter(pass_idx, start, pass_batches)
+        assert end == start + _iterations_to_budget(
+            budget - offset - pass_idx * full, full,
+            chain([pass_batches], repeat(full)))
         assert progress.virtual_iter(pass_idx, 0, pass_batches) == \
             offset + pass_idx * full
         for position in range(pass_batches):
@@ -479,15 +515,8 @@ def test_progress_ends_at_the_budget_in_full_data_iterations(run, delta):
         if iteration >= end:
             break
         pass_idx += 1
-    # Independent count: whole passes while more than a full pass of the
-    # budget is left, then the share of the last pass the budget covers.
-    left, expected, t = budget - offset, offset, 0
-    while left > full:
-        expected += lengths[t % len(lengths)]
-        left -= full
-        t += 1
-    expected += math.ceil(Fraction(left * lengths[t % len(lengths)], full))
-    assert iteration == expected
+    assert iteration == offset + _iterations_to_budget(
+        budget - offset, full, (lengths[t % len(lengths)] for t in count()))
     assert steps == budget - offset
     if all(length == full for length in lengths):
         assert iteration == budget
