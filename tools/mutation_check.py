@@ -40,9 +40,9 @@ PACKAGE = 'mmseg_infobatch'
 MIN_SCORE = 0.95
 TIMEOUT_S = 600  # a mutant that hangs the subset counts as killed
 
-# Unit-level tests (no runner training), about 25 s on one core, and last
-# one 2-process probe of the sampler's seed (about 10 s): they kill every
-# non-equivalent mutant below.
+# Unit-level tests (no runner training) and one 2-process probe of the
+# sampler's seed (test_rank_seed.py, about 20 s of it): together they kill
+# every non-equivalent mutant below.
 FAST_TESTS = [
     'tests/test_sampler/test_infobatch_sampler.py',
     'tests/test_pruning/test_decide_pass.py',
@@ -59,15 +59,18 @@ FAST_TESTS = [
 # The tests of a mutated file run first: with -x, a killed mutant stops at
 # its first failure, so most of them cost little more than start-up.
 FIRST_FOR = {
-    'pruning.py': ['tests/test_pruning/test_decide_pass.py'],
+    'pruning.py': ['tests/test_pruning/test_decide_pass.py',
+                   'tests/test_reliability/test_rules.py'],
     'progress.py': ['tests/test_hook/test_progress.py'],
     'hook.py': ['tests/test_hook/test_hook_methods.py',
-                'tests/test_hook/test_gather.py'],
+                'tests/test_hook/test_gather.py',
+                'tests/test_reliability/test_rules.py'],
     'compat.py': ['tests/test_reliability/test_rules.py',
                   'tests/test_hook/test_hook_methods.py'],
     'target.py': ['tests/test_pruning/test_target.py'],
     'loss.py': ['tests/test_loss/test_infobatch_loss.py',
-                'tests/test_loss/test_loss_families.py'],
+                'tests/test_loss/test_loss_families.py',
+                'tests/test_reliability/test_rules.py'],
 }
 
 
