@@ -6,26 +6,7 @@ from mmengine.model import is_model_wrapper
 from torch.utils.data import BatchSampler
 
 from .loss import InfoBatchLoss
-from .sampler import InfoBatchSampler
-
-CONFIG_HINT = """
-    custom_imports = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
-    train_dataloader = dict(sampler=dict(type='InfoBatchSampler', ratio=0.5))
-    custom_hooks = [dict(type='InfoBatchHook', delta=0.875)]
-    model = dict(decode_head=dict(loss_decode=dict(
-        type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss', loss_weight=1.0))))"""
-
-
-def check_single_hook(hooks) -> None:
-    """Two InfoBatchHooks would each feed the sampler and the losses."""
-    from .hook import InfoBatchHook
-    count = sum(isinstance(h, InfoBatchHook) for h in hooks)
-    if count > 1:
-        raise ValueError(
-            f'The runner has {count} InfoBatchHook entries; InfoBatch needs '
-            "exactly one. Keep one dict(type='InfoBatchHook', ...) in "
-            'custom_hooks (a base config may already add one).')
-
+from .sampler import CONFIG_HINT, InfoBatchSampler
 
 def check_eval_samplers(cfg) -> None:
     """InfoBatchSampler prunes training passes; evaluation must see all."""

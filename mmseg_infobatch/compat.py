@@ -4,13 +4,11 @@ InfoBatch changes three things mmengine exposes no public setter for: the
 end of an ``IterBasedTrainLoop`` (it moves as passes are pruned), the
 gradient-accumulation count of the optimizer wrapper (which must follow that
 end), and the loop's dataloader iterator (restarted once after the InfoBatch
-state is configured or restored). The pass-to-pass iterator of
-``NoPauseIterBasedTrainLoop`` is mmengine's ``_InfiniteDataloaderIterator``
-without its pause. ``FSDPStrategy``, whose resume ``ResumableFSDPStrategy``
+state is configured or restored). ``NoPauseIterBasedTrainLoop`` takes over
+the pass that the stock loop's iterator already started. ``FSDPStrategy``, whose resume ``ResumableFSDPStrategy``
 repairs, lives in the private ``mmengine._strategy`` and is looked up in the
 registry. All of it is written against mmengine 0.10.x.
 """
-import time
 from typing import Optional
 
 import mmengine
@@ -92,43 +90,3 @@ def started_pass(dataloader_iterator):
             f"{MMENGINE_MIN}'s IterBasedTrainLoop; with this mmengine use "
             "train_cfg = dict(type='IterBasedTrainLoop', ...).")
     return first_pass
-
-
-class NoPauseDataloaderIterator:
-    """Iterates a finite dataloader forever, one pass after another.
-
-    mmengine's ``_InfiniteDataloaderIterator`` with one change: at each pass
-    end it sleeps only where the deadlock it guards against can arise, when
-    the dataloader has worker processes. Like mmengine's, it calls the
-    sampler's ``set_epoch`` at each pass end.
-
-    Args:
-        dataloader (DataLoader): The train dataloader.
-        first_pass (Iterator, optional): An iterator of ``dataloader``
-            already started for the first pass. Defaults to None: start one.
-    """
-
-    def __init__(self, dataloader, first_pass=None) -> None:
-        self._dataloader = dataloader
-        self._iterator = iter(dataloader) if first_pass is None else first_pass
-        self._epoch = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            self._epoch += 1
-            sampler = getattr(self._dataloader, 'sampler', None)
-            if not hasattr(sampler, 'set_epoch'):
-                batch_sampler = getattr(self._dataloader, 'batch_sampler',
-                                        None)
-                sampler = getattr(batch_sampler, 'sampler', None)
-            if hasattr(sampler, 'set_epoch'):
-                sampler.set_epoch(self._epoch)
-            if getattr(self._dataloader, 'num_workers', 0) > 0:
-                time.sleep(2)  # mmengine's guard, kept where it applies
-            self._iterator = iter(self._dataloader)
-            return next(self._iterator)

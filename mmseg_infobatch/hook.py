@@ -11,14 +11,14 @@ from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
 
 from .checkpoint_types import allow_mmengine_checkpoint_types
-from .checks import (check_batch, check_eval_samplers, check_single_hook,
-                     find_losses, find_train_sampler)
+from .checks import (check_batch, check_eval_samplers, find_losses,
+                     find_train_sampler)
 from .compat import (check_mmengine_version, restart_train_iterator,
                      set_accumulation_end, set_train_end, uses_stock_fsdp)
 from .consistency import agree_on_resume, check_ranks_agree
 from .loss import InfoBatchLoss
-from .progress import (PassRecord, Progress, batches_per_pass,
-                       history_from_state, history_state)
+from .history import PassRecord, history_from_state, history_state
+from .progress import Progress, batches_per_pass
 from .sampler import InfoBatchSampler
 from .report import SavingReport, saved_before
 
@@ -99,7 +99,7 @@ class InfoBatchHook(Hook):
         check_mmengine_version()
         # Before load_or_resume: torch >= 2.6 loads safely by default.
         allow_mmengine_checkpoint_types()
-        check_single_hook(runner.hooks)
+        _check_single_hook(runner.hooks)
         check_eval_samplers(runner.cfg)
         if uses_stock_fsdp(runner):
             runner.logger.warning(
@@ -141,9 +141,11 @@ class InfoBatchHook(Hook):
             budget_iters = loop.max_iters
         else:
             budget_iters = loop.max_epochs * full_batches
-        offset = resumed_iter if state is None else \
-            int(state['progress']['offset'])
-        self.progress = Progress(full_batches, budget_iters, offset)
+        self.progress = Progress(full_batches, budget_iters,
+                                 offset=resumed_iter)
+        if state is not None:
+            self.progress.load_state_dict(state['progress'])
+        offset = self.progress.offset
         prune_stop = self.progress.prune_stop(self.delta) \
             if self.anneal else math.inf
         sampler.configure(dataloader.batch_size, dataloader.drop_last,
@@ -373,6 +375,16 @@ class InfoBatchHook(Hook):
         sampler = self.sampler
         return self.progress.virtual_iter(sampler.pass_idx, sampler.position,
                                           sampler.pass_batches)
+
+
+def _check_single_hook(hooks) -> None:
+    """Two InfoBatchHooks would each feed the sampler and the losses."""
+    count = sum(isinstance(h, InfoBatchHook) for h in hooks)
+    if count > 1:
+        raise ValueError(
+            f'The runner has {count} InfoBatchHook entries; InfoBatch needs '
+            "exactly one. Keep one dict(type='InfoBatchHook', ...) in "
+            'custom_hooks (a base config may already add one).')
 
 
 def _ratio_text(sampler: InfoBatchSampler) -> str:

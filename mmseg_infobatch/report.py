@@ -4,7 +4,7 @@ how close both came (the log lines around :mod:`.target`'s solver)."""
 import math
 from typing import List, Optional
 
-from .progress import PassRecord
+from .history import PassRecord
 from .target import expected_saving, ratio_for_saving
 
 # The savings the estimate names a ratio for.

@@ -17,7 +17,14 @@ from .pruning import (cycle_to, decide_compact, index_dtype, pack_bits,
 from .target import (Profile, Schedule, max_bucket_ratio, prune_profile,
                      scale_buckets, solve_pass_ratio, validate_target)
 
-HOOK_HINT = "custom_hooks = [dict(type='InfoBatchHook')]"
+# What a config needs for InfoBatch, named by every error that finds a part
+# of it missing.
+CONFIG_HINT = """
+    custom_imports = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
+    train_dataloader = dict(sampler=dict(type='InfoBatchSampler', ratio=0.5))
+    custom_hooks = [dict(type='InfoBatchHook')]
+    model = dict(decode_head=dict(loss_decode=dict(
+        type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss', loss_weight=1.0))))"""
 
 
 @DATA_SAMPLERS.register_module()
@@ -136,7 +143,6 @@ class InfoBatchSampler(Sampler):
         # prefetch as soon as the loop builds its iterator.
         self.started_unconfigured = False
         # The current pass.
-        self.epoch = 0
         self.pass_idx = -1
         self.position = 0  # batches of the pass trained so far
         # The pass as decided (order), and padded to whole batches on every
@@ -205,16 +211,16 @@ class InfoBatchSampler(Sampler):
 
     # -- mmengine sampler interface ------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Store the epoch; the pass number is the sampler's own."""
-        self.epoch = epoch
+        """Ignore the epoch: the pass number is the sampler's own, as
+        mmengine's infinite iterator restarts its epoch count on resume."""
 
     def __iter__(self) -> Iterator[int]:
         if not self.configured:
             if self.started_unconfigured:
                 raise RuntimeError(
                     'InfoBatchSampler has no InfoBatchHook, so it has no '
-                    'scores to prune from. Add it to the config: '
-                    f'{HOOK_HINT}')
+                    'scores to prune from. Add it to the config:'
+                    f'{CONFIG_HINT}')
             self.started_unconfigured = True
         if self._replay_batches is not None:
             return self._replay()
@@ -283,7 +289,7 @@ class InfoBatchSampler(Sampler):
             raise ValueError(
                 'InfoBatchSampler target_saving needs the schedule it is a '
                 'share of, which InfoBatchHook passes to configure(). Add '
-                f'the hook to the config: {HOOK_HINT}')
+                f'the hook to the config:{CONFIG_HINT}')
         solved = solve_pass_ratio(self.target_saving, profile,
                                   self.schedule, self.pass_idx,
                                   self.saved_iters, self.max_ratio)

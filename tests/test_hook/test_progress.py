@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from mmseg_infobatch.progress import (PassRecord, Progress, batches_per_pass,
-                                      history_from_state, history_state)
+from mmseg_infobatch.history import (PassRecord, history_from_state,
+                                     history_state)
+from mmseg_infobatch.progress import Progress, batches_per_pass
 
 
 def test_batches_per_pass_is_whole_batches_on_every_rank():
@@ -73,6 +74,10 @@ def test_state_round_trip():
     progress = Progress(10, 35, offset=4)
     assert Progress(**progress.state_dict()).state_dict() == \
         dict(full_batches=10, budget_iters=35, offset=4)
+    # A resume restores the saved offset over the resumed iteration.
+    resumed = Progress(10, 35, offset=12)
+    resumed.load_state_dict(progress.state_dict())
+    assert resumed.offset == 4
 
 
 def test_history_round_trips_as_named_tensors(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from conftest import demo_config, load_record, run_config
 
-from mmseg_infobatch import compat as loops
+from mmseg_infobatch import loops
 
 
 class PassLoader:

@@ -1,11 +1,13 @@
-"""tools/mutation_check.py: its mutant list follows the code and covers
+""".dev_scripts/mutation_check.py: its mutant list follows the code and covers
 every rule, and its verdict is the score line."""
 import re
+import sys
 
 import pytest
 from conftest import REPO
 
-import mutation_check as mc
+sys.path.insert(0, str(REPO / '.dev_scripts'))
+import mutation_check as mc  # noqa: E402
 
 # One word of each rule of the mutation list in docs/reliability.md.
 RULES = ('threshold', 'probability', 'weight:', 'annealing', 'weight reset',
@@ -19,7 +21,7 @@ RULES = ('threshold', 'probability', 'weight:', 'annealing', 'weight reset',
 def test_every_snippet_is_found_exactly_once(mutant):
     text = (REPO / mc.PACKAGE / mutant.file).read_text()
     assert text.count(mutant.original) == 1, (
-        f'{mutant.name}: update tools/mutation_check.py to the code')
+        f'{mutant.name}: update .dev_scripts/mutation_check.py to the code')
     assert mutant.replacement != mutant.original
 
 

@@ -67,9 +67,6 @@ SCRIPT_TESTS = {
                              'test_slurm_train_dispatches_to_train_py'),
     'tools/slurm_test.sh': ('test_tools/test_scripts.py',
                             'test_slurm_test_dispatches_to_test_py'),
-    'tools/mutation_check.py': (
-        'test_tools/test_mutation_check.py',
-        'test_score_line_is_last_and_sets_the_exit_status'),
 }
 
 

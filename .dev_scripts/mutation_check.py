@@ -18,9 +18,9 @@ the score is below 95%, when a mutant's snippet is not found exactly once
 
 Example::
 
-    .venv/bin/python tools/mutation_check.py            # all, one job
-    .venv/bin/python tools/mutation_check.py --list
-    .venv/bin/python tools/mutation_check.py --only rank_contiguous --jobs 2
+    .venv/bin/python .dev_scripts/mutation_check.py            # all, one job
+    .venv/bin/python .dev_scripts/mutation_check.py --list
+    .venv/bin/python .dev_scripts/mutation_check.py --only rank_contiguous --jobs 2
 """
 import argparse
 import os
@@ -400,8 +400,8 @@ MUTANTS = [
       'filler = self._replay_batches',
       'resume: replay filler count'),
     M('stateless_offset_zero', 'hook.py',
-      'offset = resumed_iter if state is None else',
-      'offset = 0 if state is None else',
+      'offset=resumed_iter)',
+      'offset=0)',
       'resume: state-less offset'),
     M('prune_stop_ignores_offset', 'progress.py',
       'return delta * self.num_passes - self.offset / self.full_batches',
@@ -411,9 +411,9 @@ MUTANTS = [
       'state = self._pending_state if resumed_iter > 0 else None',
       'state = self._pending_state',
       'resume: load_from starts InfoBatch fresh'),
-    M('offset_from_resume_iter', 'hook.py',
-      "            int(state['progress']['offset'])",
-      '            resumed_iter',
+    M('offset_from_resume_iter', 'progress.py',
+      "        self.offset = int(state['offset'])\n",
+      '',
       'resume: offset from the checkpoint'),
     # -- seeding and shuffling -----------------------------------------
     M('same_seed_every_pass', 'sampler.py',
