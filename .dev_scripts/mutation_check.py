@@ -20,7 +20,8 @@ Example::
 
     .venv/bin/python .dev_scripts/mutation_check.py            # all, one job
     .venv/bin/python .dev_scripts/mutation_check.py --list
-    .venv/bin/python .dev_scripts/mutation_check.py --only rank_contiguous --jobs 2
+    .venv/bin/python .dev_scripts/mutation_check.py --only rank_contiguous \
+        --jobs 2
 """
 import argparse
 import os
@@ -358,7 +359,7 @@ MUTANTS = [
       '        wrapper._remainder_counts = max_counts % '
       'wrapper._accumulative_counts\n', '',
       'accumulation: last group over its size'),
-    M('setup_log_floors_anneal_pass', 'hook.py',
+    M('setup_log_floors_anneal_pass', 'report.py',
       'max(math.ceil(stop), 0) if math.isfinite(stop)',
       'max(int(stop), 0) if math.isfinite(stop)',
       'start-up log: the first annealing pass'),

@@ -8,6 +8,7 @@ from torch.utils.data import BatchSampler
 from .loss import InfoBatchLoss
 from .sampler import CONFIG_HINT, InfoBatchSampler
 
+
 def check_eval_samplers(cfg) -> None:
     """InfoBatchSampler prunes training passes; evaluation must see all."""
     for key in ('val_dataloader', 'test_dataloader'):

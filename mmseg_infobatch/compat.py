@@ -5,9 +5,10 @@ end of an ``IterBasedTrainLoop`` (it moves as passes are pruned), the
 gradient-accumulation count of the optimizer wrapper (which must follow that
 end), and the loop's dataloader iterator (restarted once after the InfoBatch
 state is configured or restored). ``NoPauseIterBasedTrainLoop`` takes over
-the pass that the stock loop's iterator already started. ``FSDPStrategy``, whose resume ``ResumableFSDPStrategy``
-repairs, lives in the private ``mmengine._strategy`` and is looked up in the
-registry. All of it is written against mmengine 0.10.x.
+the pass that the stock loop's iterator already started. ``FSDPStrategy``,
+whose resume ``ResumableFSDPStrategy`` repairs, lives in the private
+``mmengine._strategy`` and is looked up in the registry. All of it is
+written against mmengine 0.10.x.
 """
 from typing import Optional
 

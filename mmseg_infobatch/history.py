@@ -63,4 +63,3 @@ def history_from_state(state: Dict[str, torch.Tensor]) -> List[PassRecord]:
         PassRecord(**{name: col[i] for name, col in columns.items()})
         for i in range(count)
     ]
-

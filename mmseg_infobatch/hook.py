@@ -1,7 +1,5 @@
 """InfoBatchHook: routes weights and scores, anneals, aligns the schedule."""
 import math
-import os.path as osp
-import re
 from typing import List, Optional
 
 import torch
@@ -20,7 +18,8 @@ from .loss import InfoBatchLoss
 from .history import PassRecord, history_from_state, history_state
 from .progress import Progress, batches_per_pass
 from .sampler import InfoBatchSampler
-from .report import SavingReport, saved_before
+from .report import (SavingReport, log_pass_start, log_setup,
+                     saved_before)
 
 CKPT_KEY = 'infobatch'
 # 3: the sampler's compact tables (seen bits, weight codes, int32 order).
@@ -85,7 +84,7 @@ class InfoBatchHook(Hook):
         self.losses: List[InfoBatchLoss] = []
         self.progress: Optional[Progress] = None
         self.history: List[PassRecord] = []
-        self.num_unscored = 0
+        self.num_skipped_scores = 0
         self._pending_state: Optional[dict] = None
         # What target_saving and the pre-flight estimate tell the user.
         self.report = SavingReport()
@@ -161,36 +160,14 @@ class InfoBatchHook(Hook):
                 'Resumed an epoch-based run mid-epoch: mmengine starts the '
                 'next epoch, so InfoBatch starts the next pass.')
             sampler.skip_rest_of_pass()
-        if sampler.started_unconfigured:
+        if sampler.prefetched_early:
             # Worker processes prefetched from the sampler before it was
             # configured or restored.
             restart_train_iterator(loop)
-        self._log_setup(runner)
+        log_setup(runner, sampler, self.progress)
         if sampler.pass_idx >= 0:
             self._update_end(runner)
         self._check_ranks_agree(runner, 'at the start of training')
-
-    def _log_setup(self, runner) -> None:
-        sampler, progress = self.sampler, self.progress
-        total_batch = sampler.world_size * sampler.batch_size
-        stop = sampler.prune_stop
-        runner.logger.info(
-            f'InfoBatch: {sampler.num_samples} samples, total batch '
-            f'{total_batch} ({sampler.world_size} x {sampler.batch_size}), '
-            f'{progress.full_batches} iterations per full pass, '
-            f'{progress.num_passes:.2f} passes; pruning in passes t < '
-            f'{stop:.2f} ({_ratio_text(sampler)}, policy '
-            f'{sampler.policy!r}), full-data annealing from pass '
-            f'{max(math.ceil(stop), 0) if math.isfinite(stop) else "never"}.')
-        recipe = _recipe_total_batch(getattr(runner.cfg, 'filename', None))
-        if recipe is not None and recipe != total_batch:
-            runner.logger.warning(
-                f'InfoBatch: the config name says a total batch of {recipe}, '
-                f'but this run trains with {total_batch}: the same max_iters '
-                f'now make {progress.num_passes:.2f} passes over the data, '
-                'so the annealing point and the LR per sample change. Scale '
-                'max_iters (and the schedule) with the batch, or use '
-                'auto_scale_lr.')
 
     # -- per iteration ---------------------------------------------------
     def before_train_iter(self, runner, batch_idx: int,
@@ -228,7 +205,7 @@ class InfoBatchHook(Hook):
             # size, float32 is exact only up to 2**24.
             indices = torch.cat(all_gather(indices.to(torch.int64)))
             scores = torch.cat(all_gather(scores.float()))
-        self.num_unscored += sampler.update_scores(
+        self.num_skipped_scores += sampler.update_scores(
             indices.cpu(), scores.detach().float().cpu())
         if self.adjust_schedule and runner.param_schedulers:
             extra = self.progress.extra_scheduler_steps(
@@ -242,8 +219,8 @@ class InfoBatchHook(Hook):
         runner.logger.info(
             f'InfoBatch finished: {runner.iter} iterations instead of '
             f'{budget} ({saved} saved, {saved / max(budget, 1):.1%}) over '
-            f'{len(self.history)} passes; {self.num_unscored} image scores '
-            'were skipped (no valid pixel or non-finite loss).')
+            f'{len(self.history)} passes; {self.num_skipped_scores} image '
+            'scores were skipped (no valid pixel or non-finite loss).')
         budget = max(budget, 1)
         if self._keeps_schedule(runner):
             # The loop kept its end: what the passes saved in data.
@@ -263,7 +240,7 @@ class InfoBatchHook(Hook):
             sampler=self.sampler.state_dict(),
             progress=self.progress.state_dict(),
             history=history_state(self.history),
-            num_unscored=self.num_unscored,
+            num_unscored=self.num_skipped_scores,  # the key of old versions
             target=self.report.state_dict())
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -287,7 +264,7 @@ class InfoBatchHook(Hook):
                 f"the checkpoint's {sampler.seed}; the checkpoint's is used "
                 'so the resumed run continues the same passes.')
         self.history = history_from_state(state['history'])
-        self.num_unscored = int(state['num_unscored'])
+        self.num_skipped_scores = int(state['num_unscored'])
         self.report.load_state_dict(state.get('target') or {})
         if math.isnan(sampler.saved_iters):
             # An older checkpoint: the saving before the pass, from the
@@ -316,35 +293,8 @@ class InfoBatchHook(Hook):
         self._check_ranks_agree(runner, f'at the start of pass '
                                 f'{record.pass_idx}')
         end = self._update_end(runner)
-        budget = self.progress.budget_iters
-        saved = budget - end
-        if self._keeps_schedule(runner):
-            # The loop keeps its end; pruned passes make room for more.
-            of_passes, ends = '', f'ends at {end} (schedule kept)'
-        else:
-            of_passes = f'/{math.ceil(self.progress.num_passes)}'
-            ends = f'ends at {end} of {budget}'
-        runner.logger.info(
-            f'InfoBatch pass {record.pass_idx} ({record.pass_idx + 1}'
-            f'{of_passes}): r {record.ratio:.3f}, kept {record.kept}/'
-            f'{sampler.num_samples}, '
-            f'pruned {record.pruned} of {record.candidates} below threshold '
-            f'{record.threshold:.4f}; {record.iters} iterations (full pass '
-            f'{self.progress.full_batches}); saved so far {saved} iterations'
-            f' ({saved / max(budget, 1):.1%}), {ends}'
-            + ('' if record.pruning else ' [annealing: full data]'))
-        scalars = {
-            'infobatch/pass': record.pass_idx,
-            'infobatch/kept': record.kept,
-            'infobatch/pruned': record.pruned,
-            'infobatch/pass_iters': record.iters,
-            'infobatch/saved_iters': saved,
-            'infobatch/saved_ratio': saved / max(budget, 1),
-        }
-        for key in ('threshold', 'ratio'):
-            if not math.isnan(getattr(record, key)):
-                scalars[f'infobatch/{key}'] = getattr(record, key)
-        runner.visualizer.add_scalars(scalars, step=runner.iter)
+        log_pass_start(runner, record, sampler, self.progress, end,
+                       self._keeps_schedule(runner))
         self.report.after_pass_start(runner.logger, self.sampler, record)
 
     def _keeps_schedule(self, runner) -> bool:
@@ -387,13 +337,6 @@ def _check_single_hook(hooks) -> None:
             'custom_hooks (a base config may already add one).')
 
 
-def _ratio_text(sampler: InfoBatchSampler) -> str:
-    if sampler.target_saving is None:
-        return f'ratio {sampler.ratio}'
-    return (f'target_saving {sampler.target_saving:.1%}: a ratio per pass, '
-            f'at most {sampler.max_ratio}')
-
-
 def _seed_fixed(cfg) -> bool:
     """Whether the config fixes the seed (stock mmseg configs don't, and
     then each run draws its own)."""
@@ -401,14 +344,6 @@ def _seed_fixed(cfg) -> bool:
     sampler = (cfg.get('train_dataloader') or {}).get('sampler') or {}
     return randomness.get('seed') is not None or \
         sampler.get('seed') is not None
-
-
-def _recipe_total_batch(filename: Optional[str]) -> Optional[int]:
-    """The total batch that an mmseg config name states, '4xb4' -> 16."""
-    if not filename:
-        return None
-    match = re.search(r'(\d+)xb(\d+)', osp.basename(filename))
-    return int(match.group(1)) * int(match.group(2)) if match else None
 
 
 def _step_iter_schedulers(param_schedulers, steps: int) -> None:

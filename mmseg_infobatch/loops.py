@@ -3,8 +3,9 @@
 mmengine's ``IterBasedTrainLoop`` restarts a finite sampler at every pass end
 and then sleeps 2 s, against a possible deadlock of worker processes. A
 pruned InfoBatch pass is finite by design, so on a small dataset that pause
-is a large part of the wall time and hides the iterations InfoBatch saves. ``NoPauseIterBasedTrainLoop`` pauses only
-where the deadlock can arise, when the dataloader has worker processes.
+is a large part of the wall time and hides the iterations InfoBatch saves.
+``NoPauseIterBasedTrainLoop`` pauses only where the deadlock can arise, when
+the dataloader has worker processes.
 """
 import time
 

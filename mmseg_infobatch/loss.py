@@ -81,7 +81,7 @@ def _mmseg_loss_name(loss: nn.Module) -> Optional[str]:
     return None
 
 
-def _serving(loss: nn.Module) -> Tuple[Optional[str], str]:
+def _exact_mode(loss: nn.Module) -> Tuple[Optional[str], str]:
     """The mode that serves ``loss`` exactly, or None and the reason."""
     name = _mmseg_loss_name(loss)
     if name == 'CrossEntropyLoss' and loss.use_mask:
@@ -174,19 +174,19 @@ class InfoBatchLoss(nn.Module):
     def _resolve_mode(self, mode: str) -> str:
         """Check the requested mode against the inner loss, at build time,
         so that a loss we can't serve fails before any data is loaded."""
-        served, why = _serving(self.loss)
+        exact, why = _exact_mode(self.loss)
         name = type(self.loss).__name__
         if mode == 'per_image':
             return mode
         if mode == 'weight':
-            if _mmseg_loss_name(self.loss) is None or served == 'weight':
+            if _mmseg_loss_name(self.loss) is None or exact == 'weight':
                 return mode
             raise ValueError(
                 f"InfoBatchLoss(mode='weight') can't serve {name}: its "
                 'forward does not rescale by a per-image weight= argument. '
                 "Use mode='auto' or mode='per_image'.")
-        if served is not None:
-            return served
+        if exact is not None:
+            return exact
         if _mmseg_loss_name(self.loss) is None:
             raise ValueError(
                 f'InfoBatchLoss does not know how {name} reduces, so it '

@@ -1,7 +1,10 @@
-"""What a run is told about its saving: the pre-flight estimate after the
-first scored pass, the cap on ``target_saving``'s ratio, and at the end
-how close both came (the log lines around :mod:`.target`'s solver)."""
+"""What a run is told: the start-up lines, each pass's line and scalars,
+and about its saving the pre-flight estimate after the first scored pass,
+the cap on ``target_saving``'s ratio, and at the end how close both came
+(the log lines around :mod:`.target`'s solver)."""
 import math
+import os.path as osp
+import re
 from typing import List, Optional
 
 from .history import PassRecord
@@ -112,3 +115,77 @@ def saved_before(history: List[PassRecord], sampler) -> float:
     return sum(
         sampler.schedule.pass_share(t) * (full - iters)
         for t, iters in passes.items())
+
+
+def log_setup(runner, sampler, progress) -> None:
+    """The start-up lines: the layout, the passes, where pruning stops,
+    and a warning when the total batch differs from the config name's."""
+    total_batch = sampler.world_size * sampler.batch_size
+    stop = sampler.prune_stop
+    runner.logger.info(
+        f'InfoBatch: {sampler.num_samples} samples, total batch '
+        f'{total_batch} ({sampler.world_size} x {sampler.batch_size}), '
+        f'{progress.full_batches} iterations per full pass, '
+        f'{progress.num_passes:.2f} passes; pruning in passes t < '
+        f'{stop:.2f} ({_ratio_text(sampler)}, policy '
+        f'{sampler.policy!r}), full-data annealing from pass '
+        f'{max(math.ceil(stop), 0) if math.isfinite(stop) else "never"}.')
+    recipe = _recipe_total_batch(getattr(runner.cfg, 'filename', None))
+    if recipe is not None and recipe != total_batch:
+        runner.logger.warning(
+            f'InfoBatch: the config name says a total batch of {recipe}, '
+            f'but this run trains with {total_batch}: the same max_iters '
+            f'now make {progress.num_passes:.2f} passes over the data, '
+            'so the annealing point and the LR per sample change. Scale '
+            'max_iters (and the schedule) with the batch, or use '
+            'auto_scale_lr.')
+
+
+def log_pass_start(runner, record: PassRecord, sampler, progress, end: int,
+                   keeps_schedule: bool) -> None:
+    """A pass's log line and its ``infobatch/*`` scalars; ``end`` is the
+    iteration training now ends at."""
+    budget = progress.budget_iters
+    saved = budget - end
+    if keeps_schedule:
+        # The loop keeps its end; pruned passes make room for more.
+        of_passes, ends = '', f'ends at {end} (schedule kept)'
+    else:
+        of_passes = f'/{math.ceil(progress.num_passes)}'
+        ends = f'ends at {end} of {budget}'
+    runner.logger.info(
+        f'InfoBatch pass {record.pass_idx} ({record.pass_idx + 1}'
+        f'{of_passes}): r {record.ratio:.3f}, kept {record.kept}/'
+        f'{sampler.num_samples}, '
+        f'pruned {record.pruned} of {record.candidates} below threshold '
+        f'{record.threshold:.4f}; {record.iters} iterations (full pass '
+        f'{progress.full_batches}); saved so far {saved} iterations'
+        f' ({saved / max(budget, 1):.1%}), {ends}'
+        + ('' if record.pruning else ' [annealing: full data]'))
+    scalars = {
+        'infobatch/pass': record.pass_idx,
+        'infobatch/kept': record.kept,
+        'infobatch/pruned': record.pruned,
+        'infobatch/pass_iters': record.iters,
+        'infobatch/saved_iters': saved,
+        'infobatch/saved_ratio': saved / max(budget, 1),
+    }
+    for key in ('threshold', 'ratio'):
+        if not math.isnan(getattr(record, key)):
+            scalars[f'infobatch/{key}'] = getattr(record, key)
+    runner.visualizer.add_scalars(scalars, step=runner.iter)
+
+
+def _ratio_text(sampler) -> str:
+    if sampler.target_saving is None:
+        return f'ratio {sampler.ratio}'
+    return (f'target_saving {sampler.target_saving:.1%}: a ratio per pass, '
+            f'at most {sampler.max_ratio}')
+
+
+def _recipe_total_batch(filename: Optional[str]) -> Optional[int]:
+    """The total batch that an mmseg config name states, '4xb4' -> 16."""
+    if not filename:
+        return None
+    match = re.search(r'(\d+)xb(\d+)', osp.basename(filename))
+    return int(match.group(1)) * int(match.group(2)) if match else None

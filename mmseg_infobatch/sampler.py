@@ -141,7 +141,7 @@ class InfoBatchSampler(Sampler):
         self.saved_iters = 0.0
         # True when __iter__ ran before configure(): worker processes
         # prefetch as soon as the loop builds its iterator.
-        self.started_unconfigured = False
+        self.prefetched_early = False
         # The current pass.
         self.pass_idx = -1
         self.position = 0  # batches of the pass trained so far
@@ -216,12 +216,12 @@ class InfoBatchSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         if not self.configured:
-            if self.started_unconfigured:
+            if self.prefetched_early:
                 raise RuntimeError(
                     'InfoBatchSampler has no InfoBatchHook, so it has no '
                     'scores to prune from. Add it to the config:'
                     f'{CONFIG_HINT}')
-            self.started_unconfigured = True
+            self.prefetched_early = True
         if self._replay_batches is not None:
             return self._replay()
         if self.pass_idx < 0 or self.position >= self.pass_batches:

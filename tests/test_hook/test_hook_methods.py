@@ -176,7 +176,7 @@ def test_only_the_trained_batch_is_scored_with_the_sum_of_its_terms():
         assert seen1[batch[valid]].all()
         # No valid pixel: the old score stays, and the sample stays unseen.
         assert not seen1[EMPTY] and scores1[EMPTY] == 0
-    assert hook.num_unscored == sum(
+    assert hook.num_skipped_scores == sum(
         int((row['batch'] == EMPTY).sum()) for row in rows)
 
 
@@ -278,7 +278,7 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, tmp_path):
         assert got['steps'] == want['steps'], got['iter']
     # repr: the first pass's threshold is NaN, which never equals itself.
     assert repr(other.history) == repr(hook.history)
-    assert other.num_unscored == hook.num_unscored > 0
+    assert other.num_skipped_scores == hook.num_skipped_scores > 0
 
 
 

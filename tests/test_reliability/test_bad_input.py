@@ -161,7 +161,7 @@ def test_nonfinite_and_empty_images_never_enter_scores(tmp_path, digit_root):
     batch = hook._batch_indices
     assert sampler.seen[batch].tolist() == [True, False, False, True]
     assert torch.isfinite(sampler.scores).all()
-    assert hook.num_unscored == 2
+    assert hook.num_skipped_scores == 2
 
 
 def test_sampler_without_hook_fails_at_first_pass_end(tmp_path, digit_root):

@@ -239,7 +239,7 @@ def test_resume_refuses_other_images_of_the_same_count():
 def test_without_hook_the_second_pass_raises_with_fix():
     s = _sampler(10, configure=False)
     list(iter(s))
-    assert s.started_unconfigured
+    assert s.prefetched_early
     with pytest.raises(RuntimeError,
                        match="custom_hooks = \\[dict\\(type='InfoBatchHook'"):
         list(iter(s))
