@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from mmseg_infobatch.checkpoint_types import \
     allow_mmengine_checkpoint_types  # noqa: E402
 from mmseg_infobatch.pruning import decide_pass  # noqa: E402
-from mmseg_infobatch.sampler import sample_tables  # noqa: E402
+from mmseg_infobatch.sampler_state import sample_tables  # noqa: E402
 
 FIGSIZE = (5.5, 3.6)
 DPI = 90

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import demo_config, load_record, run_config
 
-from mmseg_infobatch.sampler import sample_tables
+from mmseg_infobatch.sampler_state import sample_tables
 
 
 @pytest.fixture(scope='module')

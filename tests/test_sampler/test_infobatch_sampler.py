@@ -4,7 +4,8 @@ from unittest import mock
 import pytest
 import torch
 
-from mmseg_infobatch.sampler import InfoBatchSampler, dataset_fingerprint
+from mmseg_infobatch.sampler import InfoBatchSampler
+from mmseg_infobatch.sampler_state import dataset_fingerprint
 
 
 def _sampler(n=50, rank=0, world=1, batch_size=1, drop_last=False,

@@ -11,8 +11,8 @@ import torch
 
 from mmseg_infobatch import pruning
 from mmseg_infobatch.pruning import decide_compact, decide_pass, pack_bits
-from mmseg_infobatch.sampler import (InfoBatchSampler, sample_tables,
-                                     upgrade_state)
+from mmseg_infobatch.sampler import InfoBatchSampler
+from mmseg_infobatch.sampler_state import sample_tables, upgrade_state
 
 
 def _sampler(n, rank=0, world=1, batch_size=4, **kwargs):

@@ -13,7 +13,7 @@ from conftest import REPO, as_cli_options, tiny_ade_options
 from cpu_runtime import sync_bn_to_bn
 
 from mmseg_infobatch.checkpoint_types import allow_mmengine_checkpoint_types
-from mmseg_infobatch.sampler import sample_tables
+from mmseg_infobatch.sampler_state import sample_tables
 
 # The checkpoints below are read with torch's safe loading, as --resume does.
 allow_mmengine_checkpoint_types()
