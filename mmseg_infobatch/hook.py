@@ -154,8 +154,9 @@ class InfoBatchHook(Hook):
         if resumed_iter > 0 and isinstance(loop, IterBasedTrainLoop):
             # mmengine now draws resumed_iter batches to skip what was
             # trained: land them on the saved pass at its saved position.
-            sampler.prepare_replay(resumed_iter - sampler.position)
-        elif resumed_iter > 0 and sampler.position < sampler.pass_batches:
+            sampler.prepare_replay(resumed_iter - sampler.trained_batches)
+        elif resumed_iter > 0 and \
+                sampler.trained_batches < sampler.pass_batches:
             runner.logger.warning(
                 'Resumed an epoch-based run mid-epoch: mmengine starts the '
                 'next epoch, so InfoBatch starts the next pass.')
@@ -173,11 +174,11 @@ class InfoBatchHook(Hook):
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
         sampler = self.sampler
-        if sampler.position == 0:
+        if sampler.trained_batches == 0:
             self._begin_pass(runner)
         indices = sampler.batch_indices()
         check_batch(data_batch, indices, sampler.dataset,
-                    (sampler.pass_idx, sampler.position))
+                    (sampler.pass_idx, sampler.trained_batches))
         self._batch_indices = indices
         weights = sampler.weights_of(indices)
         for loss in self.losses:
@@ -209,7 +210,8 @@ class InfoBatchHook(Hook):
             indices.cpu(), scores.detach().float().cpu())
         if self.adjust_schedule and runner.param_schedulers:
             extra = self.progress.extra_scheduler_steps(
-                sampler.pass_idx, sampler.position, sampler.pass_batches)
+                sampler.pass_idx, sampler.trained_batches,
+                sampler.pass_batches)
             _step_iter_schedulers(runner.param_schedulers, extra)
         sampler.finish_batch()
 
@@ -272,7 +274,7 @@ class InfoBatchHook(Hook):
             sampler.saved_iters = saved_before(self.history, sampler)
         runner.logger.info(
             f'InfoBatch resumed in pass {sampler.pass_idx} at batch '
-            f'{sampler.position}/{sampler.pass_batches} (seed '
+            f'{sampler.trained_batches}/{sampler.pass_batches} (seed '
             f'{sampler.seed}).')
 
     # -- passes ----------------------------------------------------------
@@ -312,7 +314,7 @@ class InfoBatchHook(Hook):
         if self._keeps_schedule(runner):
             return loop.max_iters
         end = self.progress.end_iter(sampler.pass_idx,
-                                     runner.iter - sampler.position,
+                                     runner.iter - sampler.trained_batches,
                                      sampler.pass_batches)
         if isinstance(loop, IterBasedTrainLoop):
             set_train_end(loop, end)
@@ -323,7 +325,8 @@ class InfoBatchHook(Hook):
     def virtual_iter(self) -> int:
         """Full-data iterations of progress so far."""
         sampler = self.sampler
-        return self.progress.virtual_iter(sampler.pass_idx, sampler.position,
+        return self.progress.virtual_iter(sampler.pass_idx,
+                                          sampler.trained_batches,
                                           sampler.pass_batches)
 
 

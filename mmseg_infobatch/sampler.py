@@ -144,7 +144,7 @@ class InfoBatchSampler(Sampler):
         self.prefetched_early = False
         # The current pass.
         self.pass_idx = -1
-        self.position = 0  # batches of the pass trained so far
+        self.trained_batches = 0  # batches of the pass trained so far
         # The pass as decided (order), and padded to whole batches on every
         # rank (pass_indices): views of one buffer, padded in place.
         self.order: Optional[torch.Tensor] = None
@@ -224,12 +224,12 @@ class InfoBatchSampler(Sampler):
             self.prefetched_early = True
         if self._replay_batches is not None:
             return self._replay()
-        if self.pass_idx < 0 or self.position >= self.pass_batches:
+        if self.pass_idx < 0 or self.trained_batches >= self.pass_batches:
             self._decide_next_pass()
-        elif self.position > 0:
+        elif self.trained_batches > 0:
             raise RuntimeError(
-                f'The train dataloader was restarted after {self.position} '
-                f'of {self.pass_batches} batches of InfoBatch pass '
+                'The train dataloader was restarted after '
+                f'{self.trained_batches} of {self.pass_batches} batches of InfoBatch pass '
                 f'{self.pass_idx}, outside the sampler\'s control. Use '
                 'InfoBatchSampler only in train_dataloader, and do not '
                 'iterate that dataloader elsewhere.')
@@ -299,7 +299,7 @@ class InfoBatchSampler(Sampler):
         # The pass that ends has saved what it saved.
         self.saved_iters += self.pass_saving()
         self.pass_idx += 1
-        self.position = 0
+        self.trained_batches = 0
         # Only one pass is held at a time: drop the last before deciding.
         self.order = self.pass_indices = self._pass_buffer = None
         solved = self._pass_ratio()
@@ -389,7 +389,7 @@ class InfoBatchSampler(Sampler):
     def batch_indices(self) -> torch.Tensor:
         """Sample indices of this rank's next batch to train (a copy: a
         view would keep the pass's buffer alive into the next pass)."""
-        start = self.position * self.batch_size
+        start = self.trained_batches * self.batch_size
         return self.rank_indices()[start:start + self.batch_size].clone()
 
     def weights_of(self, indices: torch.Tensor) -> torch.Tensor:
@@ -409,12 +409,12 @@ class InfoBatchSampler(Sampler):
 
     def finish_batch(self) -> None:
         """Count the batch from :meth:`batch_indices` as trained."""
-        self.position += 1
+        self.trained_batches += 1
 
     def skip_rest_of_pass(self) -> None:
         """Count the current pass as trained to its end (an epoch-based
         loop resumed mid-epoch starts the next epoch)."""
-        self.position = self.pass_batches
+        self.trained_batches = self.pass_batches
 
     def prepare_replay(self, num_batches: int) -> None:
         """Make the next ``__iter__`` yield ``num_batches`` batches of
@@ -467,7 +467,7 @@ class InfoBatchSampler(Sampler):
         return {
             'seed': self.seed,
             'pass': self.pass_idx,
-            'position': self.position,
+            'position': self.trained_batches,
             'layout': zlib.crc32(repr(sorted(self.layout().items())).encode()),
             'order': order,
             'scores': _crc32(self.seen_bits, _crc32(self.scores)),
@@ -490,7 +490,7 @@ class InfoBatchSampler(Sampler):
             layout=self.layout(),
             seed=self.seed,
             pass_idx=self.pass_idx,
-            position=self.position,
+            position=self.trained_batches,
             scores=self.scores.clone(),
             seen_bits=self.seen_bits.clone(),
             weight_codes=self.weight_codes.clone(),
@@ -505,7 +505,7 @@ class InfoBatchSampler(Sampler):
         state = upgrade_state(state)
         self.seed = int(state['seed'])
         self.pass_idx = int(state['pass_idx'])
-        self.position = int(state['position'])
+        self.trained_batches = int(state['position'])
         self.scores = state['scores'].clone().float()
         self.seen_bits = state['seen_bits'].clone()
         self.weight_codes = state['weight_codes'].clone()

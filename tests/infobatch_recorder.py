@@ -40,7 +40,7 @@ class InfoBatchRecorderHook(Hook):
             self.passes.append(dict(
                 pass_idx=sampler.pass_idx,
                 start_iter=runner.iter,
-                position=sampler.position,
+                position=sampler.trained_batches,
                 pass_indices=sampler.pass_indices.clone(),
                 rank_indices=sampler.rank_indices().clone(),
                 weights=sampler.weights.clone(),
@@ -49,7 +49,7 @@ class InfoBatchRecorderHook(Hook):
                 prunes=sampler.prunes_now))
         self.iters.append([
             runner.iter, hook.virtual_iter, runner.optim_wrapper.get_lr()
-            ['lr'][0], sampler.pass_idx, sampler.position
+            ['lr'][0], sampler.pass_idx, sampler.trained_batches
         ])
         self.batches.append(hook._batch_indices.tolist())
         # What each wrapped loss will multiply this batch's images by.

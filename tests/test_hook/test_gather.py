@@ -50,7 +50,7 @@ def test_two_rank_gather_keeps_indices_above_2_24_exact():
         sampler = InfoBatchSampler(_Sized(BASE + 16), seed=0, shuffle=False)
     sampler.configure(2, prune_stop=0)  # a full pass, all weights 1
     iter(sampler)
-    sampler.position = BASE // 4 + 2
+    sampler.trained_batches = BASE // 4 + 2
     hook = InfoBatchHook()
     hook.sampler = sampler
     hook.losses = [_Term(OWN_SCORES.clone())]
@@ -78,4 +78,4 @@ def test_two_rank_gather_keeps_indices_above_2_24_exact():
     assert torch.equal(sampler.scores[OTHER_INDICES], OTHER_SCORES)
     assert torch.equal(sampler.scores[own], OWN_SCORES)
     assert int(sampler.scores.count_nonzero()) == 4
-    assert sampler.position == BASE // 4 + 3
+    assert sampler.trained_batches == BASE // 4 + 3

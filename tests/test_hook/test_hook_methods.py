@@ -109,9 +109,9 @@ def _step(hook, runner):
     were handed and what the batch was, taken from the sampler's pass
     directly (not through the hook)."""
     sampler = hook.sampler
-    if sampler.pass_idx < 0 or sampler.position >= sampler.pass_batches:
+    if sampler.pass_idx < 0 or sampler.trained_batches >= sampler.pass_batches:
         list(iter(sampler))  # the dataloader starts the next pass
-    start = sampler.position * BATCH
+    start = sampler.trained_batches * BATCH
     batch = sampler.rank_indices()[start:start + BATCH]
     before = sampler.scores.clone(), sampler.seen.clone()
     hook.before_train_iter(runner, runner.iter)
@@ -245,7 +245,7 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, tmp_path):
     path = tmp_path / 'ckpt.pth'
     torch.save(checkpoint, path)
     loaded = torch.load(path, weights_only=True)
-    position = hook.sampler.position
+    position = hook.sampler.trained_batches
     share = hook.sampler.rank_indices().tolist()
     steps = runner.param_schedulers[0].steps
     rest = _train(hook, runner)
@@ -256,7 +256,7 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, tmp_path):
     resumed.param_schedulers[0].steps = steps
     other = _start(resumed, loaded)
     sampler = other.sampler
-    assert (sampler.seed, sampler.pass_idx, sampler.position) == (
+    assert (sampler.seed, sampler.pass_idx, sampler.trained_batches) == (
         3, loaded['infobatch']['sampler']['pass_idx'], position)
     assert other.progress.state_dict() == hook.progress.state_dict()
     # mmengine draws resume_at batches: filler up to the saved position,

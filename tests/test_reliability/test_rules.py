@@ -102,7 +102,7 @@ def _step(hook, runner, train_step=None):
     """One iteration as mmengine runs it; ``train_step`` stands for the
     optimizer wrapper's part of ``model.train_step``."""
     sampler = hook.sampler
-    if sampler.pass_idx < 0 or sampler.position >= sampler.pass_batches:
+    if sampler.pass_idx < 0 or sampler.trained_batches >= sampler.pass_batches:
         list(iter(sampler))  # the dataloader starts the next pass
     batch = sampler.batch_indices().clone()
     hook.before_train_iter(runner, runner.iter)

@@ -164,7 +164,8 @@ def test_state_round_trip_and_weights_only_load(tmp_path):
     t.load_state_dict(state)
     for key in ('scores', 'seen', 'weights', 'pass_indices', 'order'):
         assert torch.equal(getattr(s, key), getattr(t, key)), key
-    assert (t.pass_idx, t.position, t.seed) == (s.pass_idx, s.position, 3)
+    assert (t.pass_idx, t.trained_batches, t.seed) == \
+        (s.pass_idx, s.trained_batches, 3)
     for _ in range(s.pass_batches - 1):
         s.finish_batch()
         t.finish_batch()
@@ -188,7 +189,7 @@ def test_replay_lands_on_saved_pass_and_position(position, filler):
     replay = list(iter(t))
     assert replay[2 * filler:] == saved
     assert len(replay) == 2 * filler + len(saved)
-    assert (t.pass_idx, t.position) == (1, position)
+    assert (t.pass_idx, t.trained_batches) == (1, position)
     # The replay is one-shot: after the pass, the next one is decided.
     for _ in range(t.pass_batches - position):
         t.finish_batch()

@@ -114,7 +114,7 @@ def test_a_format_2_checkpoint_state_resumes_the_same_pass():
     t.load_state_dict(old)
     assert torch.equal(t.pass_indices, s.pass_indices)
     assert torch.equal(t.weights, s.weights)
-    assert torch.equal(t.seen, s.seen) and t.position == 1
+    assert torch.equal(t.seen, s.seen) and t.trained_batches == 1
     t.prepare_replay(2)
     s.prepare_replay(2)
     assert list(iter(t)) == list(iter(s))

@@ -189,13 +189,13 @@ def test_resume_mid_run_reaches_the_same_total():
         ratios, iters = _run(first, stop_after=stop_after)
         # Mid-pass: the checkpoint holds the pass, its position and the
         # saving of the passes before it.
-        first.position = min(position, first.pass_batches)
+        first.trained_batches = min(position, first.pass_batches)
         state = first.state_dict()
         resumed = _sampler(target_saving=0.3, seed=99)  # checkpoint wins
         resumed.load_state_dict(state)
         assert resumed.saved_iters == first.saved_iters
         assert resumed.pass_stats['ratio'] == ratios[-1]
-        resumed.position = resumed.pass_batches  # the pass trained out
+        resumed.trained_batches = resumed.pass_batches  # the pass trained out
         more_ratios, more_iters = _run(resumed)
         assert ratios + more_ratios == ref_ratios
         assert iters + more_iters == ref_iters
@@ -211,7 +211,7 @@ def test_ranks_solve_the_same_ratio():
         trained = torch.cat(shares)
         for s in samplers:  # the hook gathers every rank's scores
             s.update_scores(trained, _scores(s.pass_idx)[trained])
-            s.position = s.pass_batches
+            s.trained_batches = s.pass_batches
         assert repr(a.pass_stats) == repr(b.pass_stats)
         assert torch.equal(a.weight_table, b.weight_table)
         assert torch.equal(a.pass_indices, b.pass_indices)
