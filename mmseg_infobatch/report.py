@@ -103,7 +103,7 @@ class SavingReport:
             target = sampler.target_saving
             logger.info(
                 f'InfoBatch target_saving {target:.1%}: the run saved '
-                f'{reached:.1%} ({100 * (reached - target):+.1f} points)'
+                f'{reached:.1%} ({_points(reached - target)} points)'
                 + (f'; max_ratio {sampler.max_ratio} stopped it short.'
                    if self.cap_warned else '.'))
         if self.estimate is not None:
@@ -111,7 +111,7 @@ class SavingReport:
             logger.info(
                 'InfoBatch estimate at the start of pass '
                 f"{self.estimate['pass_idx']}: {estimate:.1%}; the run saved "
-                f'{reached:.1%} ({100 * (reached - estimate):+.1f} points).')
+                f'{reached:.1%} ({_points(reached - estimate)} points).')
 
     def state_dict(self) -> dict:
         """Plain ints, floats, a bool and a tensor of bin counts."""
@@ -134,6 +134,12 @@ class SavingReport:
                 saving=float(state['estimate_saving']))
         self.cap_warned = bool(state.get('cap_warned', False))
         self.relative.load_state_dict(state.get('relative') or {})
+
+
+def _points(share: float) -> str:
+    """A difference of shares in signed percentage points, without a
+    -0.0."""
+    return f'{round(100 * share, 1) + 0.0:+.1f}'
 
 
 def saved_before(history: List[PassRecord], sampler) -> float:
