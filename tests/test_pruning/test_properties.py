@@ -204,10 +204,10 @@ def test_unscored_entries_change_nothing(table, other_stale, policy, seed):
     b = decide_pass(changed, seen, generator=_generator(seed), **policy)
     assert torch.equal(a.indices, b.indices)
     assert torch.equal(a.weights, b.weights)
-    assert (a.num_candidates, a.num_pruned) == (b.num_candidates,
-                                                 b.num_pruned)
-    assert a.threshold == b.threshold or (math.isnan(a.threshold)
-                                          and math.isnan(b.threshold))
+    assert a.num_candidates == b.num_candidates
+    assert a.num_pruned == b.num_pruned
+    both_nan = math.isnan(a.threshold) and math.isnan(b.threshold)
+    assert a.threshold == b.threshold or both_nan
 
 
 @settings(max_examples=25)
