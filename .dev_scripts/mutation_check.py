@@ -602,7 +602,7 @@ def check_shadowing(work: Path) -> None:
     marker = 'mutation_check: deliberately broken copy'
     init.write_text(f'raise ImportError({marker!r})\n' + init.read_text())
     rc, out, _ = run_subset(root, FAST_TESTS, '--collect-only',
-                           '--tb=short')
+                            '--tb=short')
     if rc == 0 or marker not in out:
         raise SystemExit(
             'mutation_check: a broken copy of the package did not break the '

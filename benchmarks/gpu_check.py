@@ -216,7 +216,9 @@ def wrapper_cost(precision, args, repeats):
             if device == 'cuda' else 0
         return time.perf_counter() - start, peak
 
-    step(plain, False), step(wrapped, True)  # warm-up
+    # Warm-up: the first call of each pays for kernel selection.
+    step(plain, False)
+    step(wrapped, True)
     runs = {False: [], True: []}
     for _ in range(repeats):
         for wrap, loss_fn in ((False, plain), (True, wrapped)):

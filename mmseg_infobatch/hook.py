@@ -206,8 +206,9 @@ class InfoBatchHook(Hook):
             # size, float32 is exact only up to 2**24.
             indices = torch.cat(all_gather(indices.to(torch.int64)))
             scores = torch.cat(all_gather(scores.float()))
-        self.num_skipped_scores += sampler.update_scores(
-            indices.cpu(), scores.detach().float().cpu())
+        scores = scores.detach().float().cpu()
+        self.num_skipped_scores += sampler.update_scores(indices.cpu(), scores)
+        self.report.add_batch(sampler.pass_idx, scores.numpy())
         if self.adjust_schedule and runner.param_schedulers:
             extra = self.progress.extra_scheduler_steps(
                 sampler.pass_idx, sampler.trained_batches,

@@ -7,8 +7,11 @@ import os.path as osp
 import re
 from typing import List, Optional
 
+import numpy as np
+
 from .history import PassRecord
-from .target import expected_saving, ratio_for_saving
+from .target import (Profile, RelativeLosses, expected_saving,
+                     ratio_for_saving)
 
 # The savings the estimate names a ratio for.
 ESTIMATE_TARGETS = (0.2, 0.3, 0.4)
@@ -22,6 +25,14 @@ class SavingReport:
     def __init__(self) -> None:
         self.estimate: Optional[dict] = None  # pass_idx, ratio, saving
         self.cap_warned = False
+        # Pass 0's losses relative to their batch, until the estimate.
+        self.relative = RelativeLosses()
+
+    def add_batch(self, pass_idx: int, scores: np.ndarray) -> None:
+        """Count a trained batch's scores (all ranks') while the first
+        pass runs."""
+        if pass_idx == 0 and self.estimate is None:
+            self.relative.add(scores)
 
     def after_pass_start(self, logger, sampler, record: PassRecord) -> None:
         """Say once that ``max_ratio`` stops ``target_saving`` short, and
@@ -48,25 +59,45 @@ class SavingReport:
             return  # nothing scored yet
         schedule, start = sampler.schedule, record.pass_idx
         saved = sampler.saved_iters
+        later, share = self._later_profile(sampler)
         saving = expected_saving(record.ratio, profile, schedule, start,
-                                 saved)
+                                 saved, later)
         self.estimate = dict(pass_idx=start, ratio=record.ratio,
                              saving=saving)
         wants = []
         for target in ESTIMATE_TARGETS:
             ratio = ratio_for_saving(target, profile, schedule, start, saved,
-                                     sampler.max_ratio)
+                                     sampler.max_ratio, later)
             wants.append(f'{target:.0%}: ' + (
                 f'{ratio:.3f}' if ratio is not None else
                 f'above max_ratio {sampler.max_ratio}'))
+        if later is None:
+            assumed = 'later passes are assumed to have as many'
+        else:
+            assumed = (f'relative to their own batch, pass 0\'s losses put '
+                       f'{share:.1%} below the mean, which later passes are '
+                       'assumed to have')
         logger.info(
             f'InfoBatch estimate at the start of pass {start}: '
             f'{profile.candidates} of {sampler.num_samples} samples are '
             f'candidates ({profile.candidates / sampler.num_samples:.1%}); '
-            f'ratio {record.ratio:.3g} is expected to save {saving:.1%} of '
-            f'the {schedule.budget_iters} full-data iterations over the '
-            'run, if later passes have as many candidates. The ratio that '
-            'saves ' + ', '.join(wants) + '.')
+            f'{assumed}. Ratio {record.ratio:.3g} is expected to save '
+            f'{saving:.1%} of the {schedule.budget_iters} full-data '
+            'iterations over the run. The ratio that saves '
+            + ', '.join(wants) + '.')
+
+    def _later_profile(self, sampler):
+        """The candidates assumed for the passes after the first pruning
+        one under policy 'mean', from pass 0's relative losses, and their
+        share; (None, nan) where they are those of the pass itself (other
+        policies, or no batch of two scores counted)."""
+        share = self.relative.share_below_mean()
+        if sampler.policy != 'mean' or math.isnan(share):
+            return None, math.nan
+        if sampler.prune_high:
+            share = 1.0 - share
+        count = int(round(share * int(sampler.seen.sum())))
+        return Profile(count, float(count), float(count)), share
 
     def at_end(self, logger, sampler, reached: float) -> None:
         """The share of the budget the run saved (``reached``) against
@@ -75,7 +106,7 @@ class SavingReport:
             target = sampler.target_saving
             logger.info(
                 f'InfoBatch target_saving {target:.1%}: the run saved '
-                f'{reached:.1%} ({100 * (reached - target):+.1f} points)'
+                f'{reached:.1%} ({_points(reached - target)} points)'
                 + (f'; max_ratio {sampler.max_ratio} stopped it short.'
                    if self.cap_warned else '.'))
         if self.estimate is not None:
@@ -83,17 +114,18 @@ class SavingReport:
             logger.info(
                 'InfoBatch estimate at the start of pass '
                 f"{self.estimate['pass_idx']}: {estimate:.1%}; the run saved "
-                f'{reached:.1%} ({100 * (reached - estimate):+.1f} points).')
+                f'{reached:.1%} ({_points(reached - estimate)} points).')
 
     def state_dict(self) -> dict:
-        """Plain ints, floats and a bool."""
+        """Plain ints, floats, a bool and a tensor of bin counts."""
         estimate = self.estimate or dict(
             pass_idx=-1, ratio=math.nan, saving=math.nan)
         return dict(
             estimate_pass=int(estimate['pass_idx']),
             estimate_ratio=float(estimate['ratio']),
             estimate_saving=float(estimate['saving']),
-            cap_warned=self.cap_warned)
+            cap_warned=self.cap_warned,
+            relative=self.relative.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
         """Restore; an empty state (older checkpoints) is a fresh report."""
@@ -104,6 +136,13 @@ class SavingReport:
                 ratio=float(state['estimate_ratio']),
                 saving=float(state['estimate_saving']))
         self.cap_warned = bool(state.get('cap_warned', False))
+        self.relative.load_state_dict(state.get('relative') or {})
+
+
+def _points(share: float) -> str:
+    """A difference of shares in signed percentage points, without a
+    -0.0."""
+    return f'{round(100 * share, 1) + 0.0:+.1f}'
 
 
 def saved_before(history: List[PassRecord], sampler) -> float:

@@ -191,9 +191,12 @@ class InfoBatchSampler(Sampler):
         self.drop_last = bool(drop_last)
         self.prune_stop = float(prune_stop)
         self.fingerprint = dataset_fingerprint(self.dataset)
-        self.schedule = None if budget_iters is None else Schedule(
-            self.num_samples, self.global_batch, budget_iters,
-            self.drop_last, offset, self.prune_stop)
+        # No budget (or an empty one): target_saving has nothing to be a
+        # share of, and says so when it would solve a ratio.
+        self.schedule = Schedule(
+            self.num_samples, self.global_batch, int(budget_iters),
+            self.drop_last, int(offset), self.prune_stop) \
+            if budget_iters else None
         if self.order is not None:
             self._pad_pass()
 

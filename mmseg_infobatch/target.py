@@ -36,6 +36,10 @@ from .pruning import prune_probabilities
 STEPS = 40
 # Normal tails beyond this many standard deviations count as 0 or 1.
 TAIL = 8.0
+# RelativeLosses: bins of log(loss / the batch's geometric mean loss),
+# LOG_STEP wide within +-LOG_RANGE (a loss 1e7 times its batch's is
+# counted in the edge bin).
+LOG_RANGE, LOG_STEP = 16.0, 0.02
 
 
 @dataclass(frozen=True)
@@ -210,13 +214,25 @@ class PassRatio(NamedTuple):
     expected: float
 
 
-def expected_saving(ratio: float, profile: Profile, schedule: Schedule,
-                    pass_idx: int, saved_iters: float = 0.0) -> float:
-    """The share of the budget a run saves if its pruning passes from
-    ``pass_idx`` on prune with this profile at ``ratio``, after the
-    passes before saved ``saved_iters``."""
-    left = schedule.pruning_share(pass_idx) * pass_saving(
-        schedule, profile, ratio)
+def expected_saving(ratio: float,
+                    profile: Profile,
+                    schedule: Schedule,
+                    pass_idx: int,
+                    saved_iters: float = 0.0,
+                    later: Optional[Profile] = None) -> float:
+    """The share of the budget a run saves if pass ``pass_idx`` prunes
+    with ``profile`` at ``ratio``, and every later pruning pass with
+    ``later`` (the same profile if None), after the passes before saved
+    ``saved_iters``."""
+    if later is None:
+        left = schedule.pruning_share(pass_idx) * pass_saving(
+            schedule, profile, ratio)
+    else:
+        now = schedule.pruning_share(pass_idx) - schedule.pruning_share(
+            pass_idx + 1)
+        left = now * pass_saving(schedule, profile, ratio) + \
+            schedule.pruning_share(pass_idx + 1) * pass_saving(
+                schedule, later, ratio)
     return (saved_iters + left) / schedule.budget_iters
 
 
@@ -263,14 +279,86 @@ def solve_pass_ratio(target: float,
     return reach(high)
 
 
-def ratio_for_saving(target: float, profile: Profile, schedule: Schedule,
-                     pass_idx: int, saved_iters: float = 0.0,
-                     max_ratio: float = 0.8) -> Optional[float]:
+def ratio_for_saving(target: float,
+                     profile: Profile,
+                     schedule: Schedule,
+                     pass_idx: int,
+                     saved_iters: float = 0.0,
+                     max_ratio: float = 0.8,
+                     later: Optional[Profile] = None) -> Optional[float]:
     """The one ratio for all pruning passes from ``pass_idx`` on that is
-    expected to save ``target``; None if it lies above ``max_ratio``."""
-    solved = solve_pass_ratio(target, profile, schedule, pass_idx,
-                              saved_iters, max_ratio)
-    return None if solved.capped else solved.ratio
+    expected to save ``target`` (with ``later`` as in
+    :func:`expected_saving`); None if it lies above ``max_ratio``."""
+
+    def saving(ratio):
+        return expected_saving(ratio, profile, schedule, pass_idx,
+                               saved_iters, later)
+
+    if saving(max_ratio) < target:
+        return None
+    low, high = 0.0, float(max_ratio)
+    for _ in range(STEPS):
+        mid = 0.5 * (low + high)
+        if saving(mid) < target:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+class RelativeLosses:
+    """How the losses of one model state spread: a histogram of each
+    sample's loss relative to the geometric mean of its batch.
+
+    The scores at the start of pass 1 were made by every model state of
+    pass 0, one batch each, and early in training the loss falls fast:
+    below their mean lie mostly the samples trained late, not the easy
+    ones, so their share below the mean says little about later passes.
+    A sample's loss over its batch's geometric mean takes that trend out
+    (a batch is one model state; a loss is a sample's difficulty times
+    the model's level). The share of those ratios below their mean is
+    the share of candidates one model state would give, which the
+    estimate assumes for the passes after pass 1.
+    """
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(
+            int(round(2 * LOG_RANGE / LOG_STEP)), dtype=np.int64)
+
+    def add(self, scores: np.ndarray) -> None:
+        """Count one batch's scores (non-finite ones skipped; a batch
+        of fewer than two scores has no spread and is skipped)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        scores = scores[np.isfinite(scores)]
+        if scores.size < 2:
+            return
+        logs = np.log(np.maximum(scores, 1e-30))
+        logs -= logs.mean()
+        bins = np.floor((logs + LOG_RANGE) / LOG_STEP).astype(np.int64)
+        np.add.at(self.counts, np.clip(bins, 0, self.counts.size - 1), 1)
+
+    def share_below_mean(self) -> float:
+        """The share of the ratios below their mean (NaN if none)."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return math.nan
+        edges = np.arange(self.counts.size + 1) * LOG_STEP - LOG_RANGE
+        centers = 0.5 * (edges[:-1] + edges[1:])
+        mean = float(np.dot(self.counts, np.exp(centers))) / total
+        cut = math.log(mean)
+        below = float(self.counts[edges[1:] <= cut].sum())
+        inside = int(np.searchsorted(edges, cut, side='right')) - 1
+        if 0 <= inside < self.counts.size:
+            # The bin the mean falls in, split linearly.
+            below += self.counts[inside] * (cut - edges[inside]) / LOG_STEP
+        return below / total
+
+    def state_dict(self) -> dict:
+        return dict(counts=torch.from_numpy(self.counts.copy()))
+
+    def load_state_dict(self, state: dict) -> None:
+        counts = state.get('counts')
+        self.counts[:] = 0 if counts is None else counts.numpy()
 
 
 def validate_target(target_saving: Optional[float], max_ratio: float,

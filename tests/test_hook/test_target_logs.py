@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import demo_config, run_config
 
+from mmseg_infobatch.target import Profile, Schedule, expected_saving
+
 PASSES, FULL = 8, 10
 BUDGET = PASSES * FULL
 
@@ -66,19 +68,28 @@ def test_estimate_after_the_first_scored_pass_and_at_the_end(
     runner, text, _ = _run(tmp_path, digit_root, ratio=0.5)
     found = re.findall(
         r'InfoBatch estimate at the start of pass 1: (\d+) of 40 samples '
-        r'are candidates .*ratio 0\.5 is expected to save (\d+\.\d)% .*'
+        r'are candidates \(\d+\.\d%\); relative to their own batch, pass '
+        r"0's losses put (\d+\.\d)% below the mean, which later passes are "
+        r'assumed to have\. Ratio 0\.5 is expected to save (\d+\.\d)% of '
+        r'the 80 full-data iterations over the run\. The ratio that saves '
         r'20%: (\S+), 30%: (\S+), 40%: (\S+)', text)
     assert len(found) == 1, text[-3000:]
-    estimate = float(found[0][1])
+    now, share, estimate = int(found[0][0]), float(found[0][1]), \
+        float(found[0][2])
+    # The estimate is the formula's: pass 1 with its own candidates,
+    # passes 2..6 with the share pass 0's relative losses give.
+    later = round(share / 100 * 40)
+    schedule = Schedule(40, 4, BUDGET, prune_stop=0.875 * PASSES)
+    assert estimate == pytest.approx(100 * expected_saving(
+        0.5, Profile(now, now, now), schedule, 1, 0.0,
+        Profile(later, later, later)), abs=0.05)
     reached = 100 * (BUDGET - runner.iter) / BUDGET
     end = re.search(r'estimate at the start of pass 1: (\d+\.\d)%; the run '
                     r'saved (\d+\.\d)% \(([+-]\d+\.\d) points\)', text)
     assert end, text[-2000:]
     assert float(end.group(1)) == estimate
     assert float(end.group(2)) == pytest.approx(reached, abs=0.05)
-    # The README's rule on 6 pruning passes of 8: r x share x 6 / 8.
-    share = int(found[0][0]) / 40
-    assert estimate == pytest.approx(100 * 0.5 * share * 6 / 8, abs=3)
+    assert float(end.group(3)) == pytest.approx(reached - estimate, abs=0.1)
 
 
 def test_unreachable_target_is_logged_once(digit_root, tmp_path):
@@ -96,3 +107,22 @@ def test_unreachable_target_is_logged_once(digit_root, tmp_path):
     logged = [float(r) for r in re.findall(
         r'InfoBatch pass \d+ \(\d+/\d+\): r (\d\.\d+),', text)]
     assert logged[1:7] == [0.5] * 6
+
+
+def test_report_state_round_trips_with_weights_only(tmp_path):
+    import numpy as np
+
+    from mmseg_infobatch.report import SavingReport
+    report = SavingReport()
+    report.add_batch(0, np.array([1.0, 1.0, 1.0, 5.0]))
+    report.add_batch(1, np.array([1.0, 9.0]))  # past pass 0: not counted
+    report.estimate = dict(pass_idx=1, ratio=0.5, saving=0.2)
+    report.cap_warned = True
+    torch.save(report.state_dict(), tmp_path / 'report.pth')
+    back = SavingReport()
+    back.load_state_dict(torch.load(tmp_path / 'report.pth',
+                                    weights_only=True))
+    assert back.estimate == report.estimate and back.cap_warned
+    assert back.relative.share_below_mean() == pytest.approx(0.75)
+    back.load_state_dict({})  # a checkpoint without it: a fresh report
+    assert back.estimate is None and not back.cap_warned

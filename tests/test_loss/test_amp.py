@@ -15,7 +15,8 @@ CE = dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)
 def _batch(num_images=3, num_classes=5, size=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(num_images, 4, size, size, generator=g)
-    label = torch.randint(0, num_classes, (num_images, size, size), generator=g)
+    label = torch.randint(0, num_classes, (num_images, size, size),
+                          generator=g)
     label[0, :size // 2] = IGNORE  # ignored pixels must not enter scores
     conv = torch.nn.Conv2d(4, num_classes, 1)
     torch.manual_seed(seed)

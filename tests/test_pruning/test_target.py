@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from mmseg_infobatch.target import (Profile, Schedule, expected_pass_iters,
-                                    expected_saving, pass_saving,
-                                    prune_profile, ratio_for_saving,
-                                    scale_buckets, solve_pass_ratio,
-                                    validate_target)
+from mmseg_infobatch.target import (Profile, RelativeLosses, Schedule,
+                                    expected_pass_iters, expected_saving,
+                                    pass_saving, prune_profile,
+                                    ratio_for_saving, scale_buckets,
+                                    solve_pass_ratio, validate_target)
 
 # The quick study's shape: 1,000 samples, batch 16, 28 passes, delta 0.875.
 QUICK = Schedule(num_samples=1000, global_batch=16, budget_iters=28 * 63,
@@ -256,3 +256,65 @@ def test_bad_target_set_ups_name_the_fix(kwargs, match):
 def test_bad_schedule_is_refused():
     with pytest.raises(ValueError, match='global_batch must be a positive'):
         Schedule(100, 0, 10)
+
+
+def _first_pass_losses(sigma, seed=0, n=1008, batch=16):
+    """Losses of one first pass: a sample's difficulty (log-normal) times
+    a model level, one level a batch, that stays high for most of the pass
+    and then falls sevenfold (as when a warm-up ends)."""
+    g = torch.Generator().manual_seed(seed)
+    difficulty = torch.exp(sigma * torch.randn(n, generator=g,
+                                               dtype=torch.float64))
+    x = torch.linspace(0, 1, n // batch, dtype=torch.float64)
+    level = 0.5 + 2.9 / (1 + torch.exp(20 * (x - 0.75)))
+    losses = difficulty * level.repeat_interleave(batch)
+    return difficulty, losses.view(-1, batch)
+
+
+@pytest.mark.parametrize('sigma', [0.3, 0.6, 1.0])
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_relative_losses_see_the_share_of_one_model_state(sigma, seed):
+    difficulty, batches = _first_pass_losses(sigma, seed)
+    relative = RelativeLosses()
+    for batch in batches:
+        relative.add(batch.numpy())
+    truth = float((difficulty < difficulty.mean()).double().mean())
+    assert relative.share_below_mean() == pytest.approx(truth, abs=0.03)
+    if sigma == 0.3:
+        # Where the spread of difficulty is small against the fall of the
+        # level, the raw table's share is the level's, not the samples'.
+        mixed = batches.flatten()
+        raw = float((mixed < mixed.mean()).double().mean())
+        assert truth - raw > 0.07
+
+
+def test_relative_losses_skip_what_has_no_spread_and_round_trip():
+    relative = RelativeLosses()
+    assert math.isnan(relative.share_below_mean())
+    relative.add([1.0])  # one score: no spread
+    relative.add([float('nan'), 2.0])  # one finite score
+    assert math.isnan(relative.share_below_mean())
+    relative.add([1.0, 1.0, 1.0, 5.0])
+    # Ratios to the geometric mean 5 ** 0.25: three below their mean.
+    assert relative.share_below_mean() == pytest.approx(0.75)
+    state = relative.state_dict()
+    back = RelativeLosses()
+    back.load_state_dict(state)
+    assert back.share_below_mean() == pytest.approx(0.75)
+    back.load_state_dict({})  # older checkpoints: empty
+    assert math.isnan(back.share_below_mean())
+
+
+def test_estimate_with_later_passes_of_another_profile():
+    now, later = Profile(486, 486., 486.), Profile(590, 590., 590.)
+    same = expected_saving(0.5, now, QUICK, 1, 0.0, later=now)
+    assert same == pytest.approx(expected_saving(0.5, now, QUICK, 1, 0.0))
+    mixed = expected_saving(0.5, now, QUICK, 1, 0.0, later=later)
+    # Pass 1 with 486 candidates, passes 2..24 with 590.
+    assert mixed == pytest.approx(
+        (pass_saving(QUICK, now, 0.5) + 23 * pass_saving(QUICK, later, 0.5))
+        / 1764)
+    r = ratio_for_saving(0.3, now, QUICK, 1, 0.0, 0.8, later)
+    assert expected_saving(r, now, QUICK, 1, 0.0, later) == pytest.approx(
+        0.3, abs=1e-6)
+    assert r < ratio_for_saving(0.3, now, QUICK, 1)

@@ -23,7 +23,6 @@ from unittest import mock
 
 import pytest
 import torch
-import torch.nn.functional as F
 from mmengine.dataset import DefaultSampler
 from mmengine.optim import OptimWrapper, PolyLR
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
@@ -184,10 +183,10 @@ def test_quantile_buckets_hold_the_quantiles_of_the_scored_samples():
     assert threshold == 9.0
 
 
-@pytest.mark.parametrize('q,num_scored,size', [(0.28, 25, 7), (0.56, 25, 14),
-                                              (0.14, 50, 7), (0.55, 100, 55),
-                                              (0.3, 10, 3), (0.31, 10, 4),
-                                              (1.0, 7, 7), (0.01, 7, 1)])
+@pytest.mark.parametrize('q,num_scored,size', [
+    (0.28, 25, 7), (0.56, 25, 14), (0.14, 50, 7), (0.55, 100, 55),
+    (0.3, 10, 3), (0.31, 10, 4), (1.0, 7, 7), (0.01, 7, 1)
+])
 def test_a_quantile_bucket_holds_the_quantile_as_written(q, num_scored,
                                                          size):
     """Bucket (q, r) holds the ceil(q x n) lowest of n scored samples,

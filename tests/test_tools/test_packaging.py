@@ -51,6 +51,7 @@ def test_import_registers_only_the_infobatch_components():
         'HOOKS': ['InfoBatchHook'],
         'LOOPS': ['NoPauseIterBasedTrainLoop'],
         'MODELS': ['InfoBatchLoss'],
+        'STRATEGIES': ['ResumableFSDPStrategy'],
     }
     # The safe-load allow-list is installed where a checkpoint loads, not
     # as a side effect of import.

@@ -73,7 +73,8 @@ SCRIPT_TESTS = {
 def _scripts():
     return sorted(
         str(path.relative_to(REPO)) for folder in ('benchmarks', 'tools')
-        for pattern in ('*.py', '*.sh') for path in (REPO / folder).glob(pattern))
+        for pattern in ('*.py', '*.sh')
+        for path in (REPO / folder).glob(pattern))
 
 
 def test_every_script_has_a_test_that_runs_it():
