@@ -98,7 +98,7 @@ def measure(num_samples: int) -> dict:
     del share
     return dict(
         num_samples=num_samples,
-        kept=sampler.num_samples - sampler.pass_stats['pruned'],
+        kept=sampler.num_samples - sampler.decision.pruned,
         resident=resident / num_samples,
         peak=(held_before + growth) / num_samples,
         checkpoint=buffer.tell() / num_samples,

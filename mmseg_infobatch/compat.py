@@ -69,19 +69,6 @@ def set_accumulation_end(optim_wrapper, max_counts: int) -> None:
         wrapper._remainder_counts = max_counts % wrapper._accumulative_counts
 
 
-def restart_train_iterator(loop) -> None:
-    """Start the loop's dataloader iterator again, of the same type.
-
-    The loop builds it before the InfoBatch state is configured or restored
-    from a checkpoint, and worker processes prefetch at once, so their first
-    indices may come from a sampler that was not set up yet.
-    """
-    iterator = getattr(loop, 'dataloader_iterator', None)
-    if iterator is None:
-        return  # epoch-based loops start a fresh iterator every epoch
-    loop.dataloader_iterator = type(iterator)(loop.dataloader)
-
-
 def started_pass(dataloader_iterator):
     """The pass iterator that mmengine's infinite iterator already started."""
     first_pass = getattr(dataloader_iterator, '_iterator', None)

@@ -11,9 +11,16 @@ import torch
 class PassRecord:
     """What one pass was, for logs, checkpoints and plots.
 
-    ``ratio`` is the pass's prune ratio r_t (the largest drop probability
-    of any sample; 0 when nothing was a candidate), NaN where unknown (a
-    checkpoint written before it was recorded).
+    The sampler makes it when it decides the pass (``start_iter`` -1);
+    ``InfoBatchHook`` sets ``start_iter`` at the pass's first iteration
+    and keeps the run's history.
+
+    ``may_prune`` is whether the pass came before annealing. ``ratio`` is
+    its prune ratio r_t (the largest drop probability of any sample; 0
+    when nothing was a candidate). ``capped`` tells that ``max_ratio``
+    bound a ``target_saving`` ratio, and ``expected`` is the saving the run
+    was then expected to reach. NaN where unknown (a checkpoint written
+    before it was recorded).
     """
     pass_idx: int
     start_iter: int
@@ -22,8 +29,10 @@ class PassRecord:
     candidates: int
     iters: int
     threshold: float
-    pruning: bool
+    may_prune: bool
     ratio: float = math.nan
+    capped: bool = False
+    expected: float = math.nan
 
 
 # Checkpoint keys of the history (short names, as the analysis tool reads).
@@ -35,10 +44,12 @@ _HISTORY_KEYS = dict(
     candidates=('candidates', torch.int64),
     iters=('iters', torch.int64),
     threshold=('threshold', torch.float64),
-    pruning=('pruning', torch.bool),
-    ratio=('ratio', torch.float64))
+    may_prune=('pruning', torch.bool),
+    ratio=('ratio', torch.float64),
+    capped=('capped', torch.bool),
+    expected=('expected', torch.float64))
 # Columns that older checkpoints lack, with the value they read as.
-_HISTORY_DEFAULTS = dict(ratio=math.nan)
+_HISTORY_DEFAULTS = dict(ratio=math.nan, capped=False, expected=math.nan)
 
 
 def history_state(records: List[PassRecord]) -> Dict[str, torch.Tensor]:

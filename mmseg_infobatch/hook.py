@@ -1,5 +1,6 @@
 """InfoBatchHook: routes weights and scores, anneals, aligns the schedule."""
 import math
+from dataclasses import replace
 from typing import List, Optional
 
 import torch
@@ -11,15 +12,14 @@ from mmseg.registry import HOOKS
 from .checkpoint_types import allow_mmengine_checkpoint_types
 from .checks import (check_batch, check_eval_samplers, find_losses,
                      find_train_sampler)
-from .compat import (check_mmengine_version, restart_train_iterator,
-                     set_accumulation_end, set_train_end, uses_stock_fsdp)
+from .compat import (check_mmengine_version, set_accumulation_end,
+                     set_train_end, uses_stock_fsdp)
 from .consistency import agree_on_resume, check_ranks_agree
-from .loss import InfoBatchLoss
 from .history import PassRecord, history_from_state, history_state
-from .progress import Progress, batches_per_pass
+from .loss import InfoBatchLoss
+from .progress import Progress
+from .report import SavingReport, log_pass_start, log_setup, saved_before
 from .sampler import InfoBatchSampler
-from .report import (SavingReport, log_pass_start, log_setup,
-                     saved_before)
 
 CKPT_KEY = 'infobatch'
 # 3: the sampler's compact tables (seen bits, weight codes, int32 order).
@@ -110,14 +110,27 @@ class InfoBatchHook(Hook):
 
     def before_train(self, runner) -> None:
         """Check the set-up, configure the sampler, restore a resume."""
-        loop = runner.train_loop
-        sampler = find_train_sampler(loop.dataloader)
-        self.sampler = sampler
+        self.sampler = find_train_sampler(runner.train_loop.dataloader)
         self.losses = find_losses(runner.model, runner.logger)
+        state = self._resume_state(runner)
+        self._configure(runner, state)
+        if state is not None:
+            self._restore(runner, state)
+        if runner.iter > 0:
+            self._land_resume(runner)
+        log_setup(runner, self.sampler, self.progress)
+        if self.sampler.pass_idx >= 0:
+            self._update_end(runner)
+        self._check_ranks_agree(runner, 'at the start of training')
+
+    def _resume_state(self, runner) -> Optional[dict]:
+        """The checkpoint's InfoBatch state when resuming (the same on
+        every rank), or None: a fresh run, ``load_from`` or a checkpoint
+        without it."""
         resumed_iter = runner.iter
         state = self._pending_state if resumed_iter > 0 else None
         self._pending_state = None
-        state = agree_on_resume(resumed_iter, state, sampler.world_size)
+        state = agree_on_resume(resumed_iter, state, self.sampler.world_size)
         if resumed_iter > 0 and state is None:
             runner.logger.warning(
                 f'Resumed at iteration {resumed_iter} from a checkpoint '
@@ -130,45 +143,36 @@ class InfoBatchHook(Hook):
                 f'{READ_FORMATS}). Resume with the mmseg_infobatch version '
                 'that wrote it, or start a fresh run from its weights with '
                 'load_from=CHECKPOINT instead of --resume.')
+        return state
 
-        dataloader = loop.dataloader
-        full_batches = batches_per_pass(sampler.num_samples,
-                                        sampler.world_size,
-                                        dataloader.batch_size,
-                                        dataloader.drop_last)
-        if isinstance(loop, IterBasedTrainLoop):
-            budget_iters = loop.max_iters
-        else:
-            budget_iters = loop.max_epochs * full_batches
-        self.progress = Progress(full_batches, budget_iters,
-                                 offset=resumed_iter)
+    def _configure(self, runner, state: Optional[dict]) -> None:
+        """Give the sampler its layout and the run's passes, and make the
+        run's :class:`Progress` (its offset restored from ``state``)."""
+        sampler, loop = self.sampler, runner.train_loop
+        sampler.configure(loop.dataloader.batch_size,
+                          loop.dataloader.drop_last)
+        full = sampler.full_pass_batches
+        budget_iters = loop.max_iters if isinstance(
+            loop, IterBasedTrainLoop) else loop.max_epochs * full
+        self.progress = Progress(full, budget_iters, offset=runner.iter)
         if state is not None:
             self.progress.load_state_dict(state['progress'])
-        offset = self.progress.offset
         prune_stop = self.progress.prune_stop(self.delta) \
             if self.anneal else math.inf
-        sampler.configure(dataloader.batch_size, dataloader.drop_last,
-                          prune_stop, budget_iters, offset)
-        if state is not None:
-            self._restore(runner, state)
-        if resumed_iter > 0 and isinstance(loop, IterBasedTrainLoop):
-            # mmengine now draws resumed_iter batches to skip what was
+        sampler.set_schedule(self.progress, prune_stop)
+
+    def _land_resume(self, runner) -> None:
+        """Continue a resumed run where its InfoBatch state left off."""
+        sampler = self.sampler
+        if isinstance(runner.train_loop, IterBasedTrainLoop):
+            # mmengine now draws runner.iter batches to skip what was
             # trained: land them on the saved pass at its saved position.
-            sampler.prepare_replay(resumed_iter - sampler.trained_batches)
-        elif resumed_iter > 0 and \
-                sampler.trained_batches < sampler.pass_batches:
+            sampler.prepare_replay(runner.iter - sampler.trained_batches)
+        elif sampler.trained_batches < sampler.pass_batches:
             runner.logger.warning(
                 'Resumed an epoch-based run mid-epoch: mmengine starts the '
                 'next epoch, so InfoBatch starts the next pass.')
             sampler.skip_rest_of_pass()
-        if sampler.prefetched_early:
-            # Worker processes prefetched from the sampler before it was
-            # configured or restored.
-            restart_train_iterator(loop)
-        log_setup(runner, sampler, self.progress)
-        if sampler.pass_idx >= 0:
-            self._update_end(runner)
-        self._check_ranks_agree(runner, 'at the start of training')
 
     # -- per iteration ---------------------------------------------------
     def before_train_iter(self, runner, batch_idx: int,
@@ -210,9 +214,7 @@ class InfoBatchHook(Hook):
         self.num_skipped_scores += sampler.update_scores(indices.cpu(), scores)
         self.report.add_batch(sampler.pass_idx, scores.numpy())
         if self.adjust_schedule and runner.param_schedulers:
-            extra = self.progress.extra_scheduler_steps(
-                sampler.pass_idx, sampler.trained_batches,
-                sampler.pass_batches)
+            extra = self.progress.extra_scheduler_steps(sampler.position)
             _step_iter_schedulers(runner.param_schedulers, extra)
         sampler.finish_batch()
 
@@ -281,17 +283,7 @@ class InfoBatchHook(Hook):
     # -- passes ----------------------------------------------------------
     def _begin_pass(self, runner) -> None:
         sampler = self.sampler
-        stats = sampler.pass_stats
-        record = PassRecord(
-            pass_idx=sampler.pass_idx,
-            start_iter=runner.iter,
-            kept=sampler.num_samples - stats['pruned'],
-            pruned=stats['pruned'],
-            candidates=stats['candidates'],
-            iters=sampler.pass_batches,
-            threshold=float(stats['threshold']),
-            pruning=sampler.prunes_now,
-            ratio=float(stats['ratio']))
+        record = replace(sampler.decision, start_iter=runner.iter)
         self.history.append(record)
         self._check_ranks_agree(runner, f'at the start of pass '
                                 f'{record.pass_idx}')
@@ -314,21 +306,11 @@ class InfoBatchHook(Hook):
         sampler, loop = self.sampler, runner.train_loop
         if self._keeps_schedule(runner):
             return loop.max_iters
-        end = self.progress.end_iter(sampler.pass_idx,
-                                     runner.iter - sampler.trained_batches,
-                                     sampler.pass_batches)
+        end = self.progress.end_iter(sampler.position, runner.iter)
         if isinstance(loop, IterBasedTrainLoop):
             set_train_end(loop, end)
         set_accumulation_end(runner.optim_wrapper, end)
         return end
-
-    @property
-    def virtual_iter(self) -> int:
-        """Full-data iterations of progress so far."""
-        sampler = self.sampler
-        return self.progress.virtual_iter(sampler.pass_idx,
-                                          sampler.trained_batches,
-                                          sampler.pass_batches)
 
 
 def _check_single_hook(hooks) -> None:

@@ -41,18 +41,17 @@ class SavingReport:
         Called at the pass's first iteration, when the score table is the
         one the pass was decided from.
         """
-        stats = sampler.pass_stats
-        if stats['capped'] and not self.cap_warned:
+        if record.capped and not self.cap_warned:
             self.cap_warned = True
             logger.warning(
                 f'InfoBatch: target_saving {sampler.target_saving:.1%} '
                 f'cannot be reached with policy {sampler.policy!r} and '
                 f'max_ratio {sampler.max_ratio}: pass {record.pass_idx} '
                 f'prunes at r {sampler.max_ratio}, and the run is expected '
-                f"to save {stats['expected']:.1%}. Raise max_ratio, lower "
+                f'to save {record.expected:.1%}. Raise max_ratio, lower '
                 "target_saving or raise InfoBatchHook's delta (more passes "
                 'prune).')
-        if self.estimate is not None or not record.pruning:
+        if self.estimate is not None or not record.may_prune:
             return
         profile = sampler.profile()
         if profile.candidates == 0:
@@ -164,7 +163,7 @@ def log_setup(runner, sampler, progress) -> None:
     runner.logger.info(
         f'InfoBatch: {sampler.num_samples} samples, total batch '
         f'{total_batch} ({sampler.world_size} x {sampler.batch_size}), '
-        f'{progress.full_batches} iterations per full pass, '
+        f'{progress.full_pass_batches} iterations per full pass, '
         f'{progress.num_passes:.2f} passes; pruning in passes t < '
         f'{stop:.2f} ({_ratio_text(sampler)}, policy '
         f'{sampler.policy!r}), full-data annealing from pass '
@@ -198,9 +197,9 @@ def log_pass_start(runner, record: PassRecord, sampler, progress, end: int,
         f'{sampler.num_samples}, '
         f'pruned {record.pruned} of {record.candidates} below threshold '
         f'{record.threshold:.4f}; {record.iters} iterations (full pass '
-        f'{progress.full_batches}); saved so far {saved} iterations'
+        f'{progress.full_pass_batches}); saved so far {saved} iterations'
         f' ({saved / max(budget, 1):.1%}), {ends}'
-        + ('' if record.pruning else ' [annealing: full data]'))
+        + ('' if record.may_prune else ' [annealing: full data]'))
     scalars = {
         'infobatch/pass': record.pass_idx,
         'infobatch/kept': record.kept,

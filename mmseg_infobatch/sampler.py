@@ -10,7 +10,8 @@ from mmengine.dist import get_dist_info, sync_random_seed
 from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
-from .progress import batches_per_pass
+from .history import PassRecord
+from .progress import PassPosition, Progress, batches_per_pass
 from .pruning import (cycle_to, decide_compact, index_dtype, packed_size,
                       rank_share, set_bits, unpack_bits, validate_policy)
 from .sampler_state import check_layout, dataset_fingerprint, upgrade_state
@@ -49,8 +50,10 @@ class InfoBatchSampler(Sampler):
     (float32), a seen bit, a weight code (uint8, into a table of the pass's
     few distinct weights) and the pass order (int32 below 2**31 samples),
     padded in place; each rank's share is a view of it.
-    ``InfoBatchHook`` configures it once (:meth:`configure`), feeds it the
-    scores and tells it when a batch was trained. Every pass is whole
+    ``InfoBatchHook`` configures it once (:meth:`configure` with the
+    layout, :meth:`set_schedule` with the run's passes), feeds it the
+    scores and tells it when a batch was trained. No pass is decided
+    before it is configured. Every pass is whole
     batches on every rank, as mmseg's ``InfiniteSampler`` gives.
 
     ``__iter__`` starts the next pass when the current one was trained to
@@ -129,19 +132,19 @@ class InfoBatchSampler(Sampler):
         # Weight of sample i: weight_table[weight_codes[i]]; code 0 is 1.
         self.weight_codes = torch.zeros(self.num_samples, dtype=torch.uint8)
         self.weight_table = torch.ones(1, dtype=torch.float32)
-        # Set once by configure(), before training.
+        # The layout, set once by configure(), before training.
         self.batch_size: Optional[int] = None
         self.drop_last = False
-        self.prune_stop = math.inf
         self.fingerprint = 0
-        # The run's passes, for target_saving (None until configured with
-        # a budget), and the full-data iterations the passes before the
-        # current one saved.
+        # Set by set_schedule(): passes t < prune_stop may prune; the
+        # run's passes, for target_saving (None without a budget).
+        self.prune_stop = math.inf
         self.schedule: Optional[Schedule] = None
+        # Full-data iterations the passes before the current one saved.
         self.saved_iters = 0.0
-        # True when __iter__ ran before configure(): worker processes
-        # prefetch as soon as the loop builds its iterator.
-        self.prefetched_early = False
+        # Iterations asked for before configure(): worker processes
+        # prefetch as soon as the loop builds its iterator, once.
+        self._unconfigured_iters = 0
         # The current pass.
         self.pass_idx = -1
         self.trained_batches = 0  # batches of the pass trained so far
@@ -150,7 +153,9 @@ class InfoBatchSampler(Sampler):
         self.order: Optional[torch.Tensor] = None
         self.pass_indices: Optional[torch.Tensor] = None
         self._pass_buffer: Optional[torch.Tensor] = None
-        self.pass_stats = _pass_stats()
+        # What the decision of the current pass found, until InfoBatchHook
+        # records it in its history (None after a restore).
+        self.decision: Optional[PassRecord] = None
         self._replay_batches: Optional[int] = None
 
     # -- set-up ----------------------------------------------------------
@@ -158,25 +163,14 @@ class InfoBatchSampler(Sampler):
     def configured(self) -> bool:
         return self.batch_size is not None
 
-    def configure(self,
-                  batch_size: int,
-                  drop_last: bool = False,
-                  prune_stop: float = math.inf,
-                  budget_iters: Optional[int] = None,
-                  offset: int = 0) -> None:
-        """Set what shapes a pass; called once by ``InfoBatchHook``.
+    def configure(self, batch_size: int, drop_last: bool = False) -> None:
+        """Set the layout that shapes a pass; called once by
+        ``InfoBatchHook``, before the first pass and before a restore.
 
         Args:
             batch_size (int): Per-rank batch size of the train dataloader.
             drop_last (bool): Cut each pass down to whole batches instead of
                 padding it up. Defaults to False.
-            prune_stop (float): Passes ``t < prune_stop`` may prune.
-                Defaults to inf (no annealing).
-            budget_iters (int, optional): Full-data iterations of the whole
-                schedule, which ``target_saving`` is a share of. Defaults
-                to None (unknown).
-            offset (int): Iterations run before the run had InfoBatch
-                state. Defaults to 0.
         """
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError('InfoBatchSampler batch_size must be a positive '
@@ -189,16 +183,29 @@ class InfoBatchSampler(Sampler):
                 'Lower train_dataloader.batch_size or use more data.')
         self.batch_size = batch_size
         self.drop_last = bool(drop_last)
-        self.prune_stop = float(prune_stop)
         self.fingerprint = dataset_fingerprint(self.dataset)
+
+    def set_schedule(self,
+                     progress: Optional[Progress] = None,
+                     prune_stop: float = math.inf) -> None:
+        """Set the run's passes, after :meth:`configure`; called once by
+        ``InfoBatchHook``.
+
+        Args:
+            progress (Progress, optional): The run's full-data budget,
+                which ``target_saving`` is a share of, and offset. Defaults
+                to None (unknown).
+            prune_stop (float): Passes ``t < prune_stop`` may prune.
+                Defaults to inf (no annealing).
+        """
+        self.prune_stop = float(prune_stop)
         # No budget (or an empty one): target_saving has nothing to be a
         # share of, and says so when it would solve a ratio.
-        self.schedule = Schedule(
-            self.num_samples, self.global_batch, int(budget_iters),
-            self.drop_last, int(offset), self.prune_stop) \
-            if budget_iters else None
-        if self.order is not None:
-            self._pad_pass()
+        self.schedule = None
+        if progress is not None and progress.budget_iters:
+            self.schedule = Schedule(
+                self.num_samples, self.global_batch, progress.budget_iters,
+                self.drop_last, progress.offset, self.prune_stop)
 
     @property
     def global_batch(self) -> int:
@@ -219,12 +226,16 @@ class InfoBatchSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         if not self.configured:
-            if self.prefetched_early:
+            # Worker processes prefetch once, before InfoBatchHook runs:
+            # that pass is empty, and the loop starts the next, configured,
+            # one. A second means no hook configures the sampler.
+            self._unconfigured_iters += 1
+            if self._unconfigured_iters > 1:
                 raise RuntimeError(
                     'InfoBatchSampler has no InfoBatchHook, so it has no '
                     'scores to prune from. Add it to the config:'
                     f'{CONFIG_HINT}')
-            self.prefetched_early = True
+            return iter(())
         if self._replay_batches is not None:
             return self._replay()
         if self.pass_idx < 0 or self.trained_batches >= self.pass_batches:
@@ -250,6 +261,12 @@ class InfoBatchSampler(Sampler):
     def prunes_now(self) -> bool:
         """Whether the current pass was allowed to prune (before annealing)."""
         return self.pass_idx < self.prune_stop
+
+    @property
+    def position(self) -> PassPosition:
+        """The pass, its batches trained so far and its length."""
+        return PassPosition(self.pass_idx, self.trained_batches,
+                            self.pass_batches)
 
     @property
     def pass_batches(self) -> int:
@@ -344,16 +361,20 @@ class InfoBatchSampler(Sampler):
             kept += refill.numel()
             pruned -= refill.numel()
         self._set_order(buffer, kept)
-        # r_t is part of the decided pass (and of its checkpoint); 0 where
-        # no sample was a candidate.
-        self.pass_stats = _pass_stats(
-            threshold=decision.threshold,
-            candidates=decision.num_candidates,
+        self._pad_pass()
+        # r_t is 0 where no sample was a candidate.
+        self.decision = PassRecord(
+            pass_idx=self.pass_idx,
+            start_iter=-1,
+            kept=kept,
             pruned=pruned,
+            candidates=decision.num_candidates,
+            iters=self.pass_batches,
+            threshold=float(decision.threshold),
+            may_prune=self.prunes_now,
             ratio=float(solved['ratio']) if decision.num_candidates else 0.0,
             capped=bool(solved['capped']),
             expected=float(solved['expected']))
-        self._pad_pass()
 
     def _set_order(self, buffer: torch.Tensor, kept: int) -> None:
         """Hold the pass whose order is ``buffer[:kept]``; the rest of the
@@ -370,8 +391,7 @@ class InfoBatchSampler(Sampler):
             self.drop_last)
         kept = self.order.numel()
         if total > self._pass_buffer.numel():
-            # Padding for a batch size set after the pass was decided, or a
-            # restored pass: move to a buffer with room for it.
+            # A restored pass: move to a buffer with room for its padding.
             buffer = torch.empty(kept + self.global_batch,
                                  dtype=self.order.dtype)
             buffer[:kept] = self.order
@@ -499,11 +519,11 @@ class InfoBatchSampler(Sampler):
             weight_codes=self.weight_codes.clone(),
             weight_table=self.weight_table.clone(),
             order=None if self.order is None else self.order.clone(),
-            pass_stats=dict(self.pass_stats),
             saved_iters=self.saved_iters)
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a configured sampler; the checkpoint's seed wins."""
+        assert self.configured, 'configure() the sampler before a restore'
         check_layout(state['layout'], self.layout())
         state = upgrade_state(state)
         self.seed = int(state['seed'])
@@ -515,28 +535,15 @@ class InfoBatchSampler(Sampler):
         self.weight_table = state['weight_table'].clone().float()
         self.order = self.pass_indices = self._pass_buffer = None
         order = state['order']
-        # Older checkpoints lack r_t and the saving before the pass: NaN,
-        # which InfoBatchHook fills from its pass history.
-        self.pass_stats = _pass_stats(
-            **{'ratio': math.nan, **state['pass_stats']})
+        # The decision's record is in InfoBatchHook's history.
+        self.decision = None
+        # Older checkpoints lack the saving before the pass: NaN, which
+        # InfoBatchHook fills from its pass history.
         self.saved_iters = float(state.get('saved_iters', math.nan))
         if order is not None:
             self._set_order(order.to(index_dtype(self.num_samples)),
                             order.numel())
             self._pad_pass()
-
-
-def _pass_stats(threshold: float = math.nan,
-                candidates: int = 0,
-                pruned: int = 0,
-                ratio: float = 0.0,
-                capped: bool = False,
-                expected: float = math.nan) -> dict:
-    """What a pass decision found, for logs and the checkpoint: the
-    threshold, candidates and pruned, r_t, whether ``max_ratio`` bound it
-    and the saving the run was then expected to reach."""
-    return dict(threshold=threshold, candidates=candidates, pruned=pruned,
-                ratio=ratio, capped=capped, expected=expected)
 
 
 def _ints(indices: torch.Tensor, chunk: int = 4096) -> Iterator[int]:

@@ -77,8 +77,9 @@ def demo_config(work_dir, data_root, passes=3, batch_size=4, num_train=40,
     """The demo config shrunk to a few seconds on CPU."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(DEMO_CONFIG))
-    full_batches = math.ceil(math.ceil(num_train / world_size) / batch_size)
-    max_iters = int(passes * full_batches)
+    full_pass_batches = math.ceil(
+        math.ceil(num_train / world_size) / batch_size)
+    max_iters = int(passes * full_pass_batches)
     for loader in (cfg.train_dataloader, cfg.val_dataloader,
                    cfg.test_dataloader):
         loader.dataset.data_root = str(data_root)

@@ -48,7 +48,9 @@ class InfoBatchRecorderHook(Hook):
                 seen=sampler.seen.clone(),
                 prunes=sampler.prunes_now))
         self.iters.append([
-            runner.iter, hook.virtual_iter, runner.optim_wrapper.get_lr()
+            runner.iter,
+            hook.progress.virtual_iter(sampler.position),
+            runner.optim_wrapper.get_lr()
             ['lr'][0], sampler.pass_idx, sampler.trained_batches
         ])
         self.batches.append(hook._batch_indices.tolist())

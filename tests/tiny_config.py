@@ -39,9 +39,9 @@ def tiny_config(work_dir,
         dict(type='Resize', scale=(32, 32), keep_ratio=False),
         dict(type='PackSegInputs')
     ]
-    full_batches = batches_per_pass(num_train, world_size, batch_size,
-                                    drop_last)
-    max_iters = passes * full_batches
+    full_pass_batches = batches_per_pass(num_train, world_size,
+                                         batch_size, drop_last)
+    max_iters = passes * full_pass_batches
     cfg = dict(
         custom_imports=dict(
             imports=['mmseg_infobatch', 'infobatch_recorder'],

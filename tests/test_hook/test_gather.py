@@ -48,7 +48,8 @@ def test_two_rank_gather_keeps_indices_above_2_24_exact():
     with mock.patch('mmseg_infobatch.sampler.get_dist_info',
                     return_value=(1, 2)):
         sampler = InfoBatchSampler(_Sized(BASE + 16), seed=0, shuffle=False)
-    sampler.configure(2, prune_stop=0)  # a full pass, all weights 1
+    sampler.configure(2)
+    sampler.set_schedule(prune_stop=0)  # a full pass, all weights 1
     iter(sampler)
     sampler.trained_batches = BASE // 4 + 2
     hook = InfoBatchHook()

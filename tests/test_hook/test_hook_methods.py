@@ -132,7 +132,7 @@ def _step(hook, runner):
         end=runner.train_loop.max_iters,
         steps=runner.param_schedulers[0].steps,
         epoch_steps=runner.param_schedulers[1].steps,
-        virtual=hook.virtual_iter)
+        virtual=hook.progress.virtual_iter(sampler.position))
 
 
 def _train(hook, runner, until=None):
@@ -155,7 +155,7 @@ def test_each_wrapped_loss_gets_the_pass_weights_of_its_batch():
         # Cleared after the iteration: validation runs unweighted.
         assert all(row['cleared'])
     assert rescaled > 0  # the pruned passes did rescale
-    assert [r.pruning for r in hook.history] == [True, True, True, False]
+    assert [r.may_prune for r in hook.history] == [True, True, True, False]
 
 
 def test_only_the_trained_batch_is_scored_with_the_sum_of_its_terms():
@@ -228,7 +228,7 @@ def test_resume_without_state_offsets_progress_and_annealing():
     assert len(replay) == FULL * BATCH + N
     assert sorted(replay[FULL * BATCH:]) == list(range(N))
     rows = _train(hook, runner)
-    assert [r.pruning for r in hook.history] == [True, True, False]
+    assert [r.may_prune for r in hook.history] == [True, True, False]
     assert hook.history[0].pruned == 0 and hook.history[1].pruned > 0
     saved = sum(FULL - r.iters for r in hook.history)
     assert runner.iter == BUDGET - saved
@@ -288,5 +288,5 @@ def test_anneal_false_prunes_in_every_pass():
     hook.before_train(runner)
     assert hook.sampler.prune_stop == float('inf')
     _train(hook, runner)
-    assert [r.pruning for r in hook.history] == [True] * len(hook.history)
+    assert [r.may_prune for r in hook.history] == [True] * len(hook.history)
     assert hook.history[-1].pruned > 0

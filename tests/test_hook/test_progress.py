@@ -5,7 +5,8 @@ import torch
 
 from mmseg_infobatch.history import (PassRecord, history_from_state,
                                      history_state)
-from mmseg_infobatch.progress import Progress, batches_per_pass
+from mmseg_infobatch.progress import (PassPosition, Progress,
+                                      batches_per_pass)
 
 
 def test_batches_per_pass_is_whole_batches_on_every_rank():
@@ -18,25 +19,25 @@ def test_batches_per_pass_is_whole_batches_on_every_rank():
 
 def test_full_passes_end_at_budget():
     progress = Progress(10, 35)
-    assert progress.end_iter(0, 0, 10) == 35
-    assert progress.end_iter(3, 30, 10) == 35
+    assert progress.end_iter(PassPosition(0, 0, 10), 0) == 35
+    assert progress.end_iter(PassPosition(3, 0, 10), 30) == 35
 
 
 def test_pruned_pass_moves_end_by_its_saving():
     # Pass 1 keeps 6 of 10 batches: the run ends 4 iterations earlier.
-    assert Progress(10, 35).end_iter(1, 10, 6) == 31
+    assert Progress(10, 35).end_iter(PassPosition(1, 0, 6), 10) == 31
 
 
 def test_partial_last_pass_scales():
     # Budget ends half-way into pass 3, which is pruned to 6 batches.
-    assert Progress(10, 35).end_iter(3, 28, 6) == 28 + 3
+    assert Progress(10, 35).end_iter(PassPosition(3, 0, 6), 28) == 28 + 3
 
 
 def test_offset_shifts_every_pass():
     # 7 iterations ran before InfoBatch state existed (a state-less resume).
     progress = Progress(10, 35, offset=7)
-    assert progress.virtual_iter(1, 0, 6) == 17
-    assert progress.end_iter(0, 7, 10) == 35
+    assert progress.virtual_iter(PassPosition(1, 0, 6)) == 17
+    assert progress.end_iter(PassPosition(0, 0, 10), 7) == 35
     assert progress.prune_stop(0.5) == pytest.approx(1.75 - 0.7)
 
 
@@ -53,27 +54,28 @@ def test_prune_stop_is_delta_times_passes(full, budget, delta, stop):
                                                (1, 9), (13, 40)])
 def test_schedule_steps_add_up_to_full_pass(pass_batches, full):
     progress = Progress(full, 10**9)
-    steps = sum(1 + progress.extra_scheduler_steps(2, j, pass_batches)
+    steps = sum(1 + progress.extra_scheduler_steps(
+        PassPosition(2, j, pass_batches))
                 for j in range(pass_batches))
     assert steps == full
-    assert progress.virtual_iter(2, pass_batches, pass_batches) == 3 * full
+    done = PassPosition(2, pass_batches, pass_batches)
+    assert progress.virtual_iter(done) == 3 * full
 
 
 def test_schedule_steps_stop_at_budget():
     # Budget of 3 iterations inside a pass pruned to 2 of 10 batches: the
     # loop runs end_iter() = 1 iteration, which carries all 3 steps.
     progress = Progress(10, 3)
-    iters = progress.end_iter(0, 0, 2)
+    iters = progress.end_iter(PassPosition(0, 0, 2), 0)
     assert iters == 1
-    steps = sum(1 + progress.extra_scheduler_steps(0, j, 2)
+    steps = sum(1 + progress.extra_scheduler_steps(PassPosition(0, j, 2))
                 for j in range(iters))
     assert steps == 3
 
 
 def test_state_round_trip():
     progress = Progress(10, 35, offset=4)
-    assert Progress(**progress.state_dict()).state_dict() == \
-        dict(full_batches=10, budget_iters=35, offset=4)
+    assert progress.state_dict() == dict(budget_iters=35, offset=4)
     # A resume restores the saved offset over the resumed iteration.
     resumed = Progress(10, 35, offset=12)
     resumed.load_state_dict(progress.state_dict())
@@ -83,7 +85,7 @@ def test_state_round_trip():
 def test_history_round_trips_as_named_tensors(tmp_path):
     records = [
         PassRecord(0, 0, 10, 0, 0, 5, math.nan, True, 0.0),
-        PassRecord(1, 5, 7, 3, 6, 4, 0.25, False, 0.5)
+        PassRecord(1, 5, 7, 3, 6, 4, 0.25, False, 0.5, True, 0.3)
     ]
     path = tmp_path / 'history.pth'
     torch.save(history_state(records), path)
@@ -94,11 +96,14 @@ def test_history_round_trips_as_named_tensors(tmp_path):
     assert back[1] == records[1]
     assert math.isnan(back[0].threshold)
     assert state['ratio'].tolist() == [0.0, 0.5]
+    assert state['capped'].tolist() == [False, True]
     assert history_from_state(history_state([])) == []
 
 
 def test_history_of_an_older_checkpoint_reads_ratio_as_unknown():
     state = history_state([PassRecord(0, 0, 10, 0, 0, 5, 0.1, True, 0.5)])
-    del state['ratio']  # written before r_t was recorded
+    for key in ('ratio', 'capped', 'expected'):
+        del state[key]  # written before they were recorded
     back = history_from_state(state)
     assert back[0].kept == 10 and math.isnan(back[0].ratio)
+    assert not back[0].capped and math.isnan(back[0].expected)

@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from mmengine.dataset import DefaultSampler
 from torch.utils.data import DataLoader
 
-from mmseg_infobatch.progress import Progress, batches_per_pass
+from mmseg_infobatch.progress import (PassPosition, Progress,
+                                      batches_per_pass)
 from mmseg_infobatch.pruning import (cycle_to, decide_pass, pad_to_multiple,
                                      prune_probabilities, rank_share)
 from mmseg_infobatch.sampler import InfoBatchSampler
@@ -353,7 +354,8 @@ def _samplers(setup):
                         return_value=(rank, setup['world'])):
             s = InfoBatchSampler(list(range(setup['n'])), seed=setup['seed'],
                                  shuffle=setup['shuffle'], **setup['policy'])
-        s.configure(setup['batch'], setup['drop_last'], setup['prune_stop'])
+        s.configure(setup['batch'], setup['drop_last'])
+        s.set_schedule(prune_stop=setup['prune_stop'])
         samplers.append(s)
     return samplers
 
@@ -496,8 +498,7 @@ def test_progress_ends_at_the_budget_in_full_data_iterations(run, delta):
     budget."""
     full, budget, offset, lengths = run
     progress = Progress(full, budget, offset)
-    assert Progress(**progress.state_dict()).state_dict() == dict(
-        full_batches=full, budget_iters=budget, offset=offset)
+    assert progress.state_dict() == dict(budget_iters=budget, offset=offset)
     assert progress.num_passes * full == pytest.approx(budget)
     assert progress.prune_stop(delta) == pytest.approx(
         delta * budget / full - offset / full)
@@ -505,20 +506,21 @@ def test_progress_ends_at_the_budget_in_full_data_iterations(run, delta):
     while True:
         pass_batches = lengths[pass_idx % len(lengths)]
         start = iteration
-        end = progress.end_iter(pass_idx, start, pass_batches)
+        end = progress.end_iter(PassPosition(pass_idx, 0, pass_batches), start)
         assert end == start + _iterations_to_budget(
             budget - offset - pass_idx * full, full,
             chain([pass_batches], repeat(full)))
-        assert progress.virtual_iter(pass_idx, 0, pass_batches) == \
+        assert progress.virtual_iter(PassPosition(pass_idx, 0,
+                                                  pass_batches)) == \
             offset + pass_idx * full
         for position in range(pass_batches):
             if iteration >= end:
                 break
             steps += 1 + progress.extra_scheduler_steps(
-                pass_idx, position, pass_batches)
+                PassPosition(pass_idx, position, pass_batches))
             iteration += 1
-            done = progress.virtual_iter(pass_idx, position + 1,
-                                         pass_batches)
+            done = progress.virtual_iter(
+                PassPosition(pass_idx, position + 1, pass_batches))
             assert steps == min(done, budget) - offset
         if iteration >= end:
             break

@@ -64,13 +64,13 @@ def _check_setup(runner):
     return sampler, find_losses(runner.model, runner.logger)
 
 
-def _hook_on(runner, full_batches=5):
+def _hook_on(runner, full_pass_batches=5):
     """A hook connected to a fake runner, as before_train leaves it."""
     hook = InfoBatchHook()
     hook.sampler, hook.losses = _check_setup(runner)
     loader = runner.train_loop.dataloader
     hook.sampler.configure(loader.batch_size, loader.drop_last)
-    hook.progress = Progress(full_batches, 10 * full_batches)
+    hook.progress = Progress(full_pass_batches, 10 * full_pass_batches)
     return hook
 
 
@@ -152,7 +152,7 @@ def test_nonfinite_and_empty_images_never_enter_scores(tmp_path, digit_root):
     runner.param_schedulers = None
     runner.iter = 0
     runner.visualizer = mock.MagicMock()
-    hook = _hook_on(runner, full_batches=2)
+    hook = _hook_on(runner, full_pass_batches=2)
     sampler = hook.sampler
     list(iter(sampler))
     hook.before_train_iter(runner, 0, dict(inputs=[0] * 4))
@@ -213,7 +213,7 @@ def test_resume_without_infobatch_state_starts_fresh(tmp_path, digit_root,
     assert hook.history[0].pruned == 0  # and is full
     # The annealing point counts the 10 state-less iterations: C = 4
     # passes, delta 0.6, so InfoBatch's own passes t < 2.4 - 1 prune.
-    assert [r.pruning for r in hook.history] == [True, True, False]
+    assert [r.may_prune for r in hook.history] == [True, True, False]
     assert runner.iter < 40
     assert log.exists()
 

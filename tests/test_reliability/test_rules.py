@@ -230,7 +230,7 @@ def test_a_refilled_sample_is_one_that_was_dropped(sampler_args):
         assert set(decision.indices.tolist()) <= set(order)
         refill = set(order) - set(decision.indices.tolist())
         assert (s.weights[sorted(refill)] == 1).all()
-        assert s.pass_stats['pruned'] == 16 - 8
+        assert s.decision.pruned == 16 - 8
         refilled += len(refill)
     assert refilled > 0
 
@@ -261,7 +261,7 @@ def test_full_pass_length_follows_drop_last_as_mmengine_counts(
         loop = runner.train_loop
         assert len(loop.dataloader) == full  # before any pass
         hook = _start(runner)
-        assert hook.progress.full_batches == full
+        assert hook.progress.full_pass_batches == full
         assert hook.progress.budget_iters == loop.max_iters == PASSES * full
         assert hook.sampler.prune_stop == pytest.approx(DELTA * PASSES)
         list(iter(hook.sampler))
@@ -439,6 +439,6 @@ def test_setup_log_names_the_pass_that_anneals(delta, first_annealing,
     logged = re.findall(r'full-data annealing from pass (\d+)', caplog.text)
     assert logged == [str(first_annealing)]
     _train(hook, runner)
-    pruning = [r.pruning for r in hook.history]
+    pruning = [r.may_prune for r in hook.history]
     assert pruning.index(False) == first_annealing
     assert all(pruning[:first_annealing])

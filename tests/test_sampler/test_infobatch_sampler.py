@@ -15,7 +15,8 @@ def _sampler(n=50, rank=0, world=1, batch_size=1, drop_last=False,
                     return_value=(rank, world)):
         sampler = InfoBatchSampler(list(range(n)), **kwargs)
     if configure:
-        sampler.configure(batch_size, drop_last, prune_stop)
+        sampler.configure(batch_size, drop_last)
+        sampler.set_schedule(prune_stop=prune_stop)
     return sampler
 
 
@@ -37,7 +38,7 @@ def _train_pass(sampler):
 def test_first_pass_full_then_prunes_into_full_batches():
     s = _sampler(100, rank=1, world=2, batch_size=8)
     first = _train_pass(s)
-    assert s.pass_idx == 0 and s.pass_stats['pruned'] == 0
+    assert s.pass_idx == 0 and s.decision.pruned == 0
     # 100 -> whole batches of world 2 x batch 8: 112 slots, 56 a rank.
     assert s.pass_indices.numel() == 112 and len(first) == 56
     assert set(s.pass_indices.tolist()) == set(range(100))
@@ -45,7 +46,7 @@ def test_first_pass_full_then_prunes_into_full_batches():
     second = _train_pass(s)
     assert s.pass_idx == 1
     assert len(second) == len(s) < 50
-    kept = 100 - s.pass_stats['pruned']
+    kept = 100 - s.decision.pruned
     assert s.pass_indices.numel() == -(-kept // 16) * 16
     assert set(s.pass_indices.tolist()) == set(s.pass_indices[:kept].tolist())
 
@@ -85,7 +86,7 @@ def test_annealing_starts_at_the_exact_pass(stop, pruning):
         assert s.pass_idx == pass_no
         assert s.prunes_now == (pass_no in pruning)
         if pass_no in pruning:
-            assert s.pass_stats['pruned'] > 0 and (s.weights == 2).any()
+            assert s.decision.pruned > 0 and (s.weights == 2).any()
         else:
             # Annealing: full data, and every weight reset to 1.
             assert sorted(s.pass_indices.tolist()) == list(range(100))
@@ -109,7 +110,7 @@ def test_tied_scores_prune_nothing():
     _train_pass(s)
     s.update_scores(torch.arange(40), torch.full((40, ), 0.25))
     _train_pass(s)
-    assert s.pass_stats['candidates'] == 0 and s.pass_stats['pruned'] == 0
+    assert s.decision.candidates == 0 and s.decision.pruned == 0
 
 
 def test_passes_differ_and_shuffle_false_is_ascending():
@@ -240,8 +241,9 @@ def test_resume_refuses_other_images_of_the_same_count():
 
 def test_without_hook_the_second_pass_raises_with_fix():
     s = _sampler(10, configure=False)
-    list(iter(s))
-    assert s.prefetched_early
+    # The prefetch of worker processes before InfoBatchHook runs: no pass
+    # is decided before the sampler is configured.
+    assert list(iter(s)) == [] and s.pass_idx == -1
     with pytest.raises(RuntimeError,
                        match="custom_hooks = \\[dict\\(type='InfoBatchHook'"):
         list(iter(s))
@@ -256,7 +258,7 @@ def test_a_pass_is_never_empty():
         for pass_no in range(1, 4):
             _score_all(s, pass_no)
             assert len(_train_pass(s)) >= 4
-            assert s.pass_stats['pruned'] <= 12
+            assert s.decision.pruned <= 12
 
 
 def test_update_scores_touches_only_given_finite_samples():
@@ -302,7 +304,7 @@ def test_deciding_a_pass_leaves_the_score_table_alone():
     _score_all(s)
     scores, seen = s.scores.clone(), s.seen.clone()
     _train_pass(s)
-    assert s.pass_stats['pruned'] > 0
+    assert s.decision.pruned > 0
     assert torch.equal(s.scores, scores) and torch.equal(s.seen, seen)
 
 

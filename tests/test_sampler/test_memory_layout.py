@@ -32,7 +32,7 @@ def _pruned(n=10_000, **kwargs):
     g = torch.Generator().manual_seed(0)
     s.update_scores(torch.arange(n), torch.rand(n, generator=g))
     iter(s)
-    assert s.pass_stats['pruned'] > 0
+    assert s.decision.pruned > 0
     return s
 
 

@@ -6,6 +6,7 @@ from unittest import mock
 import pytest
 import torch
 
+from mmseg_infobatch.progress import Progress
 from mmseg_infobatch.sampler import InfoBatchSampler
 
 N, BATCH, PASSES, DELTA = 1000, 16, 28, 0.875
@@ -19,8 +20,9 @@ def _sampler(n=N, rank=0, world=1, batch_size=BATCH, budget=BUDGET,
     with mock.patch('mmseg_infobatch.sampler.get_dist_info',
                     return_value=(rank, world)):
         sampler = InfoBatchSampler(list(range(n)), **kwargs)
-    sampler.configure(batch_size, False, prune_stop, budget_iters=budget,
-                      offset=offset)
+    sampler.configure(batch_size, False)
+    sampler.set_schedule(Progress(sampler.full_pass_batches, budget, offset),
+                         prune_stop)
     return sampler
 
 
@@ -48,7 +50,7 @@ def _run(sampler, passes=PASSES, stop_after=None):
     ratios, iters = [], []
     while sampler.pass_idx + 1 < passes:
         _train_pass(sampler)
-        ratios.append(sampler.pass_stats['ratio'])
+        ratios.append(sampler.decision.ratio)
         iters.append(sampler.pass_batches)
         if stop_after is not None and sampler.pass_idx == stop_after:
             break
@@ -89,17 +91,16 @@ def test_cap_binds_when_the_target_is_out_of_reach():
     s = _sampler(target_saving=0.6, max_ratio=0.7)
     _train_pass(s)
     _train_pass(s)
-    stats = s.pass_stats
-    assert stats['capped'] and stats['ratio'] == 0.7
+    stats = s.decision
+    assert stats.capped and stats.ratio == 0.7
     # What r 0.7 reaches if every pruning pass looks like pass 1 (half
     # the samples below the mean): 0.7 x 0.5 x 24 of 28 passes.
-    assert stats['expected'] == pytest.approx(0.7 * 0.5 * 24 / 28,
-                                              abs=0.01)
+    assert stats.expected == pytest.approx(0.7 * 0.5 * 24 / 28, abs=0.01)
     ratios, _ = _run(s)
     assert all(r == 0.7 for r in ratios[:23])  # passes 2..24
     reached = (s.saved_iters + s.pass_saving()) / BUDGET
     # Later passes have more candidates (up to 75%), so more is reached.
-    assert stats['expected'] < reached < 0.6
+    assert stats.expected < reached < 0.6
 
 
 def test_reachable_target_never_caps():
@@ -107,8 +108,8 @@ def test_reachable_target_never_caps():
     _train_pass(s)
     for _ in range(5):
         _train_pass(s)
-        assert not s.pass_stats['capped']
-        assert s.pass_stats['expected'] == pytest.approx(0.2, abs=0.01)
+        assert not s.decision.capped
+        assert s.decision.expected == pytest.approx(0.2, abs=0.01)
 
 
 def _kept_times_weight(sampler, trials):
@@ -127,7 +128,7 @@ def _kept_times_weight(sampler, trials):
         kept = torch.zeros(200, dtype=torch.float64)
         kept[sampler.order.long()] = 1
         total += kept * sampler.weights.double()
-        ratios.add(sampler.pass_stats['ratio'])
+        ratios.add(sampler.decision.ratio)
     return total / trials, ratios
 
 
@@ -155,13 +156,13 @@ def test_weights_are_one_over_one_minus_the_pass_ratio():
     s = _sampler(target_saving=0.25)
     _train_pass(s)
     _train_pass(s)
-    r = s.pass_stats['ratio']
+    r = s.decision.ratio
     weights = s.weights
     kept = s.order.long()
     for value in weights.unique().tolist():
         assert value == 1.0 or value == pytest.approx(1 / (1 - r), rel=1e-6)
-    assert (weights[kept] > 1).sum() == s.pass_stats['candidates'] - \
-        s.pass_stats['pruned']
+    assert (weights[kept] > 1).sum() == s.decision.candidates - \
+        s.decision.pruned
 
 
 def test_quantile_buckets_are_scaled_together():
@@ -175,7 +176,7 @@ def test_quantile_buckets_are_scaled_together():
     s2 = _sampler(target_saving=0.2, policy='quantile', buckets=buckets)
     _train_pass(s2)
     _train_pass(s2)
-    r = s2.pass_stats['ratio']
+    r = s2.decision.ratio
     want = sorted([1.0, 1 / (1 - r), 1 / (1 - r / 2)])
     assert sorted(s2.weight_table.tolist()) == pytest.approx(want, rel=1e-6)
     assert table[0] == 1.0
@@ -194,7 +195,9 @@ def test_resume_mid_run_reaches_the_same_total():
         resumed = _sampler(target_saving=0.3, seed=99)  # checkpoint wins
         resumed.load_state_dict(state)
         assert resumed.saved_iters == first.saved_iters
-        assert resumed.pass_stats['ratio'] == ratios[-1]
+        assert torch.equal(resumed.weight_table, first.weight_table)
+        # The decision's record is the hook's history, not the sampler's.
+        assert resumed.decision is None
         resumed.trained_batches = resumed.pass_batches  # the pass trained out
         more_ratios, more_iters = _run(resumed)
         assert ratios + more_ratios == ref_ratios
@@ -212,7 +215,7 @@ def test_ranks_solve_the_same_ratio():
         for s in samplers:  # the hook gathers every rank's scores
             s.update_scores(trained, _scores(s.pass_idx)[trained])
             s.trained_batches = s.pass_batches
-        assert repr(a.pass_stats) == repr(b.pass_stats)
+        assert repr(a.decision) == repr(b.decision)
         assert torch.equal(a.weight_table, b.weight_table)
         assert torch.equal(a.pass_indices, b.pass_indices)
         for rank in (0, 1):
@@ -224,12 +227,11 @@ def test_older_state_reads_ratio_and_saving_as_unknown():
     _run(s, passes=3)
     state = s.state_dict()
     del state['saved_iters']
-    state['pass_stats'] = {k: v for k, v in state['pass_stats'].items()
-                           if k in ('threshold', 'candidates', 'pruned')}
+    # Older states held the decision's statistics too: ignored.
+    state['pass_stats'] = dict(threshold=0.5, candidates=3, pruned=1)
     t = _sampler(target_saving=0.3)
     t.load_state_dict(state)
-    assert math.isnan(t.saved_iters) and math.isnan(t.pass_stats['ratio'])
-    assert not t.pass_stats['capped']
+    assert math.isnan(t.saved_iters) and t.decision is None
 
 
 def test_target_needs_the_schedule():
