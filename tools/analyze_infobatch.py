@@ -407,52 +407,56 @@ def epoch_progress(run: Run, done: np.ndarray) -> np.ndarray:
     return np.where(done < starts[0], done / full, inside)
 
 
+def _overlay(runs: list, out_dir: str, name: str, draw, missing: str,
+             labels: tuple, **legend):
+    """One plot of all runs: ``draw(ax, index, run)`` draws a run and says
+    whether it had anything; ``labels`` are the axes' labels and title."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    if not any([draw(ax, i, run) for i, run in enumerate(runs)]):
+        plt.close(fig)
+        print(f'skip {name}: {missing}')
+        return None
+    ax.set(xlabel=labels[0], ylabel=labels[1])
+    ax.set_title(labels[2], fontsize=9)
+    ax.legend(**legend)
+    return _save(fig, out_dir, name)
+
+
 def plot_lr(runs: list, out_dir: str):
     """Learning rate against epoch progress, all runs overlaid."""
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    drawn = 0
-    for i, run in enumerate(runs):
+
+    def draw(ax, i, run):
         lr = run.series('lr')
         if lr is None or run.full_batches is None:
             print(f'skip {run.label} in lr_progress.png: no lr scalars or '
                   'InfoBatch state')
-            continue
+            return False
         # The lr logged at step s is the one iteration s ran with, set by
         # the scheduler after s - 1 iterations.
         ax.plot(epoch_progress(run, lr[0] - 1), lr[1],
                 lw=2.5 - 1.2 * (i > 0),
                 ls='-' if i == 0 else '--', label=run.label)
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        print('skip lr_progress.png: no run has lr scalars')
-        return None
-    ax.set_xlabel('epoch progress (passes of data)')
-    ax.set_ylabel('learning rate')
-    ax.set_title('LR schedule against data progress', fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, out_dir, 'lr_progress.png')
+        return True
+    return _overlay(runs, out_dir, 'lr_progress.png', draw,
+                    'no run has lr scalars',
+                    ('epoch progress (passes of data)', 'learning rate',
+                     'LR schedule against data progress'),
+                    fontsize=7)
 
 
 def plot_miou(runs: list, out_dir: str):
     """Validation mIoU against training iterations for every run."""
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    drawn = 0
-    for run in runs:
+
+    def draw(ax, i, run):
         miou = run.series('mIoU')
-        if miou is None:
-            continue
-        ax.plot(miou[0], miou[1], 'o-', ms=3, lw=1, label=run.label)
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        print('skip miou_iters.png: no run has validation mIoU')
-        return None
-    ax.set_xlabel('iteration')
-    ax.set_ylabel('val mIoU')
-    ax.set_title('Validation mIoU during training', fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
-    return _save(fig, out_dir, 'miou_iters.png')
+        if miou is not None:
+            ax.plot(miou[0], miou[1], 'o-', ms=3, lw=1, label=run.label)
+        return miou is not None
+    return _overlay(runs, out_dir, 'miou_iters.png', draw,
+                    'no run has validation mIoU',
+                    ('iteration', 'val mIoU',
+                     'Validation mIoU during training'),
+                    fontsize=6, ncol=2)
 
 
 def plot_study(results_file: str, out_dir: str):
