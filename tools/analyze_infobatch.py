@@ -22,10 +22,12 @@ A plot whose inputs are missing is skipped with a message.
 """
 import argparse
 import glob
+import inspect
 import json
 import os
 import os.path as osp
 import re
+from dataclasses import fields
 
 import matplotlib
 
@@ -36,7 +38,11 @@ import torch  # noqa: E402
 
 from mmseg_infobatch.checkpoint_types import \
     allow_mmengine_checkpoint_types  # noqa: E402
+from mmseg_infobatch.history import PassRecord  # noqa: E402
+from mmseg_infobatch.history import history_from_state  # noqa: E402
+from mmseg_infobatch.progress import Progress  # noqa: E402
 from mmseg_infobatch.pruning import decide_pass  # noqa: E402
+from mmseg_infobatch.sampler import InfoBatchSampler  # noqa: E402
 from mmseg_infobatch.sampler_state import sample_tables  # noqa: E402
 
 FIGSIZE = (5.5, 3.6)
@@ -44,17 +50,6 @@ DPI = 90
 # mmengine names each run's log folder by its start time, so the names sort
 # in time order.
 LOG_DIR_PATTERN = re.compile(r'^\d{8}_\d{6}$')
-# The per-pass scalars the hook logs at a pass's first iteration, and the
-# history field each one fills when no checkpoint holds the history.
-PASS_SCALARS = {
-    'infobatch/pass': 'pass',
-    'infobatch/kept': 'kept',
-    'infobatch/pruned': 'pruned',
-    'infobatch/pass_iters': 'iters',
-    'infobatch/saved_iters': 'saved_iters',
-    'infobatch/threshold': 'threshold',
-    'infobatch/ratio': 'ratio',
-}
 
 
 class Run:
@@ -62,10 +57,11 @@ class Run:
 
     ``scalars`` merges every log folder of the run, so a resumed run is
     analysed as a whole. ``history`` is the pass history as a dict of
-    equal-length numpy arrays (``pass``, ``start_iter``, ``kept``,
-    ``pruned``, ``iters``, ``threshold`` and, from a checkpoint,
-    ``candidates`` and ``pruning``), from the last checkpoint or else
-    rebuilt from the per-pass scalars.
+    equal-length numpy arrays, one per :class:`PassRecord` field (and,
+    from the scalars, ``saved_iters``), from the last checkpoint or else
+    rebuilt from the per-pass scalars. ``full_batches``, ``budget_iters``
+    and ``offset`` are the run's :class:`Progress` arguments as far as
+    known (the first two may be None).
     """
 
     def __init__(self, work_dir: str, label: str = None) -> None:
@@ -74,29 +70,16 @@ class Run:
         self.scalars = _load_scalars(work_dir)
         self.state = _load_infobatch_state(work_dir)
         self.config = _load_config(work_dir)
-        self.history = _checkpoint_history(self.state)
-        if self.history is None:
-            self.history = _scalar_history(self.scalars)
-
-    @property
-    def progress(self) -> dict:
-        """``full_batches``, ``budget_iters`` and ``offset`` as far as
-        known (a value may be None)."""
+        self.history = (_checkpoint_history(self.state)
+                        or _scalar_history(self.scalars))
         saved = {} if self.state is None else self.state.get('progress', {})
-        progress = {
-            key: int(saved[key]) if key in saved else None
-            for key in ('full_batches', 'budget_iters', 'offset')
-        }
-        if progress['full_batches'] is None and self.history is not None:
+        self.full_batches, self.budget_iters = (
+            saved.get('full_batches'), saved.get('budget_iters'))
+        self.offset = saved.get('offset', 0)
+        if self.full_batches is None and self.history is not None:
             # Without a checkpoint, an unpruned pass shows the full length.
             full = self.history['iters'][self.history['pruned'] == 0]
-            progress['full_batches'] = int(full.max()) if full.size else None
-        progress['offset'] = progress['offset'] or 0
-        return progress
-
-    @property
-    def full_batches(self):
-        return self.progress['full_batches']
+            self.full_batches = int(full.max()) if full.size else None
 
     def series(self, key: str):
         """(steps, values) of a scalar over the whole run, or None."""
@@ -199,12 +182,19 @@ def _load_infobatch_state(work_dir: str):
                       weights_only=True).get('infobatch')
 
 
+def as_columns(records: list) -> dict:
+    """Dataclass records as a dict of numpy arrays, one per field."""
+    return {
+        field.name: np.array([getattr(r, field.name) for r in records])
+        for field in fields(records[0])
+    }
+
+
 def _checkpoint_history(state):
     """The checkpoint's pass history as numpy arrays, or None."""
     history = None if state is None else state.get('history')
-    if not history or not len(history['pass']):
-        return None
-    return {key: value.numpy() for key, value in history.items()}
+    records = history_from_state(history) if history else []
+    return as_columns(records) if records else None
 
 
 def _scalar_history(scalars):
@@ -214,49 +204,55 @@ def _scalar_history(scalars):
     pass that appears twice (logged again after a resume) keeps its first
     start, where it really began.
     """
-    rows = {}
+    firsts = {}
     for record in sorted(scalars or [], key=lambda r: r['step']):
-        if 'infobatch/pass' not in record:
-            continue
-        pass_idx = int(record['infobatch/pass'])
-        if pass_idx in rows:
-            continue
-        row = dict(start_iter=record['step'], threshold=np.nan)
-        row.update((field, record[key]) for key, field in PASS_SCALARS.items()
-                   if key in record)
-        rows[pass_idx] = row
-    if not rows:
+        if 'infobatch/pass' in record:
+            firsts.setdefault(int(record['infobatch/pass']), record)
+    if not firsts:
         return None
-    ordered = [rows[p] for p in sorted(rows)]
-    history = {
-        field: np.array([row.get(field, np.nan) for row in ordered])
-        for field in ['start_iter'] + list(PASS_SCALARS.values())
-    }
-    for field in ('pass', 'start_iter', 'kept', 'pruned', 'iters'):
-        history[field] = history[field].astype(np.int64)
-    history['pruning'] = history['pruned'] > 0
+    logged = [firsts[p] for p in sorted(firsts)]
+    # What the scalars leave out (candidates; NaN values) reads as NaN.
+    history = as_columns([
+        PassRecord(
+            pass_idx=int(r['infobatch/pass']), start_iter=int(r['step']),
+            kept=int(r['infobatch/kept']), pruned=int(r['infobatch/pruned']),
+            candidates=np.nan, iters=int(r['infobatch/pass_iters']),
+            threshold=r.get('infobatch/threshold', np.nan),
+            pruning=r['infobatch/pruned'] > 0,
+            ratio=r.get('infobatch/ratio', np.nan)) for r in logged
+    ])
+    history['saved_iters'] = np.array(
+        [r.get('infobatch/saved_iters', np.nan) for r in logged], dtype=float)
     return history
+
+
+def pass_spans(run: Run) -> np.ndarray:
+    """Virtual (full-data) iterations at which each pass of the history
+    starts and ends, as rows ``(starts, ends)``: the tool's one use of
+    :class:`Progress`, which the hook counts progress with."""
+    progress = Progress(run.full_batches, run.budget_iters or 0, run.offset)
+    # Each pass's start (no batch trained yet) and end (all trained).
+    positions = [(p, trained, n) for p, n in zip(
+        run.history['pass_idx'].tolist(),
+        np.maximum(run.history['iters'], 1).tolist()) for trained in (0, n)]
+    virtual = [progress.virtual_iter(*position) for position in positions]
+    return np.array(virtual, dtype=float).reshape(-1, 2).T
 
 
 def saved_iters(run: Run):
     """Iterations saved up to the end of each pass: full-data progress made
     so far minus the iterations it took. None without a history."""
-    history, progress = run.history, run.progress
+    history = run.history
     if history is None:
         return None
     if 'saved_iters' in history:  # logged by the hook itself
         return history['saved_iters']
-    full = progress['full_batches']
-    start = progress['offset'] + history['pass'] * full
-    end = start + full
-    iters = history['iters'].astype(float)
-    if progress['budget_iters']:
-        # The last pass of a fractional schedule is cut short by the budget.
-        budget = progress['budget_iters']
-        share = np.clip((budget - start) / full, 0, 1)
-        end = np.minimum(end, budget)
-        iters = iters * share
-    return end - (history['start_iter'] + iters)
+    start, end = pass_spans(run)
+    # The last pass of a fractional schedule is cut short by the budget.
+    budget = run.budget_iters or np.inf
+    share = np.clip((budget - start) / (end - start), 0, 1)
+    return np.minimum(end, budget) - (
+        history['start_iter'] + history['iters'] * share)
 
 
 def _save(fig, out_dir: str, name: str) -> str:
@@ -275,7 +271,7 @@ def plot_pruning(run: Run, out_dir: str):
     if history is None or saved is None:
         print(f'skip pruning.png: no pass history in {run.work_dir}')
         return None
-    passes = history['pass']
+    passes = history['pass_idx']
     fig, (ax, low) = plt.subplots(
         2, 1, sharex=True, figsize=(FIGSIZE[0], FIGSIZE[1] * 1.6),
         gridspec_kw=dict(height_ratios=[3, 2]))
@@ -293,8 +289,8 @@ def plot_pruning(run: Run, out_dir: str):
 def _plot_ratio(run: Run, ax, passes, saved) -> None:
     """Each pass's prune ratio r_t, and the share of the budget saved up
     to the end of each pass (against the run's target, if any)."""
-    ratio = run.history.get('ratio')
-    if ratio is not None and not np.isnan(ratio).all():
+    ratio = run.history['ratio']
+    if not np.isnan(ratio).all():
         ax.step(passes, ratio, where='mid', color='tab:green')
         ax.plot(passes, ratio, 'o', color='tab:green', ms=3)
     else:
@@ -302,7 +298,7 @@ def _plot_ratio(run: Run, ax, passes, saved) -> None:
                 transform=ax.transAxes, fontsize=8)
     ax.set_ylabel('prune ratio r_t', color='tab:green')
     ax.set_ylim(bottom=0)
-    budget = run.progress['budget_iters']
+    budget = run.budget_iters
     if not budget:
         return
     twin = ax.twinx()
@@ -319,24 +315,23 @@ def _plot_ratio(run: Run, ax, passes, saved) -> None:
 def _pruning_settings(run: Run) -> dict:
     sampler = {} if run.config is None else dict(
         run.config.train_dataloader.sampler)
-    ratio = sampler.get('ratio')
-    if ratio is None:
-        # ratio None is 0.5, or with target_saving a ratio per pass: the
-        # mean r_t of the passes that pruned stands for them.
-        ratio = 0.5
-        history = run.history or {}
-        ratios = history.get('ratio')
-        if sampler.get('target_saving') and ratios is not None:
-            pruned = ratios[(history['pruned'] > 0) & ~np.isnan(ratios)]
+    # What the config leaves out is the sampler's default.
+    defaults = inspect.signature(InfoBatchSampler).parameters
+    settings = {
+        key: sampler.get(key, defaults[key].default)
+        for key in ('ratio', 'policy', 'prune_high', 'buckets', 'rescale',
+                    'target_saving')
+    }
+    if settings['ratio'] is None:
+        # ratio None is 0.5 to the sampler, or with target_saving a ratio
+        # per pass: the mean r_t of the passes that pruned stands for them.
+        settings['ratio'] = 0.5
+        if settings['target_saving'] and run.history:
+            ratios = run.history['ratio']
+            pruned = ratios[(run.history['pruned'] > 0) & ~np.isnan(ratios)]
             if pruned.size:
-                ratio = float(pruned.mean())
-    return dict(
-        ratio=ratio,
-        policy=sampler.get('policy', 'mean'),
-        prune_high=sampler.get('prune_high', False),
-        buckets=sampler.get('buckets'),
-        rescale=sampler.get('rescale', True),
-        target_saving=sampler.get('target_saving'))
+                settings['ratio'] = float(pruned.mean())
+    return settings
 
 
 def plot_scores(run: Run, out_dir: str):
@@ -398,65 +393,70 @@ def plot_scores(run: Run, out_dir: str):
 
 def epoch_progress(run: Run, done: np.ndarray) -> np.ndarray:
     """Passes of data progress after ``done`` iterations."""
-    history, progress = run.history, run.progress
-    full = progress['full_batches']
+    history, full = run.history, run.full_batches
     if history is None:
         return done / full
     starts, iters = history['start_iter'], history['iters']
     row = np.clip(np.searchsorted(starts, done, side='right') - 1, 0, None)
     within = (done - starts[row]) / np.maximum(iters[row], 1)
-    inside = progress['offset'] / full + history['pass'][row] + within
+    # A pass's own iterations spread its full pass of progress evenly.
+    start, end = pass_spans(run)
+    inside = (start[row] + within * (end[row] - start[row])) / full
     # Iterations before the first pass with InfoBatch state (a resume from
     # a checkpoint without it) were full-data iterations.
     return np.where(done < starts[0], done / full, inside)
 
 
+def _overlay(runs: list, out_dir: str, name: str, draw, missing: str,
+             labels: tuple, **legend):
+    """One plot of all runs: ``draw(ax, index, run)`` draws a run and says
+    whether it had anything; ``labels`` are the axes' labels and title."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    if not any([draw(ax, i, run) for i, run in enumerate(runs)]):
+        plt.close(fig)
+        print(f'skip {name}: {missing}')
+        return None
+    ax.set(xlabel=labels[0], ylabel=labels[1])
+    ax.set_title(labels[2], fontsize=9)
+    ax.legend(**legend)
+    return _save(fig, out_dir, name)
+
+
 def plot_lr(runs: list, out_dir: str):
     """Learning rate against epoch progress, all runs overlaid."""
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    drawn = 0
-    for i, run in enumerate(runs):
+
+    def draw(ax, i, run):
         lr = run.series('lr')
         if lr is None or run.full_batches is None:
             print(f'skip {run.label} in lr_progress.png: no lr scalars or '
                   'InfoBatch state')
-            continue
+            return False
         # The lr logged at step s is the one iteration s ran with, set by
         # the scheduler after s - 1 iterations.
         ax.plot(epoch_progress(run, lr[0] - 1), lr[1],
                 lw=2.5 - 1.2 * (i > 0),
                 ls='-' if i == 0 else '--', label=run.label)
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        print('skip lr_progress.png: no run has lr scalars')
-        return None
-    ax.set_xlabel('epoch progress (passes of data)')
-    ax.set_ylabel('learning rate')
-    ax.set_title('LR schedule against data progress', fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, out_dir, 'lr_progress.png')
+        return True
+    return _overlay(runs, out_dir, 'lr_progress.png', draw,
+                    'no run has lr scalars',
+                    ('epoch progress (passes of data)', 'learning rate',
+                     'LR schedule against data progress'),
+                    fontsize=7)
 
 
 def plot_miou(runs: list, out_dir: str):
     """Validation mIoU against training iterations for every run."""
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    drawn = 0
-    for run in runs:
+
+    def draw(ax, i, run):
         miou = run.series('mIoU')
-        if miou is None:
-            continue
-        ax.plot(miou[0], miou[1], 'o-', ms=3, lw=1, label=run.label)
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        print('skip miou_iters.png: no run has validation mIoU')
-        return None
-    ax.set_xlabel('iteration')
-    ax.set_ylabel('val mIoU')
-    ax.set_title('Validation mIoU during training', fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
-    return _save(fig, out_dir, 'miou_iters.png')
+        if miou is not None:
+            ax.plot(miou[0], miou[1], 'o-', ms=3, lw=1, label=run.label)
+        return miou is not None
+    return _overlay(runs, out_dir, 'miou_iters.png', draw,
+                    'no run has validation mIoU',
+                    ('iteration', 'val mIoU',
+                     'Validation mIoU during training'),
+                    fontsize=6, ncol=2)
 
 
 def plot_study(results_file: str, out_dir: str):

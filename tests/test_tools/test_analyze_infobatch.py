@@ -122,7 +122,7 @@ def test_merge_replaces_later_steps_and_relogged_keys_only():
 def test_history_and_progress_come_from_the_last_checkpoint(tmp_path):
     _fake_run(tmp_path)
     run = analyze_infobatch.Run(str(tmp_path))
-    assert run.history['pass'].tolist() == [0, 1, 2, 3]
+    assert run.history['pass_idx'].tolist() == [0, 1, 2, 3]
     assert run.history['candidates'].tolist() == [0, 8, 10, 0]
     assert run.full_batches == FULL
     # Progress is whole passes at each pass start, and the budget at the end.
@@ -139,7 +139,7 @@ def test_history_falls_back_to_the_merged_scalars(tmp_path):
     run = analyze_infobatch.Run(str(tmp_path))
     assert run.state is None
     history = run.history
-    assert history['pass'].tolist() == [0, 1, 2, 3]
+    assert history['pass_idx'].tolist() == [0, 1, 2, 3]
     assert history['start_iter'].tolist() == [0, 8, 14, 19]
     assert history['iters'].tolist() == [8, 6, 5, 8]
     assert history['pruning'].tolist() == [False, True, True, False]
