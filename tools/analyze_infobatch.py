@@ -40,7 +40,8 @@ from mmseg_infobatch.checkpoint_types import \
     allow_mmengine_checkpoint_types  # noqa: E402
 from mmseg_infobatch.history import PassRecord  # noqa: E402
 from mmseg_infobatch.history import history_from_state  # noqa: E402
-from mmseg_infobatch.progress import Progress  # noqa: E402
+from mmseg_infobatch.progress import (PassPosition, Progress,  # noqa: E402
+                                      batches_per_pass)
 from mmseg_infobatch.pruning import decide_pass  # noqa: E402
 from mmseg_infobatch.sampler import InfoBatchSampler  # noqa: E402
 from mmseg_infobatch.sampler_state import sample_tables  # noqa: E402
@@ -59,9 +60,9 @@ class Run:
     analysed as a whole. ``history`` is the pass history as a dict of
     equal-length numpy arrays, one per :class:`PassRecord` field (and,
     from the scalars, ``saved_iters``), from the last checkpoint or else
-    rebuilt from the per-pass scalars. ``full_batches``, ``budget_iters``
-    and ``offset`` are the run's :class:`Progress` arguments as far as
-    known (the first two may be None).
+    rebuilt from the per-pass scalars. ``full_pass_batches``,
+    ``budget_iters`` and ``offset`` are the run's :class:`Progress`
+    arguments as far as known (the first two may be None).
     """
 
     def __init__(self, work_dir: str, label: str = None) -> None:
@@ -73,13 +74,13 @@ class Run:
         self.history = (_checkpoint_history(self.state)
                         or _scalar_history(self.scalars))
         saved = {} if self.state is None else self.state.get('progress', {})
-        self.full_batches, self.budget_iters = (
-            saved.get('full_batches'), saved.get('budget_iters'))
+        self.budget_iters = saved.get('budget_iters')
         self.offset = saved.get('offset', 0)
-        if self.full_batches is None and self.history is not None:
+        self.full_pass_batches = _full_pass_batches(self.state)
+        if self.full_pass_batches is None and self.history is not None:
             # Without a checkpoint, an unpruned pass shows the full length.
             full = self.history['iters'][self.history['pruned'] == 0]
-            self.full_batches = int(full.max()) if full.size else None
+            self.full_pass_batches = int(full.max()) if full.size else None
 
     def series(self, key: str):
         """(steps, values) of a scalar over the whole run, or None."""
@@ -88,6 +89,18 @@ class Run:
             return None
         rows.sort(key=lambda row: row[0])  # stable: merge order kept
         return np.array(rows, dtype=float).T
+
+
+def _full_pass_batches(state):
+    """A full pass's iterations, from the layout in the sampler's state
+    (older checkpoints saved the count itself), or None."""
+    if state is None:
+        return None
+    layout = state.get('sampler', {}).get('layout')
+    if layout and layout.get('batch_size'):
+        return batches_per_pass(layout['num_samples'], layout['world_size'],
+                                layout['batch_size'], layout['drop_last'])
+    return state.get('progress', {}).get('full_batches')
 
 
 def _label(work_dir: str) -> str:
@@ -218,7 +231,7 @@ def _scalar_history(scalars):
             kept=int(r['infobatch/kept']), pruned=int(r['infobatch/pruned']),
             candidates=np.nan, iters=int(r['infobatch/pass_iters']),
             threshold=r.get('infobatch/threshold', np.nan),
-            pruning=r['infobatch/pruned'] > 0,
+            may_prune=r['infobatch/pruned'] > 0,
             ratio=r.get('infobatch/ratio', np.nan)) for r in logged
     ])
     history['saved_iters'] = np.array(
@@ -230,12 +243,16 @@ def pass_spans(run: Run) -> np.ndarray:
     """Virtual (full-data) iterations at which each pass of the history
     starts and ends, as rows ``(starts, ends)``: the tool's one use of
     :class:`Progress`, which the hook counts progress with."""
-    progress = Progress(run.full_batches, run.budget_iters or 0, run.offset)
+    progress = Progress(run.full_pass_batches, run.budget_iters or 0,
+                        run.offset)
     # Each pass's start (no batch trained yet) and end (all trained).
     positions = [(p, trained, n) for p, n in zip(
         run.history['pass_idx'].tolist(),
         np.maximum(run.history['iters'], 1).tolist()) for trained in (0, n)]
-    virtual = [progress.virtual_iter(*position) for position in positions]
+    virtual = [
+        progress.virtual_iter(PassPosition(*position))
+        for position in positions
+    ]
     return np.array(virtual, dtype=float).reshape(-1, 2).T
 
 
@@ -267,7 +284,7 @@ def _save(fig, out_dir: str, name: str) -> str:
 def plot_pruning(run: Run, out_dir: str):
     """Pruned samples per pass and cumulative iterations saved (Fig. 4d)."""
     history = run.history
-    saved = saved_iters(run) if run.full_batches else None
+    saved = saved_iters(run) if run.full_pass_batches else None
     if history is None or saved is None:
         print(f'skip pruning.png: no pass history in {run.work_dir}')
         return None
@@ -393,7 +410,7 @@ def plot_scores(run: Run, out_dir: str):
 
 def epoch_progress(run: Run, done: np.ndarray) -> np.ndarray:
     """Passes of data progress after ``done`` iterations."""
-    history, full = run.history, run.full_batches
+    history, full = run.history, run.full_pass_batches
     if history is None:
         return done / full
     starts, iters = history['start_iter'], history['iters']
@@ -427,7 +444,7 @@ def plot_lr(runs: list, out_dir: str):
 
     def draw(ax, i, run):
         lr = run.series('lr')
-        if lr is None or run.full_batches is None:
+        if lr is None or run.full_pass_batches is None:
             print(f'skip {run.label} in lr_progress.png: no lr scalars or '
                   'InfoBatch state')
             return False

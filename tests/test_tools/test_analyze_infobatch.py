@@ -124,7 +124,7 @@ def test_history_and_progress_come_from_the_last_checkpoint(tmp_path):
     run = analyze_infobatch.Run(str(tmp_path))
     assert run.history['pass_idx'].tolist() == [0, 1, 2, 3]
     assert run.history['candidates'].tolist() == [0, 8, 10, 0]
-    assert run.full_batches == FULL
+    assert run.full_pass_batches == FULL
     # Progress is whole passes at each pass start, and the budget at the end.
     done = np.array([0, 1, 8, 9, 14, 15, 19, 20, END], dtype=float)
     progress = analyze_infobatch.epoch_progress(run, done)
@@ -142,9 +142,9 @@ def test_history_falls_back_to_the_merged_scalars(tmp_path):
     assert history['pass_idx'].tolist() == [0, 1, 2, 3]
     assert history['start_iter'].tolist() == [0, 8, 14, 19]
     assert history['iters'].tolist() == [8, 6, 5, 8]
-    assert history['pruning'].tolist() == [False, True, True, False]
+    assert history['may_prune'].tolist() == [False, True, True, False]
     assert np.isnan(history['threshold']).all()
-    assert run.full_batches == FULL  # from the unpruned passes
+    assert run.full_pass_batches == FULL  # from the unpruned passes
     progress = analyze_infobatch.epoch_progress(run, np.array([END * 1.0]))
     assert progress == pytest.approx([4])
 
