@@ -9,8 +9,10 @@ checks none of this. One all-gather of a few integers at the start of
 training and at every pass start turns that into the same error on every
 rank, before anything diverges.
 """
+import zlib
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 from mmengine.dist import all_gather, broadcast_object_list, get_dist_info
 
@@ -86,6 +88,31 @@ def agree_on_resume(iteration: int, state: Optional[dict],
         broadcast_object_list(shared, src=0)
         state = shared[0]
     return state
+
+
+def sampler_digest(sampler) -> Dict[str, int]:
+    """What every rank's ``InfoBatchSampler`` must share, as a few
+    integers: the seed, the pass and the batches of it trained, and CRC32s
+    of the layout, the decided pass (order and weights) and the score
+    table."""
+    order = 0
+    if sampler.order is not None:
+        order = _crc32(sampler.weight_codes, _crc32(sampler.order))
+        order = _crc32(sampler.weight_table, order)
+    layout = repr(sorted(sampler.layout().items())).encode()
+    return {
+        'seed': sampler.seed,
+        'pass': sampler.pass_idx,
+        'position': sampler.trained_batches,
+        'layout': zlib.crc32(layout),
+        'order': order,
+        'scores': _crc32(sampler.seen_bits, _crc32(sampler.scores)),
+    }
+
+
+def _crc32(table: torch.Tensor, crc: int = 0) -> int:
+    """CRC32 of a CPU tensor's bytes, continuing ``crc``."""
+    return zlib.crc32(table.contiguous().numpy().view(np.uint8), crc)
 
 
 def check_ranks_agree(digest: Dict[str, int], when: str) -> None:

@@ -14,7 +14,8 @@ from .checks import (check_batch, check_eval_samplers, find_losses,
                      find_train_sampler)
 from .compat import (check_mmengine_version, set_accumulation_end,
                      set_train_end, uses_stock_fsdp)
-from .consistency import agree_on_resume, check_ranks_agree
+from .consistency import (agree_on_resume, check_ranks_agree,
+                          sampler_digest)
 from .history import PassRecord, history_from_state, history_state
 from .loss import InfoBatchLoss
 from .progress import Progress
@@ -256,8 +257,8 @@ class InfoBatchHook(Hook):
     def _check_ranks_agree(self, runner, when: str) -> None:
         sampler = self.sampler
         if sampler.world_size > 1:
-            check_ranks_agree(dict(iteration=runner.iter, **sampler.digest()),
-                              when)
+            digest = sampler_digest(sampler)
+            check_ranks_agree(dict(iteration=runner.iter, **digest), when)
 
     def _restore(self, runner, state: dict) -> None:
         sampler = self.sampler

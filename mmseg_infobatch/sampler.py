@@ -1,6 +1,5 @@
 """InfoBatchSampler: soft-prunes each pass over the data from loss scores."""
 import math
-import zlib
 from itertools import chain
 from typing import Iterator, Optional, Sequence, Sized
 
@@ -479,23 +478,6 @@ class InfoBatchSampler(Sampler):
         set_bits(self.seen_bits.numpy(), index)
         return int(finite.size - index.size)
 
-    def digest(self) -> dict:
-        """What every rank's sampler must share, as a few integers: the
-        seed, the pass and position, and CRC32s of the layout, the decided
-        pass (order and weights) and the score table."""
-        order = 0
-        if self.order is not None:
-            order = _crc32(self.weight_codes, _crc32(self.order))
-            order = _crc32(self.weight_table, order)
-        return {
-            'seed': self.seed,
-            'pass': self.pass_idx,
-            'position': self.trained_batches,
-            'layout': zlib.crc32(repr(sorted(self.layout().items())).encode()),
-            'order': order,
-            'scores': _crc32(self.seen_bits, _crc32(self.scores)),
-        }
-
     # -- checkpoint ------------------------------------------------------
     def layout(self) -> dict:
         """What shapes a pass; a resume must not change any of it."""
@@ -559,8 +541,3 @@ def _cycle(indices: torch.Tensor, total: int) -> Iterator[int]:
     for _ in range(repeats):
         yield from _ints(indices)
     yield from _ints(indices[:rest])
-
-
-def _crc32(table: torch.Tensor, crc: int = 0) -> int:
-    """CRC32 of a CPU tensor's bytes, continuing ``crc``."""
-    return zlib.crc32(table.contiguous().numpy().view(np.uint8), crc)
