@@ -79,6 +79,8 @@ FIRST_FOR = {
     'loss.py': ['tests/test_loss/test_infobatch_loss.py',
                 'tests/test_loss/test_loss_families.py',
                 'tests/test_reliability/test_rules.py'],
+    'loss_kinds.py': ['tests/test_loss/test_loss_families.py',
+                      'tests/test_loss/test_infobatch_loss.py'],
 }
 
 
