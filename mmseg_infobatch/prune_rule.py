@@ -4,7 +4,7 @@ Which samples are candidates ('mean': scored below the mean; 'random':
 every scored sample; 'quantile': by the bucket of their score) and with
 what probability each is dropped. O(N) vectorised work (numpy, faster than
 torch on one thread) with no comparison sort and no Python loop over
-samples, streamed in chunks of ``CHUNK``.
+samples, streamed in chunks of ``pass_layout.CHUNK``.
 """
 import math
 from fractions import Fraction

@@ -2,12 +2,12 @@
 
 The decision applies the policy's rule (:mod:`.prune_rule`) with the draws
 of :mod:`.random_draws`, streaming over the samples in chunks of
-``CHUNK``: the masks it builds (seen, candidates, survivors) and the index
-lists are per chunk, so at any moment it holds little beyond its inputs
-and its two outputs, the kept indices (int32 below 2**31 samples) and one
-weight code (uint8) per sample. It draws the same random numbers, in the
-same order, as it would in one piece, and only from the generator it is
-given.
+``pass_layout.CHUNK``: the masks it builds (seen, candidates, survivors)
+and the index lists are per chunk, so at any moment it holds little beyond
+its inputs and its two outputs, the kept indices (int32 below 2**31
+samples) and one weight code (uint8) per sample. It draws the same random
+numbers, in the same order, as it would in one piece, and only from the
+generator it is given.
 """
 import math
 from typing import Optional, Sequence
