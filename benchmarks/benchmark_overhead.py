@@ -24,16 +24,24 @@ import uuid
 import numpy as np
 import torch
 
-from mmseg_infobatch.pruning import decide_pass, pad_to_multiple, rank_share
+from mmseg_infobatch.pass_layout import cycle_to, rank_share
+from mmseg_infobatch.pruning import decide_pass
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 WORLD, BATCH = 8, 16
 
 
+def padded_share(indices):
+    """Rank 0's share of ``indices`` padded by repeating their head to
+    whole global batches, as the sampler pads a pass."""
+    total = math.ceil(indices.numel() / (WORLD * BATCH)) * WORLD * BATCH
+    return rank_share(cycle_to(indices, total), 0, WORLD)
+
+
 def infobatch_decision(scores, seen, seed):
     g = torch.Generator().manual_seed(seed)
     d = decide_pass(scores, seen, 0.5, g)
-    return rank_share(pad_to_multiple(d.indices, WORLD * BATCH), 0, WORLD)
+    return padded_share(d.indices)
 
 
 def sort_reference(scores, seen, seed):
@@ -45,7 +53,7 @@ def sort_reference(scores, seen, seed):
     keep_head = head[torch.randperm(num_below, generator=g)[:num_below // 2]]
     kept = torch.cat([keep_head, order[num_below:]])
     kept = kept[torch.randperm(kept.numel(), generator=g)]
-    return rank_share(pad_to_multiple(kept, WORLD * BATCH), 0, WORLD)
+    return padded_share(kept)
 
 
 def authors_reference(scores, seen, seed):
@@ -81,8 +89,7 @@ def numpy_reference(scores, seen, seed):
     keep = rng.choice(well_idx, int(0.5 * len(well_idx)), replace=False)
     kept = np.concatenate([np.where(~well)[0], keep])
     kept = kept[rng.permutation(len(kept))]
-    return rank_share(pad_to_multiple(torch.from_numpy(kept), WORLD * BATCH),
-                      0, WORLD)
+    return padded_share(torch.from_numpy(kept))
 
 
 def time_median(fn, repeats, *args):

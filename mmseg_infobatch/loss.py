@@ -40,78 +40,16 @@ a loss outside mmseg                   refused      set ``mode='weight'`` or
 ``LovaszLoss(per_image=True, reduction='sum')`` is refused too: it adds the
 images' values where the per-image mode averages them.
 """
-import inspect
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn as nn
 from mmseg.registry import MODELS
 
+from .loss_kinds import (WEIGHT_LAYOUTS, default_ignore_index, exact_mode,
+                         mmseg_loss_name)
+
 MODES = ('auto', 'weight', 'per_image')
-
-# How the losses that take per-image weights lay out their ``weight=``:
-# 'label' is shaped like the label (sigmoid CE expands it over classes),
-# 'flat' is one weight per pixel, flattened (as FocalLoss flattens pixels),
-# 'image' is one weight per image.
-_WEIGHT_LAYOUTS = {
-    'CrossEntropyLoss': 'label',
-    'FocalLoss': 'flat',
-    'DiceLoss': 'image',
-    'SiLogLoss': 'image',
-}
-
-# mmseg losses whose batch value is the mean of their per-image values, so
-# evaluating them image by image is exact.
-_MEAN_OF_IMAGES = ('TverskyLoss', 'HuasdorffDisstanceLoss', 'KLDivLoss')
-
-# Why the batch-coupled mmseg losses cannot be rescaled per image as is.
-_COUPLED = {
-    'OhemCrossEntropy': 'it keeps the hardest pixels of the whole batch',
-    'BoundaryLoss': 'it balances boundary against other pixels over the '
-    'whole batch',
-}
-
-
-def _mmseg_loss_name(loss: nn.Module) -> Optional[str]:
-    """The class name of an mmseg loss; None for a loss defined elsewhere,
-    whose reduction we can't know (a subclass may override ``forward``)."""
-    cls = type(loss)
-    if cls.__module__.startswith('mmseg.models.losses.'):
-        return cls.__name__
-    return None
-
-
-def _exact_mode(loss: nn.Module) -> Tuple[Optional[str], str]:
-    """The mode that serves ``loss`` exactly, or None and the reason."""
-    name = _mmseg_loss_name(loss)
-    if name == 'CrossEntropyLoss' and loss.use_mask:
-        return 'per_image', ''
-    if name in _WEIGHT_LAYOUTS:
-        return 'weight', ''
-    if name in _MEAN_OF_IMAGES:
-        return 'per_image', ''
-    if name == 'LovaszLoss':
-        if not loss.per_image:
-            return None, ('with per_image=False it computes one Lovasz '
-                          "extension over the whole batch's pixels")
-        if loss.reduction == 'sum':
-            return None, ("with reduction='sum' it adds the images' values, "
-                          'where the per-image mode averages them')
-        return 'per_image', ''
-    if name in _COUPLED:
-        return None, _COUPLED[name]
-    return None, 'InfoBatchLoss does not know how it reduces'
-
-
-def _default_ignore_index(loss: nn.Module) -> Optional[int]:
-    """The label a loss ignores when the head passes no ``ignore_index``."""
-    param = inspect.signature(loss.forward).parameters.get('ignore_index')
-    if param is not None and isinstance(param.default, int):
-        return param.default
-    for attr in ('ignore_index', 'ignore_label'):
-        if isinstance(getattr(loss, attr, None), int):
-            return getattr(loss, attr)
-    return None
 
 
 @MODELS.register_module()
@@ -164,9 +102,9 @@ class InfoBatchLoss(nn.Module):
                              f'but got {mode!r}')
         self.loss = MODELS.build(loss)
         self.mode = self._resolve_mode(mode)
-        name = _mmseg_loss_name(self.loss)
-        self._layout = _WEIGHT_LAYOUTS.get(name, 'label')
-        self._ignore_index = _default_ignore_index(self.loss)
+        name = mmseg_loss_name(self.loss)
+        self._layout = WEIGHT_LAYOUTS.get(name, 'label')
+        self._ignore_index = default_ignore_index(self.loss)
         # Set by InfoBatchHook before each training iteration, cleared after.
         self.batch_weights: Optional[torch.Tensor] = None
         self._scores: Optional[torch.Tensor] = None
@@ -174,12 +112,12 @@ class InfoBatchLoss(nn.Module):
     def _resolve_mode(self, mode: str) -> str:
         """Check the requested mode against the inner loss, at build time,
         so that a loss we can't serve fails before any data is loaded."""
-        exact, why = _exact_mode(self.loss)
+        exact, why = exact_mode(self.loss)
         name = type(self.loss).__name__
         if mode == 'per_image':
             return mode
         if mode == 'weight':
-            if _mmseg_loss_name(self.loss) is None or exact == 'weight':
+            if mmseg_loss_name(self.loss) is None or exact == 'weight':
                 return mode
             raise ValueError(
                 f"InfoBatchLoss(mode='weight') can't serve {name}: its "
@@ -187,7 +125,7 @@ class InfoBatchLoss(nn.Module):
                 "Use mode='auto' or mode='per_image'.")
         if exact is not None:
             return exact
-        if _mmseg_loss_name(self.loss) is None:
+        if mmseg_loss_name(self.loss) is None:
             raise ValueError(
                 f'InfoBatchLoss does not know how {name} reduces, so it '
                 'cannot tell how to rescale each image. If its forward takes '

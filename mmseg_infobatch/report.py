@@ -10,8 +10,8 @@ from typing import List, Optional
 import numpy as np
 
 from .history import PassRecord
-from .target import (Profile, RelativeLosses, expected_saving,
-                     ratio_for_saving)
+from .target import expected_saving, ratio_for_saving
+from .target_profile import Profile, RelativeLosses
 
 # The savings the estimate names a ratio for.
 ESTIMATE_TARGETS = (0.2, 0.3, 0.4)

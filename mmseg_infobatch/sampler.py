@@ -10,12 +10,15 @@ from mmseg.registry import DATA_SAMPLERS
 from torch.utils.data import Sampler
 
 from .history import PassRecord
+from .pass_layout import (cycle_to, index_dtype, packed_size, rank_share,
+                          set_bits, unpack_bits)
 from .progress import PassPosition, Progress, batches_per_pass
-from .pruning import (cycle_to, decide_compact, index_dtype, packed_size,
-                      rank_share, set_bits, unpack_bits, validate_policy)
+from .prune_rule import validate_policy
+from .pruning import decide_compact
 from .sampler_state import check_layout, dataset_fingerprint, upgrade_state
-from .target import (Profile, Schedule, max_bucket_ratio, prune_profile,
-                     scale_buckets, solve_pass_ratio, validate_target)
+from .target import Schedule, solve_pass_ratio, validate_target
+from .target_profile import (Profile, max_bucket_ratio, prune_profile,
+                             scale_buckets)
 
 # What a config needs for InfoBatch, named by every error that finds a part
 # of it missing.
@@ -285,7 +288,7 @@ class InfoBatchSampler(Sampler):
 
     def profile(self) -> Profile:
         """The candidates a pass decided from the scores now would have
-        (see :class:`mmseg_infobatch.target.Profile`)."""
+        (see :class:`mmseg_infobatch.target_profile.Profile`)."""
         return prune_profile(self.scores, self.seen_bits, self.policy,
                              self.prune_high, self.buckets)
 
@@ -468,8 +471,8 @@ class InfoBatchSampler(Sampler):
         Returns:
             int: How many non-finite scores were skipped.
         """
-        # numpy views of the tables: a batch's few values cost microseconds
-        # there, against tens per torch op.
+        # numpy views of the tables: on a batch's few values numpy's
+        # per-call overhead is far below that of a torch op.
         index, value = indices.numpy(), scores.numpy()
         finite = np.isfinite(value)
         if not finite.all():

@@ -6,7 +6,7 @@ import zlib
 
 import torch
 
-from .pruning import pack_bits, unpack_bits
+from .pass_layout import pack_bits, unpack_bits
 
 
 _LAYOUT_FIXES = dict(

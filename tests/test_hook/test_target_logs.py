@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import demo_config, run_config
 
-from mmseg_infobatch.target import Profile, Schedule, expected_saving
+from mmseg_infobatch.target import Schedule, expected_saving
+from mmseg_infobatch.target_profile import Profile
 
 PASSES, FULL = 8, 10
 BUDGET = PASSES * FULL

@@ -4,11 +4,12 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from pass_padding import pad_to_multiple
 
-from mmseg_infobatch import pruning
-from mmseg_infobatch.pruning import (decide_pass, pad_to_multiple,
-                                     prune_probabilities, rank_share,
-                                     validate_policy)
+from mmseg_infobatch import random_draws
+from mmseg_infobatch.pass_layout import rank_share
+from mmseg_infobatch.prune_rule import prune_probabilities, validate_policy
+from mmseg_infobatch.pruning import decide_pass
 
 
 def _scores(n=1000, seed=0):
@@ -163,8 +164,8 @@ def test_same_generator_state_gives_the_same_pass(kwargs, bucketed,
     decision must be a pure function of its inputs and generator state,
     also in the bucketed shuffle used at scale."""
     if bucketed:
-        monkeypatch.setattr(pruning, 'SHUFFLE_DIRECT', 64)
-        monkeypatch.setattr(pruning, 'SHUFFLE_BUCKET', 16)
+        monkeypatch.setattr(random_draws, 'SHUFFLE_DIRECT', 64)
+        monkeypatch.setattr(random_draws, 'SHUFFLE_BUCKET', 16)
     scores, seen = _scores(1000)
     np_state = np.random.get_state()[1].copy()
     runs = []
@@ -193,12 +194,13 @@ def test_same_generator_state_gives_the_same_pass(kwargs, bucketed,
 def test_bucketed_shuffle_is_a_uniform_permutation(monkeypatch):
     # Buckets of about 2 out of 5 indices: the deal and the shuffles within
     # buckets together must still give each of the 120 orders equally often.
-    monkeypatch.setattr(pruning, 'SHUFFLE_DIRECT', 4)
-    monkeypatch.setattr(pruning, 'SHUFFLE_BUCKET', 2)
+    monkeypatch.setattr(random_draws, 'SHUFFLE_DIRECT', 4)
+    monkeypatch.setattr(random_draws, 'SHUFFLE_BUCKET', 2)
     indices = torch.tensor([3, 1, 4, 9, 7])
     g = torch.Generator().manual_seed(0)
     counts = Counter(
-        tuple(pruning._shuffle(indices, g).tolist()) for _ in range(24000))
+        tuple(random_draws.shuffled(indices, g).tolist())
+        for _ in range(24000))
     assert len(counts) == 120
     assert all(sorted(order) == [1, 3, 4, 7, 9] for order in counts)
     # 200 expected per order: a chi-square with 119 degrees of freedom
@@ -208,8 +210,8 @@ def test_bucketed_shuffle_is_a_uniform_permutation(monkeypatch):
 
 
 def test_bucketed_shuffle_keeps_the_kept_set(monkeypatch):
-    monkeypatch.setattr(pruning, 'SHUFFLE_DIRECT', 100)
-    monkeypatch.setattr(pruning, 'SHUFFLE_BUCKET', 8)
+    monkeypatch.setattr(random_draws, 'SHUFFLE_DIRECT', 100)
+    monkeypatch.setattr(random_draws, 'SHUFFLE_BUCKET', 8)
     scores, seen = _scores(5000)
     d = decide_pass(scores, seen, 0.5, torch.Generator().manual_seed(3))
     ordered = decide_pass(scores, seen, 0.5,

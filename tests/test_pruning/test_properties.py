@@ -30,12 +30,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mmengine.dataset import DefaultSampler
+from pass_padding import pad_to_multiple
 from torch.utils.data import DataLoader
 
+from mmseg_infobatch.pass_layout import cycle_to, rank_share
 from mmseg_infobatch.progress import (PassPosition, Progress,
                                       batches_per_pass)
-from mmseg_infobatch.pruning import (cycle_to, decide_pass, pad_to_multiple,
-                                     prune_probabilities, rank_share)
+from mmseg_infobatch.prune_rule import prune_probabilities
+from mmseg_infobatch.pruning import decide_pass
 from mmseg_infobatch.sampler import InfoBatchSampler
 
 _COMMON = dict(deadline=None, database=None,

@@ -1,15 +1,17 @@
 """The target-saving solver: pure functions of score tables and the
-schedule (mmseg_infobatch/target.py)."""
+schedule (mmseg_infobatch/target.py), and the pass profiles it works from
+(mmseg_infobatch/target_profile.py)."""
 import math
 
 import pytest
 import torch
 
-from mmseg_infobatch.target import (Profile, RelativeLosses, Schedule,
-                                    expected_pass_iters, expected_saving,
-                                    pass_saving, prune_profile,
-                                    ratio_for_saving, scale_buckets,
-                                    solve_pass_ratio, validate_target)
+from mmseg_infobatch.target import (Schedule, expected_pass_iters,
+                                    expected_saving, pass_saving,
+                                    ratio_for_saving, solve_pass_ratio,
+                                    validate_target)
+from mmseg_infobatch.target_profile import (Profile, RelativeLosses,
+                                            prune_profile, scale_buckets)
 
 # The quick study's shape: 1,000 samples, batch 16, 28 passes, delta 0.875.
 QUICK = Schedule(num_samples=1000, global_batch=16, budget_iters=28 * 63,

@@ -30,7 +30,8 @@ from mmseg.registry import MODELS
 from torch.utils.data import DataLoader
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
-from mmseg_infobatch.pruning import decide_pass, prune_probabilities
+from mmseg_infobatch.prune_rule import prune_probabilities
+from mmseg_infobatch.pruning import decide_pass
 
 N, BATCH, PASSES, DELTA = 12, 2, 4, 0.7  # 6 iterations a full pass
 IGNORE = 255

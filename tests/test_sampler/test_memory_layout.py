@@ -9,8 +9,9 @@ from unittest import mock
 import pytest
 import torch
 
-from mmseg_infobatch import pruning
-from mmseg_infobatch.pruning import decide_compact, decide_pass, pack_bits
+from mmseg_infobatch import random_draws
+from mmseg_infobatch.pass_layout import pack_bits
+from mmseg_infobatch.pruning import decide_compact, decide_pass
 from mmseg_infobatch.sampler import InfoBatchSampler
 from mmseg_infobatch.sampler_state import sample_tables, upgrade_state
 
@@ -152,8 +153,8 @@ def _crc(tensor):
 def test_decisions_are_those_of_the_plain_tables(name, bucketed,
                                                  monkeypatch):
     if bucketed:
-        monkeypatch.setattr(pruning, 'SHUFFLE_DIRECT', 64)
-        monkeypatch.setattr(pruning, 'SHUFFLE_BUCKET', 16)
+        monkeypatch.setattr(random_draws, 'SHUFFLE_DIRECT', 64)
+        monkeypatch.setattr(random_draws, 'SHUFFLE_BUCKET', 16)
     kwargs, direct_crc, bucketed_crc, weights_crc = GOLDEN[name]
     scores, seen = _scores()
     d = decide_pass(scores, seen, generator=torch.Generator().manual_seed(7),

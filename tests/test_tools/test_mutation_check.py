@@ -52,9 +52,9 @@ def test_apply_changes_only_the_copy(tmp_path):
     mutant = next(m for m in mc.MUTANTS if m.name == 'rank_contiguous')
     package_dir = mc.copy_package(tmp_path)
     mc.apply_mutant(package_dir, mutant)
-    copied = (package_dir / 'pruning.py').read_text()
+    copied = (package_dir / mutant.file).read_text()
     assert mutant.replacement in copied and mutant.original not in copied
-    assert mutant.original in (REPO / mc.PACKAGE / 'pruning.py').read_text()
+    assert mutant.original in (REPO / mc.PACKAGE / mutant.file).read_text()
     assert not (package_dir / '__pycache__').exists()
 
 
