@@ -69,6 +69,7 @@ FIRST_FOR = {
     'pass_layout.py': ['tests/test_pruning/test_decide_pass.py',
                        'tests/test_sampler/test_infobatch_sampler.py'],
     'progress.py': ['tests/test_hook/test_progress.py'],
+    'pass_sampler.py': ['tests/test_sampler/test_infobatch_sampler.py'],
     'hook.py': ['tests/test_hook/test_hook_methods.py',
                 'tests/test_hook/test_gather.py',
                 'tests/test_reliability/test_rules.py'],
@@ -188,12 +189,10 @@ MUTANTS = [
       'return self.budget_iters / self.full_pass_batches',
       'return self.budget_iters // self.full_pass_batches',
       'annealing: C may be fractional'),
-    M('weights_kept_in_annealing', 'sampler.py',
-      '        self.weight_codes = decision.codes\n'
-      '        self.weight_table = decision.table\n',
+    M('weights_kept_in_annealing', 'pass_sampler.py',
+      '        self.weight_codes, self.weight_table = codes, table\n',
       '        if self.prunes_now:\n'
-      '            self.weight_codes = decision.codes\n'
-      '            self.weight_table = decision.table\n',
+      '            self.weight_codes, self.weight_table = codes, table\n',
       'weight reset in annealing'),
     M('anneal_flag_ignored', 'hook.py',
       'prune_stop = self.progress.prune_stop(self.delta) \\\n'
@@ -286,7 +285,7 @@ MUTANTS = [
       'repeats = math.ceil(total / indices.numel())',
       'repeats = total // indices.numel()',
       'padding: repeat the head, drop none'),
-    M('pad_to_world_only', 'sampler.py',
+    M('pad_to_world_only', 'pass_sampler.py',
       'total = self.global_batch * batches_per_pass(\n'
       '            self.order.numel(), self.world_size, self.batch_size or 1,'
       '\n            self.drop_last)',
@@ -297,14 +296,14 @@ MUTANTS = [
       'return math.ceil(num_samples / multiple)',
       'return num_samples // multiple',
       'padding: full pass padded up'),
-    M('full_pass_ignores_drop_last', 'sampler.py',
+    M('full_pass_ignores_drop_last', 'pass_sampler.py',
       '                                self.batch_size or 1, self.drop_last)',
       '                                self.batch_size or 1)',
       'padding: full pass follows drop_last'),
     M('refill_takes_kept', 'sampler.py',
       '            dropped[buffer[:kept]] = False\n', '',
       'refill: only dropped samples'),
-    M('batch_start_unscaled', 'sampler.py',
+    M('batch_start_unscaled', 'pass_sampler.py',
       'start = self.trained_batches * self.batch_size',
       'start = self.trained_batches',
       'batch: the sampler\'s next batch'),
@@ -380,7 +379,7 @@ MUTANTS = [
     M('state_seed_not_restored', 'sampler.py',
       "        self.seed = int(state['seed'])\n", '',
       'checkpoint: seed'),
-    M('state_position_not_restored', 'sampler.py',
+    M('state_position_not_restored', 'pass_sampler.py',
       "        self.trained_batches = int(state['position'])\n", '',
       'checkpoint: position'),
     M('state_scores_not_saved', 'sampler.py',
@@ -390,7 +389,7 @@ MUTANTS = [
     M('state_seen_not_restored', 'sampler.py',
       "        self.seen_bits = state['seen_bits'].clone()\n", '',
       'checkpoint: seen'),
-    M('state_weights_not_restored', 'sampler.py',
+    M('state_weights_not_restored', 'pass_sampler.py',
       "        self.weight_codes = state['weight_codes'].clone()\n"
       "        self.weight_table = state['weight_table'].clone().float()\n",
       '',
@@ -406,7 +405,7 @@ MUTANTS = [
       'sampler.prepare_replay(runner.iter - sampler.trained_batches)',
       'sampler.prepare_replay(runner.iter)',
       'resume: replay filler count'),
-    M('replay_filler_in_samples', 'sampler.py',
+    M('replay_filler_in_samples', 'pass_sampler.py',
       'filler = self._replay_batches * self.batch_size',
       'filler = self._replay_batches',
       'resume: replay filler count'),
@@ -516,7 +515,7 @@ MUTANTS = [
       equivalent='at short == 0 the refill adds no sample, and the '
       'generator it draws from is discarded after the pass'),
     M('refill_weight_not_reset', 'sampler.py',
-      '            self.weight_codes[refill] = 0  # weight 1\n', '',
+      '            decision.codes[refill] = 0  # weight 1\n', '',
       'weights of refilled samples', equivalent='refilled samples were '
       'dropped, and the decision already gives every dropped sample '
       'code 0, weight 1'),

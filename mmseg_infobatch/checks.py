@@ -6,7 +6,8 @@ from mmengine.model import is_model_wrapper
 from torch.utils.data import BatchSampler
 
 from .loss import InfoBatchLoss
-from .sampler import CONFIG_HINT, InfoBatchSampler
+from .pass_sampler import CONFIG_HINT
+from .sampler import InfoBatchSampler
 
 
 def check_eval_samplers(cfg) -> None:

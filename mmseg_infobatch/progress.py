@@ -2,9 +2,9 @@
 
 A pass over the full data takes ``full_pass_batches`` iterations; a pruned
 pass takes fewer but still counts as one whole pass of progress. Pass t
-starts at virtual iteration ``offset + t * full_pass_batches``, where ``offset`` counts the
-iterations a run made before it had InfoBatch state (a resume from a
-checkpoint without it). Training ends when the virtual count reaches the
+starts at virtual iteration ``offset + t * full_pass_batches``, where
+``offset`` counts the iterations a run made before it had InfoBatch state
+(a resume from a checkpoint without it). Training ends when the virtual count reaches the
 full-data budget (the config's ``max_iters``), and iteration-based schedules
 are stepped in virtual iterations.
 """
