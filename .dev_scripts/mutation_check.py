@@ -457,7 +457,7 @@ MUTANTS = [
       '    weight = schedule.pruning_share(pass_idx)\n'
       '    needed = target * schedule.budget_iters - saved_iters\n',
       '    weight = 1.0\n'
-      '    needed = target * schedule.full_batches\n',
+      '    needed = target * schedule.full_pass_batches\n',
       'target: a share of the run, not of each pass'),
     M('target_annealing_counted', 'target.py',
       '        if math.isfinite(self.prune_stop):\n',
@@ -468,11 +468,11 @@ MUTANTS = [
       'needed = target * schedule.budget_iters',
       'target: what earlier passes saved counts'),
     M('target_last_pass_whole', 'target.py',
-      '        return min(max(left / self.full_batches, 0.0), 1.0)',
+      '        return min(max(left / self.full_pass_batches, 0.0), 1.0)',
       '        return 1.0 if left > 0 else 0.0',
       'target: the last partial pass by its share'),
     M('target_rounding_ignored', 'target.py',
-      '    return schedule.full_batches - expected_pass_iters(schedule, '
+      '    return schedule.full_pass_batches - expected_pass_iters(schedule, '
       'mean, var)',
       '    return mean / schedule.global_batch',
       'target: whole-batch rounding of a pass'),

@@ -18,6 +18,9 @@ from .target import Schedule, solve_pass_ratio, validate_target
 from .target_profile import (Profile, max_bucket_ratio, prune_profile,
                              scale_buckets)
 
+# The prune probability of the paper, where the config sets none.
+DEFAULT_RATIO = 0.5
+
 
 @DATA_SAMPLERS.register_module()
 class InfoBatchSampler(PassSampler):
@@ -50,7 +53,7 @@ class InfoBatchSampler(PassSampler):
         seed (int, optional): Seed shared by all ranks. If None, a synced
             random seed is used. Defaults to None.
         ratio (float, optional): Prune probability r for the 'mean' and
-            'random' policies, in [0, 1). None is 0.5, unless
+            'random' policies, in [0, 1). None is ``DEFAULT_RATIO``, unless
             ``target_saving`` is given. Defaults to None.
         policy (str): 'mean' (paper: prune below the mean score),
             'quantile' (buckets of cut points, each with its own ratio) or
@@ -88,7 +91,8 @@ class InfoBatchSampler(PassSampler):
         # ratio None is the default, so that a ratio given next to
         # target_saving is told apart from the default.
         validate_target(target_saving, max_ratio, ratio, policy, buckets)
-        validate_policy(policy, 0.5 if ratio is None else ratio, buckets)
+        fixed = DEFAULT_RATIO if ratio is None else ratio
+        validate_policy(policy, fixed, buckets)
         self.dataset = dataset
         self.shuffle = shuffle
         self.seed = sync_random_seed() if seed is None else seed
@@ -96,8 +100,7 @@ class InfoBatchSampler(PassSampler):
             float(target_saving)
         self.max_ratio = float(max_ratio)
         # The fixed ratio; None when each pass solves its own.
-        self.ratio = None if target_saving is not None else \
-            0.5 if ratio is None else float(ratio)
+        self.ratio = None if target_saving is not None else float(fixed)
         self.policy = policy
         self.prune_high = prune_high
         self.buckets = [tuple(b) for b in buckets] if buckets else None

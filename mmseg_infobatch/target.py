@@ -74,7 +74,7 @@ class Schedule:
             self.drop_last)
 
     @property
-    def full_batches(self) -> int:
+    def full_pass_batches(self) -> int:
         """Per-rank iterations of a full pass (F)."""
         return self.pass_iters(self.num_samples)
 
@@ -82,14 +82,14 @@ class Schedule:
         """How much of pass ``pass_idx`` the budget holds: 1 for a whole
         pass, a fraction for the last one of a fractional schedule, 0
         beyond it."""
-        left = self.budget_iters - self.offset - pass_idx * self.full_batches
-        return min(max(left / self.full_batches, 0.0), 1.0)
+        left = self.budget_iters - self.offset - pass_idx * self.full_pass_batches
+        return min(max(left / self.full_pass_batches, 0.0), 1.0)
 
     def pruning_share(self, pass_idx: int) -> float:
         """W: the summed shares of the passes from ``pass_idx`` on that may
         prune (annealing passes and passes beyond the budget count 0)."""
         end = math.ceil(
-            (self.budget_iters - self.offset) / self.full_batches)
+            (self.budget_iters - self.offset) / self.full_pass_batches)
         if math.isfinite(self.prune_stop):
             # Pass p prunes iff p < prune_stop, i.e. p < ceil(prune_stop).
             end = min(end, math.ceil(self.prune_stop))
@@ -107,7 +107,7 @@ def expected_pass_iters(schedule: Schedule, pruned_mean: float,
     j up to F; the expectation sums ``P(K >= c_j)``. Only the few j within
     ``TAIL`` standard deviations of the mean take a term each.
     """
-    full = schedule.full_batches
+    full = schedule.full_pass_batches
     batch = schedule.global_batch
     kept = schedule.num_samples - pruned_mean
     sd = math.sqrt(max(pruned_var, 0.0))
@@ -133,7 +133,7 @@ def pass_saving(schedule: Schedule, profile: Profile, ratio: float) -> float:
     """g(r): expected iterations a pass with this profile saves at r."""
     mean = ratio * profile.first
     var = ratio * profile.first - ratio * ratio * profile.second
-    return schedule.full_batches - expected_pass_iters(schedule, mean, var)
+    return schedule.full_pass_batches - expected_pass_iters(schedule, mean, var)
 
 
 class PassRatio(NamedTuple):

@@ -43,7 +43,8 @@ from mmseg_infobatch.history import history_from_state  # noqa: E402
 from mmseg_infobatch.progress import (PassPosition, Progress,  # noqa: E402
                                       batches_per_pass)
 from mmseg_infobatch.pruning import decide_pass  # noqa: E402
-from mmseg_infobatch.sampler import InfoBatchSampler  # noqa: E402
+from mmseg_infobatch.sampler import (  # noqa: E402
+    DEFAULT_RATIO, InfoBatchSampler)
 from mmseg_infobatch.sampler_state import sample_tables  # noqa: E402
 
 FIGSIZE = (5.5, 3.6)
@@ -340,9 +341,10 @@ def _pruning_settings(run: Run) -> dict:
                     'target_saving')
     }
     if settings['ratio'] is None:
-        # ratio None is 0.5 to the sampler, or with target_saving a ratio
-        # per pass: the mean r_t of the passes that pruned stands for them.
-        settings['ratio'] = 0.5
+        # ratio None is the sampler's default, or with target_saving a
+        # ratio per pass: the mean r_t of the passes that pruned stands for
+        # them.
+        settings['ratio'] = DEFAULT_RATIO
         if settings['target_saving'] and run.history:
             ratios = run.history['ratio']
             pruned = ratios[(run.history['pruned'] > 0) & ~np.isnan(ratios)]
@@ -380,7 +382,7 @@ def plot_scores(run: Run, out_dir: str):
         settings = _pruning_settings(run)
         settings.pop('target_saving')
         if settings['ratio'] == 0 and settings['policy'] != 'quantile':
-            settings['ratio'] = 0.5
+            settings['ratio'] = DEFAULT_RATIO
         generator = torch.Generator().manual_seed(0)
         decision = decide_pass(scores, seen, generator=generator,
                                **settings)

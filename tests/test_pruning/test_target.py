@@ -54,19 +54,19 @@ def test_pass_saving_is_the_expected_saving_of_whole_batches(n, batch,
     schedule = Schedule(n, batch, 10 * n, drop_last=drop_last)
     profile = Profile(550, 550.0, 550.0)
     for ratio in (0.1, 0.5, 0.8):
-        exact = schedule.full_batches - _exact_iters(schedule, 550, ratio)
+        exact = schedule.full_pass_batches - _exact_iters(schedule, 550, ratio)
         assert pass_saving(schedule, profile, ratio) == pytest.approx(
             exact, abs=0.03)
 
 
 def test_expected_iterations_without_spread_are_the_whole_batches():
     s = Schedule(1000, 16, 1000)
-    assert expected_pass_iters(s, 0, 0) == s.full_batches == 63
+    assert expected_pass_iters(s, 0, 0) == s.full_pass_batches == 63
     assert expected_pass_iters(s, 40, 0) == 60  # 960 kept: 60 batches
     assert expected_pass_iters(s, 41, 0) == 60
     assert expected_pass_iters(s, 999, 0) == 1  # refilled to one batch
     d = Schedule(1000, 16, 1000, drop_last=True)
-    assert d.full_batches == 62 and expected_pass_iters(d, 9, 0) == 61
+    assert d.full_pass_batches == 62 and expected_pass_iters(d, 9, 0) == 61
 
 
 @pytest.mark.parametrize('stop,offset,budget,want', [
@@ -132,7 +132,7 @@ def _simulate(target, schedule, shares, seed=0, max_ratio=0.8,
     candidates, the pruned count is drawn, and each pass saves what its
     whole batches save. Returns the share of the budget saved and r_t."""
     g = torch.Generator().manual_seed(seed)
-    n, full = schedule.num_samples, schedule.full_batches
+    n, full = schedule.num_samples, schedule.full_pass_batches
     saved, ratios, t = 0.0, [], 0
     while schedule.pass_share(t) > 0:
         prunes = t < schedule.prune_stop and t > 0  # pass 0: no scores
