@@ -67,9 +67,9 @@ class PassSampler(Sampler):
         self.pass_idx = -1
         self.trained_batches = 0  # batches of the pass trained so far
         # The pass as decided (order), and padded to whole batches on every
-        # rank (pass_indices): views of one buffer, padded in place.
+        # rank (padded_order): views of one buffer, padded in place.
         self.order: Optional[torch.Tensor] = None
-        self.pass_indices: Optional[torch.Tensor] = None
+        self.padded_order: Optional[torch.Tensor] = None
         self._pass_buffer: Optional[torch.Tensor] = None
         # Weight of sample i: weight_table[weight_codes[i]]; code 0 is 1.
         self.weight_codes = torch.zeros(self.num_samples, dtype=torch.uint8)
@@ -148,9 +148,9 @@ class PassSampler(Sampler):
 
     def __len__(self) -> int:
         """Per-rank length of the current pass (a full pass before any)."""
-        if self.pass_indices is None:
+        if self.padded_order is None:
             return self.full_pass_batches * (self.batch_size or 1)
-        return self.pass_indices.numel() // self.world_size
+        return self.padded_order.numel() // self.world_size
 
     # -- the pass --------------------------------------------------------
     @property
@@ -162,9 +162,9 @@ class PassSampler(Sampler):
     @property
     def pass_batches(self) -> int:
         """Per-rank iterations of the current pass."""
-        if self.pass_indices is None:
+        if self.padded_order is None:
             return 0
-        return self.pass_indices.numel() // self.global_batch
+        return self.padded_order.numel() // self.global_batch
 
     def _decide_next_pass(self) -> None:
         """Decide the next pass, and hold it with :meth:`_hold_pass`."""
@@ -175,7 +175,7 @@ class PassSampler(Sampler):
         at a time."""
         self.pass_idx += 1
         self.trained_batches = 0
-        self.order = self.pass_indices = self._pass_buffer = None
+        self.order = self.padded_order = self._pass_buffer = None
 
     def _hold_pass(self, buffer: torch.Tensor, kept: int,
                    codes: torch.Tensor, table: torch.Tensor) -> None:
@@ -211,13 +211,13 @@ class PassSampler(Sampler):
             pad = total - kept
             # The padding repeats the head, after the order in its buffer.
             self._pass_buffer[kept:total] = cycle_to(self.order[:pad], pad)
-        self.pass_indices = self._pass_buffer[:total]
+        self.padded_order = self._pass_buffer[:total]
 
     def rank_indices(self) -> torch.Tensor:
         """This rank's indices of the current pass, in training order."""
-        assert self.pass_indices is not None, 'no pass has started yet'
-        share = rank_share(self.pass_indices, self.rank, self.world_size)
-        assert share.numel() * self.world_size == self.pass_indices.numel()
+        assert self.padded_order is not None, 'no pass has started yet'
+        share = rank_share(self.padded_order, self.rank, self.world_size)
+        assert share.numel() * self.world_size == self.padded_order.numel()
         return share
 
     def batch_indices(self) -> torch.Tensor:
@@ -295,7 +295,7 @@ class PassSampler(Sampler):
         self.trained_batches = int(state['position'])
         self.weight_codes = state['weight_codes'].clone()
         self.weight_table = state['weight_table'].clone().float()
-        self.order = self.pass_indices = self._pass_buffer = None
+        self.order = self.padded_order = self._pass_buffer = None
         order = state['order']
         if order is not None:
             self._set_order(order.to(index_dtype(self.num_samples)),

@@ -152,7 +152,7 @@ class InfoBatchSampler(PassSampler):
     def pass_saving(self) -> float:
         """Full-data iterations the current pass saves (its share of the
         budget, if the budget holds only part of it)."""
-        if self.pass_indices is None:
+        if self.padded_order is None:
             return 0.0
         share = 1.0 if self.schedule is None else \
             self.schedule.pass_share(self.pass_idx)

@@ -41,7 +41,7 @@ class InfoBatchRecorderHook(Hook):
                 pass_idx=sampler.pass_idx,
                 start_iter=runner.iter,
                 position=sampler.trained_batches,
-                pass_indices=sampler.pass_indices.clone(),
+                padded_order=sampler.padded_order.clone(),
                 rank_indices=sampler.rank_indices().clone(),
                 weights=sampler.weights.clone(),
                 scores=sampler.scores.clone(),

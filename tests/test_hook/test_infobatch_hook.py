@@ -48,9 +48,9 @@ def test_lr_follows_data_progress(runs):
 def test_first_pass_full_and_later_passes_pruned(runs):
     passes = runs['infobatch']['record']['passes']
     assert [p['pass_idx'] for p in passes] == [0, 1, 2, 3]
-    assert passes[0]['pass_indices'].numel() == 40
+    assert passes[0]['padded_order'].numel() == 40
     assert not passes[0]['seen'].any()
-    assert all(p['pass_indices'].numel() < 40 for p in passes[1:3])
+    assert all(p['padded_order'].numel() < 40 for p in passes[1:3])
     assert passes[1]['seen'].all()  # every sample scored before pruning
     assert [p['prunes'] for p in passes] == [True, True, True, False]
 
@@ -58,7 +58,7 @@ def test_first_pass_full_and_later_passes_pruned(runs):
 def test_annealing_pass_is_full_with_unit_weights(runs):
     last = runs['infobatch']['record']['passes'][3]
     assert not last['prunes']
-    assert sorted(last['pass_indices'].tolist()) == list(range(40))
+    assert sorted(last['padded_order'].tolist()) == list(range(40))
     assert (last['weights'] == 1).all()
 
 
@@ -119,7 +119,7 @@ def test_no_rescale_no_anneal_switches(digit_root, tmp_path):
     assert all((p['weights'] == 1).all() for p in passes)
     # delta * C = 1.5 would anneal pass 2; anneal=False prunes it.
     assert [p['prunes'] for p in passes] == [True, True, True]
-    assert passes[2]['pass_indices'].numel() < 40
+    assert passes[2]['padded_order'].numel() < 40
 
 
 def test_epoch_based_loop_prunes_each_epoch(digit_root, tmp_path):
@@ -135,8 +135,8 @@ def test_epoch_based_loop_prunes_each_epoch(digit_root, tmp_path):
     record = load_record(tmp_path)
     passes = record['passes']
     assert [p['pass_idx'] for p in passes] == [0, 1, 2]
-    assert passes[0]['pass_indices'].numel() == 40
-    assert all(p['pass_indices'].numel() < 40 for p in passes[1:])
+    assert passes[0]['padded_order'].numel() == 40
+    assert all(p['padded_order'].numel() < 40 for p in passes[1:])
     assert runner.epoch == 3 and record['final_iter'] < 30
     # The iteration-based LR reaches eta_min with the epochs, not later.
     assert record['final_lr'] == pytest.approx(1e-4, rel=1e-3)

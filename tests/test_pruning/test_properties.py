@@ -384,7 +384,7 @@ def _run_passes(samplers, table, num_passes=4):
             dict(shares=shares,
                  batches=[(s.pass_batches, len(s)) for s in samplers],
                  states=[(s.pass_idx, s.order.clone(), s.weights.clone(),
-                          s.pass_indices.clone()) for s in samplers]))
+                          s.padded_order.clone()) for s in samplers]))
     return passes
 
 
@@ -403,12 +403,12 @@ def test_every_pass_is_whole_batches_of_one_length_on_every_rank(setup):
         assert not s.scores[~seen].any()
     for record in records:
         pass_batches, length = record['batches'][0]
-        pass_idx, order, weights, pass_indices = record['states'][0]
+        pass_idx, order, weights, padded_order = record['states'][0]
         # Every rank holds the same pass and the same weights.
         for other in record['states'][1:]:
             assert other[0] == pass_idx
             assert torch.equal(other[2], weights)
-            assert torch.equal(other[3], pass_indices)
+            assert torch.equal(other[3], padded_order)
         # Whole batches, the same count on every rank, never none.
         assert set(record['batches']) == {(pass_batches, length)}
         lengths = {len(share) for share in record['shares']}
@@ -419,10 +419,10 @@ def test_every_pass_is_whole_batches_of_one_length_on_every_rank(setup):
         expected = batches_per_pass(order.numel(), world, batch,
                                     setup['drop_last'])
         assert pass_batches == expected
-        assert torch.equal(pass_indices,
+        assert torch.equal(padded_order,
                            cycle_to(order, expected * world * batch))
         for rank, share in enumerate(record['shares']):
-            assert share == pass_indices[rank::world].tolist()
+            assert share == padded_order[rank::world].tolist()
         # No sample twice in a decided pass; unscored ones always in.
         assert order.unique().numel() == order.numel()
         if pass_idx >= 1:

@@ -41,7 +41,7 @@ def _assert_lands_on_saved_pass(ref, res):
     ref_row = next(r for r in ref['iters'] if r[0] == 14)
     assert landed['pass_idx'] == ref_row[3] and landed['prunes']
     assert landed['position'] == ref_row[4] > 0  # mid-pass offset
-    assert torch.equal(landed['pass_indices'], ref_pass['pass_indices'])
+    assert torch.equal(landed['padded_order'], ref_pass['padded_order'])
     assert torch.equal(landed['rank_indices'], ref_pass['rank_indices'])
     assert torch.equal(landed['weights'], ref_pass['weights'])
     # The very next batch is the one the uninterrupted run trained.
@@ -55,8 +55,8 @@ def test_deterministic_resume_is_exact(tmp_path, digit_root):
     _assert_lands_on_saved_pass(ref, res)
     later = {p['pass_idx']: p for p in ref['passes']}
     for p in res['passes']:
-        assert torch.equal(p['pass_indices'],
-                           later[p['pass_idx']]['pass_indices'])
+        assert torch.equal(p['padded_order'],
+                           later[p['pass_idx']]['padded_order'])
         assert torch.equal(p['weights'], later[p['pass_idx']]['weights'])
     assert len(res['passes']) > 1  # a later pass was decided after resume
     assert res['final_iter'] == ref['final_iter'] < 40

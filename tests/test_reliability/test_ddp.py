@@ -19,10 +19,10 @@ def test_two_ranks_agree_on_every_pass(digit_root, tmp_path):
         # Same score table, same decision, same weights on both ranks.
         assert torch.equal(p0['scores'], p1['scores'])
         assert torch.equal(p0['seen'], p1['seen'])
-        assert torch.equal(p0['pass_indices'], p1['pass_indices'])
+        assert torch.equal(p0['padded_order'], p1['padded_order'])
         assert torch.equal(p0['weights'], p1['weights'])
         # Disjoint shares that cover the pass, padding aside.
-        kept = p0['pass_indices']
+        kept = p0['padded_order']
         a, b = p0['rank_indices'], p1['rank_indices']
         assert a.numel() == b.numel()
         assert set(a.tolist()) | set(b.tolist()) == set(kept.tolist())

@@ -29,7 +29,7 @@ def test_full_passes_never_end_in_a_one_image_batch(num_train, ratio,
     _train(cfg)
     record = load_record(tmp_path)
     assert all(len(b) == 2 for b in record['batches'])
-    assert set(record['passes'][0]['pass_indices'].tolist()) == set(
+    assert set(record['passes'][0]['padded_order'].tolist()) == set(
         range(num_train))
 
 

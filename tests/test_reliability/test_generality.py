@@ -121,7 +121,7 @@ def test_indices_reach_the_right_images(wrapper, digit_root, tmp_path):
     run_config(cfg)
     record = load_record(tmp_path)
     assert len(record['passes']) >= 2
-    assert record['passes'][1]['pass_indices'].numel() < num_train
+    assert record['passes'][1]['padded_order'].numel() < num_train
     _check_paths(record, DATASETS.build(dataset))
 
 

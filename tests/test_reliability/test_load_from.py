@@ -29,12 +29,12 @@ def test_load_from_starts_infobatch_fresh_in_a_real_run(ade_root, tmp_path):
     assert (first_pass['pass_idx'], first_pass['start_iter'],
             first_pass['position']) == (0, 0, 0)
     assert not first_pass['seen'].any()
-    assert sorted(first_pass['pass_indices'].tolist()) == list(
+    assert sorted(first_pass['padded_order'].tolist()) == list(
         range(NUM_TRAIN))
     assert (first_pass['weights'] == 1).all()
     assert record['iters'][0][:2] == [0, 0]  # iteration 0, progress 0
     # Another seed than the checkpoint's: another order.
     reference = load_record(tmp_path / 'first')['passes'][0]
-    assert not torch.equal(first_pass['pass_indices'],
-                           reference['pass_indices'])
+    assert not torch.equal(first_pass['padded_order'],
+                           reference['padded_order'])
     assert len(record['batches'][0]) == BATCH

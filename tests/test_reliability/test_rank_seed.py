@@ -42,7 +42,7 @@ for randomness in json.loads(sys.argv[1]):
     sampler.configure(2)
     share = list(iter(sampler))
     results.append(dict(seed=sampler.seed,
-                        pass_indices=sampler.pass_indices.tolist(),
+                        padded_order=sampler.padded_order.tolist(),
                         share=share,
                         own_draw=int(np.random.randint(2**31))))
 gathered = all_gather_object(results)
@@ -93,7 +93,7 @@ def test_every_rank_decides_from_one_seed(tmp_path):
             # The setting took effect: the ranks' own generators differ.
             assert rank0['own_draw'] != rank1['own_draw'], setting
         assert rank0['seed'] == rank1['seed'], setting
-        assert rank0['pass_indices'] == rank1['pass_indices'], setting
+        assert rank0['padded_order'] == rank1['padded_order'], setting
         # Interleaved shares of one pass: disjoint, covering all 20.
         assert sorted(rank0['share'] + rank1['share']) == list(range(20))
     # No fixed seed: a drawn one, shared; a fixed one is used as given.

@@ -36,7 +36,7 @@ def assert_continues(ref, res, resumed_at):
     by_pass = {p['pass_idx']: p for p in ref['passes']}
     for landed in res['passes']:
         want = by_pass[landed['pass_idx']]
-        for key in ('pass_indices', 'rank_indices', 'weights'):
+        for key in ('padded_order', 'rank_indices', 'weights'):
             assert torch.equal(landed[key], want[key]), (resumed_at, key)
     assert res['final_iter'] == ref['final_iter']
     assert res['final_lr'] == ref['final_lr']

@@ -115,7 +115,7 @@ def test_random_setup(fuzz_seed, ade40_root, tmp_path, no_pass_pause):
             assert indices == share, (setup, pass_idx)
         else:  # the last pass may end inside, at the budget
             assert indices == share[:len(indices)], (setup, pass_idx)
-        full = shares[pass_idx]['pass_indices']
+        full = shares[pass_idx]['padded_order']
         if record['passes'][0] is shares[pass_idx] or \
                 not shares[pass_idx]['prunes']:
             # A full pass holds every sample (drop_last cuts only the

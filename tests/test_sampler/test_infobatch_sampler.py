@@ -40,15 +40,15 @@ def test_first_pass_full_then_prunes_into_full_batches():
     first = _train_pass(s)
     assert s.pass_idx == 0 and s.decision.pruned == 0
     # 100 -> whole batches of world 2 x batch 8: 112 slots, 56 a rank.
-    assert s.pass_indices.numel() == 112 and len(first) == 56
-    assert set(s.pass_indices.tolist()) == set(range(100))
+    assert s.padded_order.numel() == 112 and len(first) == 56
+    assert set(s.padded_order.tolist()) == set(range(100))
     _score_all(s)
     second = _train_pass(s)
     assert s.pass_idx == 1
     assert len(second) == len(s) < 50
     kept = 100 - s.decision.pruned
-    assert s.pass_indices.numel() == -(-kept // 16) * 16
-    assert set(s.pass_indices.tolist()) == set(s.pass_indices[:kept].tolist())
+    assert s.padded_order.numel() == -(-kept // 16) * 16
+    assert set(s.padded_order.tolist()) == set(s.padded_order[:kept].tolist())
 
 
 @pytest.mark.parametrize('n,world,batch', [(17, 1, 2), (3, 1, 2), (17, 2, 2),
@@ -66,7 +66,7 @@ def test_every_pass_is_whole_batches_on_every_rank(n, world, batch, ratio):
             share = _train_pass(s)
             assert len(share) % batch == 0 and len(share) >= batch
         if pass_no in (0, 3):
-            assert set(samplers[0].pass_indices.tolist()) == set(range(n))
+            assert set(samplers[0].padded_order.tolist()) == set(range(n))
 
 
 def test_drop_last_cuts_down_to_whole_batches():
@@ -89,7 +89,7 @@ def test_annealing_starts_at_the_exact_pass(stop, pruning):
             assert s.decision.pruned > 0 and (s.weights == 2).any()
         else:
             # Annealing: full data, and every weight reset to 1.
-            assert sorted(s.pass_indices.tolist()) == list(range(100))
+            assert sorted(s.padded_order.tolist()) == list(range(100))
             assert (s.weights == 1).all()
 
 
@@ -143,8 +143,8 @@ def test_all_ranks_decide_identically_and_interleave():
             if pass_no:
                 _score_all(s, pass_no)
             _train_pass(s)
-        full = samplers[0].pass_indices
-        assert all(torch.equal(full, s.pass_indices) for s in samplers)
+        full = samplers[0].padded_order
+        assert all(torch.equal(full, s.padded_order) for s in samplers)
         assert all(torch.equal(samplers[0].weights, s.weights)
                    for s in samplers)
         for rank, s in enumerate(samplers):
@@ -163,7 +163,7 @@ def test_state_round_trip_and_weights_only_load(tmp_path):
     state = torch.load(path, weights_only=True)
     t = _sampler(40, batch_size=2, seed=99)
     t.load_state_dict(state)
-    for key in ('scores', 'seen', 'weights', 'pass_indices', 'order'):
+    for key in ('scores', 'seen', 'weights', 'padded_order', 'order'):
         assert torch.equal(getattr(s, key), getattr(t, key)), key
     assert (t.pass_idx, t.trained_batches, t.seed) == \
         (s.pass_idx, s.trained_batches, 3)

@@ -68,11 +68,11 @@ def test_the_pass_is_one_buffer_and_each_share_a_view_of_it():
     for rank in range(3):
         s = _sampler(103, rank=rank, world=3)
         iter(s)
-        assert s.pass_indices.numel() == 108
-        assert _storage(s.pass_indices) == _storage(s.order)
+        assert s.padded_order.numel() == 108
+        assert _storage(s.padded_order) == _storage(s.order)
         share = s.rank_indices()
         assert _storage(share) == _storage(s.order)
-        assert torch.equal(s.pass_indices[103:], s.order[:5])
+        assert torch.equal(s.padded_order[103:], s.order[:5])
         shares.append(share.tolist())
     assert sorted(sum(shares, [])) == sorted(list(range(103)) +
                                              list(s.order[:5].tolist()))
@@ -113,7 +113,7 @@ def test_a_format_2_checkpoint_state_resumes_the_same_pass():
     assert 'seen_bits' in upgrade_state(old)
     t = _sampler(1_000)
     t.load_state_dict(old)
-    assert torch.equal(t.pass_indices, s.pass_indices)
+    assert torch.equal(t.padded_order, s.padded_order)
     assert torch.equal(t.weights, s.weights)
     assert torch.equal(t.seen, s.seen) and t.trained_batches == 1
     t.prepare_replay(2)

@@ -83,7 +83,7 @@ def test_default_ratio_is_half_and_a_fixed_ratio_is_recorded():
     ra, ia = _run(a, passes=4)
     rb, ib = _run(b, passes=4)
     assert (ra, ia) == (rb, ib) and a.ratio == 0.5
-    assert torch.equal(a.pass_indices, b.pass_indices)
+    assert torch.equal(a.padded_order, b.padded_order)
     assert ra == [0.0, 0.5, 0.5, 0.5]  # pass 0: no candidates
 
 
@@ -217,9 +217,9 @@ def test_ranks_solve_the_same_ratio():
             s.trained_batches = s.pass_batches
         assert repr(a.decision) == repr(b.decision)
         assert torch.equal(a.weight_table, b.weight_table)
-        assert torch.equal(a.pass_indices, b.pass_indices)
+        assert torch.equal(a.padded_order, b.padded_order)
         for rank in (0, 1):
-            assert torch.equal(shares[rank], a.pass_indices[rank::2].long())
+            assert torch.equal(shares[rank], a.padded_order[rank::2].long())
 
 
 def test_older_state_reads_ratio_and_saving_as_unknown():
