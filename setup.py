@@ -1,4 +1,5 @@
-# Thin shim for tools that still call setup.py; metadata lives in pyproject.toml.
+# Thin shim for tools that still call setup.py; metadata lives in
+# pyproject.toml.
 from setuptools import setup
 
 setup()

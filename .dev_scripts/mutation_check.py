@@ -59,6 +59,7 @@ FAST_TESTS = [
 ]
 # The tests of a mutated file run first: with -x, a killed mutant stops at
 # its first failure, so most of them cost little more than start-up.
+# yapf: disable
 FIRST_FOR = {
     'pruning.py': ['tests/test_pruning/test_decide_pass.py',
                    'tests/test_reliability/test_rules.py'],
@@ -83,6 +84,7 @@ FIRST_FOR = {
     'loss_kinds.py': ['tests/test_loss/test_loss_families.py',
                       'tests/test_loss/test_infobatch_loss.py'],
 }
+# yapf: enable
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class Mutant:
 
 
 M = Mutant
+# One row per mutant, kept as a table (the snippets are exact source).
+# yapf: disable
 MUTANTS = [
     # -- threshold and its side (prune_rule.py) ------------------------
     M('threshold_le', 'prune_rule.py',
@@ -526,6 +530,7 @@ MUTANTS = [
       '_step_iter_schedulers, steps nothing for any count <= 0, so a '
       'negative count acts as 0'),
 ]
+# yapf: enable
 del M
 
 

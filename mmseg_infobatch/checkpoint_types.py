@@ -48,8 +48,7 @@ def _fsdp_checkpoint_types() -> list:
         from torch.distributed._shard.sharded_tensor.metadata import (
             MEM_FORMAT_ENCODING, ShardedTensorMetadata, TensorProperties)
         from torch.distributed._shard.sharded_tensor.shard import Shard
-        from torch.distributed._shard.sharding_spec.chunk_sharding_spec \
-            import ChunkShardingSpec
+        from torch.distributed._shard.sharding_spec import ChunkShardingSpec
         from torch.distributed.remote_device import _remote_device
     except ImportError:
         return []

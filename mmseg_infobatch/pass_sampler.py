@@ -21,11 +21,13 @@ from .sampler_state import dataset_fingerprint
 # What a config needs for InfoBatch, named by every error that finds a part
 # of it missing.
 CONFIG_HINT = """
-    custom_imports = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
+    custom_imports = dict(
+        imports=['mmseg_infobatch'], allow_failed_imports=False)
     train_dataloader = dict(sampler=dict(type='InfoBatchSampler', ratio=0.5))
     custom_hooks = [dict(type='InfoBatchHook')]
     model = dict(decode_head=dict(loss_decode=dict(
-        type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss', loss_weight=1.0))))"""
+        type='InfoBatchLoss',
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0))))"""
 
 
 class PassSampler(Sampler):
@@ -139,8 +141,9 @@ class PassSampler(Sampler):
         elif self.trained_batches > 0:
             raise RuntimeError(
                 'The train dataloader was restarted after '
-                f'{self.trained_batches} of {self.pass_batches} batches of InfoBatch pass '
-                f'{self.pass_idx}, outside the sampler\'s control. Use '
+                f'{self.trained_batches} of {self.pass_batches} batches of '
+                f'InfoBatch pass {self.pass_idx}, outside the sampler\'s '
+                'control. Use '
                 'InfoBatchSampler only in train_dataloader, and do not '
                 'iterate that dataloader elsewhere.')
         # else: the pass is decided but untrained; iterate it from its start.

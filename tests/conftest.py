@@ -10,7 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 TOOLS = REPO / 'tools'
-DEMO_CONFIG = REPO / 'configs' / 'demo' / 'upernet_r18_digit_scenes_infobatch.py'
+DEMO_CONFIG = (
+    REPO / 'configs' / 'demo' / 'upernet_r18_digit_scenes_infobatch.py')
 sys.path.insert(0, str(TESTS))  # infobatch_recorder for custom_imports
 sys.path.insert(0, str(TOOLS))  # helpers of the tools: cpu_runtime, ...
 

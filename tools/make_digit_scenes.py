@@ -1,4 +1,7 @@
-"""Generate the digit-scenes demo data: python tools/make_digit_scenes.py ROOT"""
+"""Generate the digit-scenes demo data.
+
+Usage: python tools/make_digit_scenes.py ROOT
+"""
 import argparse
 import time
 

@@ -1,6 +1,4 @@
 """InfoBatchHook on real runners: the demo model on tiny digit scenes."""
-import logging
-import math
 
 import pytest
 import torch

@@ -226,7 +226,7 @@ def test_ties_at_the_mean_are_kept_and_candidates_drop_at_rate_r(ratio):
     # Exactly representable scores whose mean, 0.5, is itself a score.
     scores = torch.tensor([0.0, 0.25, 0.5, 0.5, 0.5, 0.75, 1.0] * 300)
     seen = torch.ones_like(scores, dtype=torch.bool)
-    at_mean, below = scores == 0.5, scores < 0.5
+    below = scores < 0.5
     dropped = 0
     total = torch.zeros(scores.numel(), dtype=torch.float64)
     trials = 200

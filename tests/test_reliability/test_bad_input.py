@@ -6,7 +6,6 @@ from unittest import mock
 import pytest
 import torch
 from conftest import demo_config, run_config
-from mmengine.runner import Runner
 from torch.utils.data import BatchSampler, DataLoader
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchLoss, InfoBatchSampler
