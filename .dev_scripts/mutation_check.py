@@ -349,12 +349,8 @@ MUTANTS = [
       'loop, IterBasedTrainLoop) else loop.max_epochs',
       'progress: epoch budget in iterations'),
     M('scheduler_steps_uncapped', 'progress.py',
-      '        after = min(\n'
-      '            self.virtual_iter(position._replace(\n'
-      '                trained_batches=position.trained_batches + 1)),\n'
-      '            self.budget_iters)',
-      '        after = self.virtual_iter(position._replace(\n'
-      '                trained_batches=position.trained_batches + 1))',
+      'after = min(self.virtual_iter(done), self.budget_iters)',
+      'after = self.virtual_iter(done)',
       'scheduler steps: stop at budget'),
     M('scheduler_steps_off_by_one', 'progress.py',
       'return max(after - before - 1, 0)',
@@ -472,12 +468,12 @@ MUTANTS = [
       'needed = target * schedule.budget_iters',
       'target: what earlier passes saved counts'),
     M('target_last_pass_whole', 'target.py',
-      '        return min(max(left / self.full_pass_batches, 0.0), 1.0)',
+      '        return min(max(left / full, 0.0), 1.0)',
       '        return 1.0 if left > 0 else 0.0',
       'target: the last partial pass by its share'),
     M('target_rounding_ignored', 'target.py',
-      '    return schedule.full_pass_batches - expected_pass_iters(schedule, '
-      'mean, var)',
+      '    return schedule.full_pass_batches - expected_pass_iters(\n'
+      '        schedule, mean, var)',
       '    return mean / schedule.global_batch',
       'target: whole-batch rounding of a pass'),
     M('target_spread_ignored', 'target.py',
@@ -489,8 +485,8 @@ MUTANTS = [
       '    if False:',
       'target: r_t capped at max_ratio, and said'),
     M('target_solved_from_pass_zero', 'sampler.py',
-      'self.schedule, self.pass_idx,',
-      'self.schedule, 0,',
+      'self.pass_idx, self.saved_iters,',
+      '0, self.saved_iters,',
       'target: passes left from the current one'),
     M('target_saving_not_accumulated', 'sampler.py',
       '        self.saved_iters += self.pass_saving()\n', '',
@@ -557,8 +553,10 @@ def apply_mutant(package_dir: Path, mutant: Mutant) -> None:
 
 def copy_package(dest: Path) -> Path:
     package_dir = dest / PACKAGE
-    shutil.copytree(REPO / PACKAGE, package_dir,
-                    ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copytree(
+        REPO / PACKAGE,
+        package_dir,
+        ignore=shutil.ignore_patterns('__pycache__'))
     return package_dir
 
 
@@ -577,8 +575,11 @@ def run_subset(copy_root: Path, tests: List[str], *extra: str):
         [str(copy_root)] + [p for p in [env.get('PYTHONPATH')] if p])
     # The property tests' fixed examples: a verdict must not depend on
     # the draw.
-    env.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-               PYTHONDONTWRITEBYTECODE='1', HYPOTHESIS_PROFILE='ci')
+    env.update(
+        OMP_NUM_THREADS='1',
+        MKL_NUM_THREADS='1',
+        PYTHONDONTWRITEBYTECODE='1',
+        HYPOTHESIS_PROFILE='ci')
     cmd = [
         sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider', '-x', '-q',
         '--tb=no', '-rfE', '-W', 'ignore', f'--rootdir={REPO}',
@@ -588,9 +589,14 @@ def run_subset(copy_root: Path, tests: List[str], *extra: str):
     try:
         # cwd is the copy too: `python -m` puts the cwd first on sys.path,
         # and the repository root there would shadow the copy.
-        proc = subprocess.run(cmd, cwd=copy_root, env=env, text=True,
-                              stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
+        proc = subprocess.run(
+            cmd,
+            cwd=copy_root,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=TIMEOUT_S)
         return proc.returncode, proc.stdout, time.monotonic() - start
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout or ''
@@ -615,8 +621,7 @@ def check_shadowing(work: Path) -> None:
     init = package_dir / '__init__.py'
     marker = 'mutation_check: deliberately broken copy'
     init.write_text(f'raise ImportError({marker!r})\n' + init.read_text())
-    rc, out, _ = run_subset(root, FAST_TESTS, '--collect-only',
-                            '--tb=short')
+    rc, out, _ = run_subset(root, FAST_TESTS, '--collect-only', '--tb=short')
     if rc == 0 or marker not in out:
         raise SystemExit(
             'mutation_check: a broken copy of the package did not break the '
@@ -652,10 +657,9 @@ def run_mutant(work: Path, mutant: Mutant) -> Result:
     if rc == 0:
         return Result(mutant, 'survived', secs)
     if rc in (1, 2):  # tests failed, or collection failed on import
-        return Result(mutant, 'killed', secs, first_failure(out) or
-                      f'pytest exit {rc}')
-    return Result(mutant, 'error', secs,
-                  f'pytest exit {rc}:\n{out[-2000:]}')
+        return Result(mutant, 'killed', secs,
+                      first_failure(out) or f'pytest exit {rc}')
+    return Result(mutant, 'error', secs, f'pytest exit {rc}:\n{out[-2000:]}')
 
 
 def row(name, rule, status, seconds, detail) -> str:
@@ -667,23 +671,27 @@ def print_row(result: Result) -> None:
     if result.mutant.equivalent and status == 'survived':
         status = 'equivalent'
     detail = result.detail.splitlines()[0] if result.detail else ''
-    print(row(result.mutant.name, result.mutant.rule[:42], status,
-              f'{result.seconds:.1f}', detail[:70]), flush=True)
+    print(
+        row(result.mutant.name, result.mutant.rule[:42], status,
+            f'{result.seconds:.1f}', detail[:70]),
+        flush=True)
 
 
 def summarize(results: List[Result]) -> int:
     """Print survivors, equivalents and errors, then the score line;
     returns the exit status."""
-    equivalent = [r for r in results
-                  if r.mutant.equivalent and r.status == 'survived']
-    counted = [r for r in results
-               if r.status != 'error' and r not in equivalent]
+    equivalent = [
+        r for r in results if r.mutant.equivalent and r.status == 'survived'
+    ]
+    counted = [
+        r for r in results if r.status != 'error' and r not in equivalent
+    ]
     killed = [r for r in counted if r.status == 'killed']
     survivors = [r for r in counted if r.status == 'survived']
     errors = [r for r in results if r.status == 'error']
     print()
-    print('survivors: ' + (', '.join(r.mutant.name for r in survivors)
-                           or 'none'))
+    print('survivors: ' + (', '.join(r.mutant.name
+                                     for r in survivors) or 'none'))
     if equivalent:
         print('equivalent (not counted in N):')
         for r in equivalent:
@@ -704,13 +712,21 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Plant named bugs in a copy of mmseg_infobatch and check '
         'that the fast test subset catches each.')
-    parser.add_argument('--list', action='store_true',
-                        help='list the mutants (and whether each snippet is '
-                        'found exactly once) and exit')
-    parser.add_argument('--only', action='append', metavar='NAME',
-                        help='run only this mutant (repeatable)')
-    parser.add_argument('--jobs', type=int, default=1,
-                        help='mutants run at once. Defaults to 1.')
+    parser.add_argument(
+        '--list',
+        action='store_true',
+        help='list the mutants (and whether each snippet is '
+        'found exactly once) and exit')
+    parser.add_argument(
+        '--only',
+        action='append',
+        metavar='NAME',
+        help='run only this mutant (repeatable)')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=1,
+        help='mutants run at once. Defaults to 1.')
     return parser.parse_args(argv)
 
 

@@ -128,11 +128,11 @@ def bench_decisions(sizes, repeats):
         g = torch.Generator().manual_seed(0)
         scores = torch.rand(n, generator=g)**2
         seen = torch.ones(n, dtype=torch.bool)
-        ours, *refs = time_interleaved(
-            (infobatch_decision, authors_reference, numpy_reference,
-             sort_reference), repeats, scores, seen)
-        rows.append(dict(n=n, ours=ours, authors=refs[0], numpy=refs[1],
-                         sort=refs[2]))
+        ours, *refs = time_interleaved((infobatch_decision, authors_reference,
+                                        numpy_reference, sort_reference),
+                                       repeats, scores, seen)
+        rows.append(
+            dict(n=n, ours=ours, authors=refs[0], numpy=refs[1], sort=refs[2]))
         cells = ' | '.join(f'{ms:.1f} ms' for ms in (ours, *refs))
         ratios = ' | '.join(f'{ms / ours:.1f}x' for ms in refs)
         print(f'| {n:,} | {cells} | {ratios} |')
@@ -154,15 +154,14 @@ def _demo_cfg(data_root, work_dir, infobatch, iters):
             head.loss_decode.type = 'TimedInfoBatchLoss'
     else:
         cfg.custom_hooks = []
-        cfg.train_dataloader.sampler = dict(type='DefaultSampler',
-                                            shuffle=True)
+        cfg.train_dataloader.sampler = dict(
+            type='DefaultSampler', shuffle=True)
         for head in (cfg.model.decode_head, cfg.model.auxiliary_head):
             head.loss_decode = head.loss_decode.loss
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters,
-                         val_interval=10**6)
+    cfg.train_cfg = dict(
+        type='IterBasedTrainLoop', max_iters=iters, val_interval=10**6)
     cfg.param_scheduler = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
-                                        interval=10**6)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10**6)
     cfg.default_hooks.logger.interval = 10**6
     cfg.log_level = 'WARNING'
     cfg.work_dir = work_dir
@@ -261,8 +260,8 @@ def bench_iterations(data_root, blocks, iters):
           f'{wrapper_ms:.2f} ms ({wrapper_ms / (plain * 1e3):.2%}) |')
     print(f'| hook + wrapper share of an iteration | '
           f'{(hook_ms + wrapper_ms) / (plain * 1e3):.2%} |')
-    return dict(plain=plain, infobatch=ours, hook_ms=hook_ms,
-                wrapper_ms=wrapper_ms)
+    return dict(
+        plain=plain, infobatch=ours, hook_ms=hook_ms, wrapper_ms=wrapper_ms)
 
 
 def main(argv=None):
@@ -272,17 +271,18 @@ def main(argv=None):
         action='store_true',
         help='a rehearsal in about a minute: N up to 1.28M, 3 repeats, one '
         'block of 20 iterations')
-    parser.add_argument('--data-root',
-                        default=osp.join(REPO, 'data', 'digit_scenes'))
+    parser.add_argument(
+        '--data-root', default=osp.join(REPO, 'data', 'digit_scenes'))
     parser.add_argument('--skip-iterations', action='store_true')
     args = parser.parse_args(argv)
-    sizes = [20_210, 1_281_167] if args.quick else [
-        20_210, 1_281_167, 10_000_000
-    ]
+    sizes = [20_210, 1_281_167
+             ] if args.quick else [20_210, 1_281_167, 10_000_000]
     bench_decisions(sizes, repeats=3 if args.quick else 11)
     if not args.skip_iterations:
-        bench_iterations(args.data_root, blocks=1 if args.quick else 3,
-                         iters=20 if args.quick else 60)
+        bench_iterations(
+            args.data_root,
+            blocks=1 if args.quick else 3,
+            iters=20 if args.quick else 60)
 
 
 if __name__ == '__main__':

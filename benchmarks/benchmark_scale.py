@@ -106,8 +106,11 @@ def measure(num_samples: int) -> dict:
 
 
 def _child(args, env):
-    out = subprocess.run([sys.executable, __file__] + args, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__] + args,
+        env=env,
+        capture_output=True,
+        text=True)
     if out.returncode != 0:
         raise RuntimeError(f'{" ".join(args)} failed:\n{out.stderr[-3000:]}')
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -131,10 +134,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Per-sample memory and pass-start time of '
         'InfoBatchSampler at N = 1.28M, 10M and 50M samples.')
-    parser.add_argument('--quick', action='store_true',
-                        help=f'N = {QUICK_SIZES[0]:,} only (seconds)')
-    parser.add_argument('--sizes', type=int, nargs='+',
-                        help='dataset sizes to measure instead')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help=f'N = {QUICK_SIZES[0]:,} only (seconds)')
+    parser.add_argument(
+        '--sizes',
+        type=int,
+        nargs='+',
+        help='dataset sizes to measure instead')
     parser.add_argument('--child', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--child-time', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -163,8 +171,8 @@ def main(argv=None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     # Fixed thresholds also stop glibc from raising them as blocks are
     # freed (its default), which would keep freed tables in the heap.
-    memory_env = dict(env, MALLOC_MMAP_THRESHOLD_='65536',
-                      MALLOC_TRIM_THRESHOLD_='65536')
+    memory_env = dict(
+        env, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='65536')
     for num_samples in args.sizes:
         # Fresh processes per size: nothing of the last one is resident.
         row = _child(['--child', str(num_samples)], memory_env)

@@ -82,23 +82,25 @@ def build_cfg(infobatch, precision, data_root, work_dir, args):
     cfg = Config.fromfile(FLAGSHIP if infobatch else _stock_file(work_dir))
     crop = (args.crop, args.crop)
     max_iters = args.passes * math.ceil(args.images / args.batch)
-    cfg.merge_from_dict({
-        'model.pretrained': None,
-        'model.data_preprocessor.size': crop,
-        'train_dataloader.dataset.data_root': data_root,
-        'train_dataloader.batch_size': args.batch,
-        'train_dataloader.num_workers': args.workers,
-        'train_dataloader.persistent_workers': args.workers > 0,
-        'train_dataloader.dataset.pipeline.2.scale': (4 * args.crop,
-                                                      args.crop),
-        'train_dataloader.dataset.pipeline.3.crop_size': crop,
-        'train_cfg.max_iters': max_iters,
-        'train_cfg.val_interval': 10**6,
-        'param_scheduler.0.end': max_iters,
-        'default_hooks.checkpoint.interval': 10**6,
-        'default_hooks.logger.interval': 10,
-        'env_cfg.cudnn_benchmark': torch.cuda.is_available(),
-    }, allow_list_keys=True)
+    cfg.merge_from_dict(
+        {
+            'model.pretrained': None,
+            'model.data_preprocessor.size': crop,
+            'train_dataloader.dataset.data_root': data_root,
+            'train_dataloader.batch_size': args.batch,
+            'train_dataloader.num_workers': args.workers,
+            'train_dataloader.persistent_workers': args.workers > 0,
+            'train_dataloader.dataset.pipeline.2.scale':
+            (4 * args.crop, args.crop),
+            'train_dataloader.dataset.pipeline.3.crop_size': crop,
+            'train_cfg.max_iters': max_iters,
+            'train_cfg.val_interval': 10**6,
+            'param_scheduler.0.end': max_iters,
+            'default_hooks.checkpoint.interval': 10**6,
+            'default_hooks.logger.interval': 10,
+            'env_cfg.cudnn_benchmark': torch.cuda.is_available(),
+        },
+        allow_list_keys=True)
     if infobatch:
         cfg.custom_hooks = [dict(type='SyncTimedInfoBatchHook', delta=0.875)]
     cfg.val_cfg = cfg.test_cfg = cfg.val_dataloader = None
@@ -172,8 +174,9 @@ def _steady_wall(times, waits, warmup):
     an ADE20K pass of 1,263 iterations crosses one in minutes."""
     compute = [t - w for t, w in zip(times, waits)]
     steady = compute[warmup:] or compute
-    return (sum(steady) + (len(compute) - len(steady)) *
-            statistics.median(steady) + len(waits) * statistics.median(waits))
+    return (sum(steady) +
+            (len(compute) - len(steady)) * statistics.median(steady) +
+            len(waits) * statistics.median(waits))
 
 
 def wrapper_cost(precision, args, repeats):
@@ -181,12 +184,14 @@ def wrapper_cost(precision, args, repeats):
     auxiliary heads' cross-entropy on logits of the label's size, forward
     and backward, plain and wrapped, interleaved and synchronised."""
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(
-        precision, torch.float32)
+    dtype = {
+        'fp16': torch.float16,
+        'bf16': torch.bfloat16
+    }.get(precision, torch.float32)
     shape = (args.batch, NUM_CLASSES, args.crop, args.crop)
     logits = torch.randn(shape, device=device, dtype=dtype)
-    label = torch.randint(0, NUM_CLASSES, (args.batch, args.crop, args.crop),
-                          device=device)
+    label = torch.randint(
+        0, NUM_CLASSES, (args.batch, args.crop, args.crop), device=device)
     label[:, :args.crop // 8] = 255
     inner = dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)
     plain = MODELS.build(inner).to(device)
@@ -197,8 +202,8 @@ def wrapper_cost(precision, args, repeats):
         pred = logits.detach().requires_grad_()
         if wrap:
             loss_fn.set_batch_weights(weights)
-        with torch.autocast(device, dtype=dtype, enabled=dtype !=
-                            torch.float32):
+        with torch.autocast(
+                device, dtype=dtype, enabled=dtype != torch.float32):
             loss = loss_fn(pred, label, ignore_index=255)
         loss.backward()
         if wrap:
@@ -228,8 +233,10 @@ def wrapper_cost(precision, args, repeats):
     # Two heads (decode and auxiliary) call the wrapper each iteration.
     return dict(
         extra_ms=2 * max(wrapped_s - plain_s, 0.0) * 1e3,
-        extra_mib=(max(p for _, p in runs[True]) -
-                   max(p for _, p in runs[False])) / 2**20)
+        extra_mib=(max(p
+                       for _, p in runs[True]) - max(p
+                                                     for _, p in runs[False]))
+        / 2**20)
 
 
 def check_precision(precision, data_root, args):
@@ -252,11 +259,10 @@ def row(precision, plain, ours):
         precision, f"{plain['median_ms']:.1f}", f"{ours['median_ms']:.1f}",
         f"{ours['median_ms'] / plain['median_ms']:.3f}",
         f"{ours['hook_ms']:.2f}", f"{ours['extra_ms']:.2f}", f'{share:.2%}',
-        f"{plain['peak_gib']:.2f}", f"{ours['peak_gib']:.2f}",
-        f'{memory:.3f}', f"{ours['extra_mib']:.0f}",
-        f"{plain['iters']}/{ours['iters']}", f'{iters_saved:.1%}',
-        f"{plain['wall_s']:.1f}/{ours['wall_s']:.1f}", f'{secs_saved:.1%}',
-        f'{secs_per_iter:.3f}',
+        f"{plain['peak_gib']:.2f}", f"{ours['peak_gib']:.2f}", f'{memory:.3f}',
+        f"{ours['extra_mib']:.0f}", f"{plain['iters']}/{ours['iters']}",
+        f'{iters_saved:.1%}', f"{plain['wall_s']:.1f}/{ours['wall_s']:.1f}",
+        f'{secs_saved:.1%}', f'{secs_per_iter:.3f}',
         f"{finite} ({ours['scored']} scored, {ours['pruned']} pruned)"
     ]
     targets = dict(
@@ -276,10 +282,15 @@ HEADER = ('| precision | plain ms/iter | InfoBatch ms/iter | ratio | hook '
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument('--smoke', action='store_true',
-                        help='CPU rehearsal: 64x64, batch 2, fp32, seconds')
-    parser.add_argument('--precisions', nargs='+', choices=PRECISIONS,
-                        default=list(PRECISIONS))
+    parser.add_argument(
+        '--smoke',
+        action='store_true',
+        help='CPU rehearsal: 64x64, batch 2, fp32, seconds')
+    parser.add_argument(
+        '--precisions',
+        nargs='+',
+        choices=PRECISIONS,
+        default=list(PRECISIONS))
     parser.add_argument('--crop', type=int, default=512)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--images', type=int, default=96)
@@ -287,8 +298,11 @@ def main(argv=None):
     parser.add_argument('--workers', type=int, default=8)
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--repeats', type=int, default=10,
-                        help='interleaved repeats of the wrapper timing')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=10,
+        help='interleaved repeats of the wrapper timing')
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     if args.smoke:
@@ -297,8 +311,10 @@ def main(argv=None):
     skipped = [] if cuda else [p for p in args.precisions if p != 'fp32']
     precisions = [p for p in args.precisions if p not in skipped]
     data_root = make_ade_layout(
-        tempfile.mkdtemp(prefix='ade_gen_'), num_train=args.images,
-        num_val=1, size=(args.crop, args.crop * 4 // 3),
+        tempfile.mkdtemp(prefix='ade_gen_'),
+        num_train=args.images,
+        num_val=1,
+        size=(args.crop, args.crop * 4 // 3),
         num_classes=NUM_CLASSES)
     start = time.time()
     rows = [row(p, *check_precision(p, data_root, args)) for p in precisions]

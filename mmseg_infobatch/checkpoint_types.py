@@ -30,9 +30,10 @@ def _mmengine_checkpoint_types() -> list:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar
-    dtype_classes = [type(np.dtype(t)) for t in (
-        'bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'float16',
-        'float32', 'float64')]
+    dtype_classes = [
+        type(np.dtype(t)) for t in ('bool', 'int8', 'int16', 'int32', 'int64',
+                                    'uint8', 'float16', 'float32', 'float64')
+    ]
     return [
         HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar,
         builtins.getattr

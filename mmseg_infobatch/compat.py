@@ -44,7 +44,7 @@ def uses_stock_fsdp(runner) -> bool:
     whose resume fails with torch >= 2.1 (see strategies.py)."""
     stock = fsdp_strategy_class()
     return stock is not None and type(getattr(runner, 'strategy',
-                                               None)) is stock
+                                              None)) is stock
 
 
 def set_train_end(loop, max_iters: int) -> None:

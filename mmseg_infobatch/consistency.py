@@ -134,8 +134,8 @@ def _gather(values: List[int]) -> List[List[int]]:
 
 def _differing(rows: List[list], names) -> List[str]:
     return [
-        name for j, name in enumerate(names)
-        if len({row[j] for row in rows}) > 1
+        name for j, name in enumerate(names) if len({row[j]
+                                                     for row in rows}) > 1
     ]
 
 
@@ -146,8 +146,8 @@ def _message(when: str, names, rows: List[list], differ: List[str]) -> str:
     ]
     for name in differ:
         j = names.index(name)
-        values = ', '.join(
-            f'rank {r}: {_shown(name, row[j])}' for r, row in enumerate(rows))
+        values = ', '.join(f'rank {r}: {_shown(name, row[j])}'
+                           for r, row in enumerate(rows))
         lines.append(f'  {name}: {values}')
     causes = []
     for name in differ:

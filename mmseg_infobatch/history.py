@@ -65,12 +65,14 @@ def history_from_state(state: Dict[str, torch.Tensor]) -> List[PassRecord]:
     checkpoint lacks reads as its default."""
     count = len(state['pass'])
     columns = {
-        f.name: state[_HISTORY_KEYS[f.name][0]].tolist()
-        if _HISTORY_KEYS[f.name][0] in state else
-        [_HISTORY_DEFAULTS[f.name]] * count
+        f.name:
+        state[_HISTORY_KEYS[f.name][0]].tolist() if _HISTORY_KEYS[f.name][0]
+        in state else [_HISTORY_DEFAULTS[f.name]] * count
         for f in fields(PassRecord)
     }
     return [
-        PassRecord(**{name: col[i] for name, col in columns.items()})
-        for i in range(count)
+        PassRecord(**{
+            name: col[i]
+            for name, col in columns.items()
+        }) for i in range(count)
     ]

@@ -14,8 +14,7 @@ from .checks import (check_batch, check_eval_samplers, find_losses,
                      find_train_sampler)
 from .compat import (check_mmengine_version, set_accumulation_end,
                      set_train_end, uses_stock_fsdp)
-from .consistency import (agree_on_resume, check_ranks_agree,
-                          sampler_digest)
+from .consistency import agree_on_resume, check_ranks_agree, sampler_digest
 from .history import PassRecord, history_from_state, history_state
 from .loss import InfoBatchLoss
 from .progress import Progress
@@ -76,8 +75,9 @@ class InfoBatchHook(Hook):
                  anneal: bool = True,
                  adjust_schedule: bool = True) -> None:
         if not (isinstance(delta, (int, float)) and 0 < delta <= 1):
-            raise ValueError('InfoBatchHook delta (fraction of passes that '
-                             f'may prune) must be in (0, 1], but got {delta!r}')
+            raise ValueError(
+                'InfoBatchHook delta (fraction of passes that '
+                f'may prune) must be in (0, 1], but got {delta!r}')
         self.delta = float(delta)
         self.anneal = anneal
         self.adjust_schedule = adjust_schedule
@@ -176,7 +176,9 @@ class InfoBatchHook(Hook):
             sampler.skip_rest_of_pass()
 
     # -- per iteration ---------------------------------------------------
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch=None) -> None:
         sampler = self.sampler
         if sampler.trained_batches == 0:
@@ -295,8 +297,8 @@ class InfoBatchHook(Hook):
 
     def _keeps_schedule(self, runner) -> bool:
         """An iteration-based loop that keeps its ``max_iters``."""
-        return not self.adjust_schedule and isinstance(
-            runner.train_loop, IterBasedTrainLoop)
+        return not self.adjust_schedule and isinstance(runner.train_loop,
+                                                       IterBasedTrainLoop)
 
     def _update_end(self, runner) -> int:
         """The iteration training ends at, assuming full passes from the

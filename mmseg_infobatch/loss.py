@@ -238,11 +238,11 @@ class InfoBatchLoss(nn.Module):
             return _image_slice(value, i, num_images)
 
         losses = torch.stack([
-            self.loss(
-                pred[i:i + 1], image(target, i), *[image(a, i) for a in args],
-                **{k: image(v, i)
-                   for k, v in kwargs.items()}).mean()
-            for i in range(num_images)
+            self.loss(pred[i:i + 1], image(target, i),
+                      *[image(a, i) for a in args], **{
+                          k: image(v, i)
+                          for k, v in kwargs.items()
+                      }).mean() for i in range(num_images)
         ])
         ignore_index = kwargs.get('ignore_index', self._ignore_index)
         scores = losses.detach().float()

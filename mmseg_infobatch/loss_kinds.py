@@ -26,8 +26,10 @@ MEAN_OF_IMAGES = ('TverskyLoss', 'HuasdorffDisstanceLoss', 'KLDivLoss')
 
 # Why the batch-coupled mmseg losses cannot be rescaled per image as is.
 COUPLED = {
-    'OhemCrossEntropy': 'it keeps the hardest pixels of the whole batch',
-    'BoundaryLoss': 'it balances boundary against other pixels over the '
+    'OhemCrossEntropy':
+    'it keeps the hardest pixels of the whole batch',
+    'BoundaryLoss':
+    'it balances boundary against other pixels over the '
     'whole batch',
 }
 

@@ -143,9 +143,8 @@ class PassSampler(Sampler):
                 'The train dataloader was restarted after '
                 f'{self.trained_batches} of {self.pass_batches} batches of '
                 f'InfoBatch pass {self.pass_idx}, outside the sampler\'s '
-                'control. Use '
-                'InfoBatchSampler only in train_dataloader, and do not '
-                'iterate that dataloader elsewhere.')
+                'control. Use InfoBatchSampler only in train_dataloader, '
+                'and do not iterate that dataloader elsewhere.')
         # else: the pass is decided but untrained; iterate it from its start.
         return _ints(self.rank_indices())
 
@@ -180,8 +179,8 @@ class PassSampler(Sampler):
         self.trained_batches = 0
         self.order = self.padded_order = self._pass_buffer = None
 
-    def _hold_pass(self, buffer: torch.Tensor, kept: int,
-                   codes: torch.Tensor, table: torch.Tensor) -> None:
+    def _hold_pass(self, buffer: torch.Tensor, kept: int, codes: torch.Tensor,
+                   table: torch.Tensor) -> None:
         """Hold the decided pass whose order is ``buffer[:kept]`` (the rest
         of the buffer is room for its padding), with every sample's weight
         as ``table[codes]``."""
@@ -206,8 +205,8 @@ class PassSampler(Sampler):
         kept = self.order.numel()
         if total > self._pass_buffer.numel():
             # A restored pass: move to a buffer with room for its padding.
-            buffer = torch.empty(kept + self.global_batch,
-                                 dtype=self.order.dtype)
+            buffer = torch.empty(
+                kept + self.global_batch, dtype=self.order.dtype)
             buffer[:kept] = self.order
             self._set_order(buffer, kept)
         if total > kept:
@@ -301,8 +300,8 @@ class PassSampler(Sampler):
         self.order = self.padded_order = self._pass_buffer = None
         order = state['order']
         if order is not None:
-            self._set_order(order.to(index_dtype(self.num_samples)),
-                            order.numel())
+            self._set_order(
+                order.to(index_dtype(self.num_samples)), order.numel())
             self._pad_pass()
 
 

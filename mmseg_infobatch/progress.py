@@ -4,9 +4,9 @@ A pass over the full data takes ``full_pass_batches`` iterations; a pruned
 pass takes fewer but still counts as one whole pass of progress. Pass t
 starts at virtual iteration ``offset + t * full_pass_batches``, where
 ``offset`` counts the iterations a run made before it had InfoBatch state
-(a resume from a checkpoint without it). Training ends when the virtual count reaches the
-full-data budget (the config's ``max_iters``), and iteration-based schedules
-are stepped in virtual iterations.
+(a resume from a checkpoint without it). Training ends when the virtual
+count reaches the full-data budget (the config's ``max_iters``), and
+iteration-based schedules are stepped in virtual iterations.
 """
 import math
 from typing import NamedTuple
@@ -20,7 +20,9 @@ class PassPosition(NamedTuple):
     pass_batches: int
 
 
-def batches_per_pass(num_samples: int, world_size: int, batch_size: int,
+def batches_per_pass(num_samples: int,
+                     world_size: int,
+                     batch_size: int,
                      drop_last: bool = False) -> int:
     """Per-rank iterations of a full pass, cut into whole batches on every
     rank: padded up, or cut down with ``drop_last`` (never below one)."""
@@ -90,10 +92,8 @@ class Progress:
         batch at ``position``, so the step count equals virtual
         progress."""
         before = self.virtual_iter(position)
-        after = min(
-            self.virtual_iter(position._replace(
-                trained_batches=position.trained_batches + 1)),
-            self.budget_iters)
+        done = position._replace(trained_batches=position.trained_batches + 1)
+        after = min(self.virtual_iter(done), self.budget_iters)
         return max(after - before - 1, 0)
 
     def state_dict(self) -> dict:

@@ -78,7 +78,8 @@ class SeenMask:
         if not self.packed:
             return self.mask[start:stop]
         return np.unpackbits(
-            self.mask[start >> 3:(stop + 7) >> 3], count=stop - start,
+            self.mask[start >> 3:(stop + 7) >> 3],
+            count=stop - start,
             bitorder='little').view(np.bool_)
 
 
@@ -105,8 +106,7 @@ def _mean_threshold(values: np.ndarray, seen: SeenMask) -> float:
 
 
 def _below(values: np.ndarray, seen_np: Optional[np.ndarray],
-           exact: np.float64,
-           prune_high: bool, all_seen: bool) -> np.ndarray:
+           exact: np.float64, prune_high: bool, all_seen: bool) -> np.ndarray:
     """Candidates of the 'mean' policy among one chunk of scores."""
     # Low scores are well learned (paper); prune_high flips the side. The
     # rule is strict, so a sample exactly at the mean is never a candidate.
@@ -154,17 +154,18 @@ def _candidates(scores: torch.Tensor, seen: torch.Tensor, ratio: float,
     """Samples eligible for pruning under 'mean' or 'random' (bool, N), and
     the threshold. Unscored samples are never eligible."""
     num_samples = scores.numel()
-    rule = MeanCandidates(scores, SeenMask(seen, num_samples), ratio,
-                          policy, prune_high)
+    rule = MeanCandidates(scores, SeenMask(seen, num_samples), ratio, policy,
+                          prune_high)
     candidates = np.empty(num_samples, dtype=np.bool_)
     for start, stop in chunks(num_samples):
         candidates[start:stop] = rule.chunk(start, stop)
     return torch.from_numpy(candidates), rule.threshold
 
 
-def quantile_cuts(values: np.ndarray, seen: SeenMask, prune_high: bool,
-                  buckets: Sequence[Sequence[float]]
-                  ) -> Tuple[Optional[np.ndarray], float]:
+def quantile_cuts(
+        values: np.ndarray, seen: SeenMask, prune_high: bool,
+        buckets: Sequence[Sequence[float]]
+) -> Tuple[Optional[np.ndarray], float]:
     """The signed score at each bucket's quantile, and the threshold (the
     last cut, unsigned); ``(None, nan)`` when nothing was scored."""
     num_seen = seen.count
@@ -186,18 +187,17 @@ def quantile_cuts(values: np.ndarray, seen: SeenMask, prune_high: bool,
     # The lowest q of the scored samples, q as written: in floats
     # 0.28 * 25 is 7.000000000000001, one sample too many.
     ks = [
-        max(1, min(num_seen,
-                   math.ceil(Fraction(str(float(q))) * num_seen))) - 1
-        for q, _ in buckets
+        max(1, min(num_seen, math.ceil(Fraction(str(float(q))) * num_seen))) -
+        1 for q, _ in buckets
     ]
     signed.partition(sorted(set(ks)))
     cuts = signed[ks]
     return cuts, float(-cuts[-1] if prune_high else cuts[-1])
 
 
-def quantile_buckets(values: np.ndarray, seen: SeenMask, start: int,
-                     stop: int, cuts: Optional[np.ndarray],
-                     num_buckets: int, prune_high: bool) -> np.ndarray:
+def quantile_buckets(values: np.ndarray, seen: SeenMask, start: int, stop: int,
+                     cuts: Optional[np.ndarray], num_buckets: int,
+                     prune_high: bool) -> np.ndarray:
     """The bucket of each sample of one chunk: the first bucket whose cut
     is at or above its signed score (cuts increase with the bucket), or
     ``num_buckets`` (none) when no cut is or the sample is unscored."""
@@ -212,12 +212,12 @@ def quantile_buckets(values: np.ndarray, seen: SeenMask, start: int,
 
 
 def prune_probabilities(
-        scores: torch.Tensor,
-        seen: torch.Tensor,
-        ratio: float,
-        policy: str = 'mean',
-        prune_high: bool = False,
-        buckets: Optional[Sequence[Sequence[float]]] = None
+    scores: torch.Tensor,
+    seen: torch.Tensor,
+    ratio: float,
+    policy: str = 'mean',
+    prune_high: bool = False,
+    buckets: Optional[Sequence[Sequence[float]]] = None
 ) -> Tuple[torch.Tensor, float]:
     """Per-sample probability of being dropped this pass.
 

@@ -152,8 +152,7 @@ def decide_compact(scores: torch.Tensor,
         for start, stop in chunks(num_samples):
             candidates = rule.chunk(start, stop)
             num_candidates += int(np.count_nonzero(candidates))
-            survivors = candidates & ~bernoulli(stop - start, ratio,
-                                                generator)
+            survivors = candidates & ~bernoulli(stop - start, ratio, generator)
             keep = survivors | ~candidates
             codes[start:stop] = survivors.view(np.uint8)
             num_kept = _append(kept_np, num_kept, keep, start)
@@ -162,8 +161,8 @@ def decide_compact(scores: torch.Tensor,
     if shuffle:
         buffer = shuffled(kept[:num_kept], generator, spare)
     return CompactDecision(buffer, num_kept, torch.from_numpy(codes),
-                           torch.from_numpy(table), threshold,
-                           num_candidates, num_pruned)
+                           torch.from_numpy(table), threshold, num_candidates,
+                           num_pruned)
 
 
 def _append(kept: np.ndarray, num_kept: int, keep: np.ndarray,

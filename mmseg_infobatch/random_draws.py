@@ -23,9 +23,9 @@ def _random_bits(num: int, dtype: type,
     full-range 64-bit draws: one draw holds two 32-bit or four 16-bit
     values, where a float of ``torch.rand`` holds one."""
     per_word = 8 // np.dtype(dtype).itemsize
-    words = torch.empty((num + per_word - 1) // per_word,
-                        dtype=torch.int64).random_(-2**63, None,
-                                                   generator=generator)
+    words = torch.empty(
+        (num + per_word - 1) // per_word, dtype=torch.int64).random_(
+            -2**63, None, generator=generator)
     return words.numpy().view(dtype)[:num]
 
 
@@ -57,8 +57,8 @@ def shuffled(indices: torch.Tensor,
         # The permutation is drawn into the output, then replaced by the
         # indices it points at, chunk by chunk (in place: each chunk is
         # read whole before it is written).
-        torch.randperm(num, generator=generator, dtype=indices.dtype,
-                       out=buffer[:num])
+        torch.randperm(
+            num, generator=generator, dtype=indices.dtype, out=buffer[:num])
         for start, stop in chunks(num):
             out[start:stop] = src[out[start:stop]]
         return buffer
@@ -76,8 +76,8 @@ def shuffled(indices: torch.Tensor,
     for end in ends.tolist():
         if end - start > 1:
             bucket = out[start:end]
-            bucket[:] = bucket[torch.randperm(end - start,
-                                              generator=generator).numpy()]
+            bucket[:] = bucket[torch.randperm(
+                end - start, generator=generator).numpy()]
         start = end
     return buffer
 

@@ -59,17 +59,16 @@ class SavingReport:
         schedule, start = sampler.schedule, record.pass_idx
         saved = sampler.saved_iters
         later, share = self._later_profile(sampler)
-        saving = expected_saving(record.ratio, profile, schedule, start,
-                                 saved, later)
-        self.estimate = dict(pass_idx=start, ratio=record.ratio,
-                             saving=saving)
+        saving = expected_saving(record.ratio, profile, schedule, start, saved,
+                                 later)
+        self.estimate = dict(pass_idx=start, ratio=record.ratio, saving=saving)
         wants = []
         for target in ESTIMATE_TARGETS:
             ratio = ratio_for_saving(target, profile, schedule, start, saved,
                                      sampler.max_ratio, later)
-            wants.append(f'{target:.0%}: ' + (
-                f'{ratio:.3f}' if ratio is not None else
-                f'above max_ratio {sampler.max_ratio}'))
+            wants.append(f'{target:.0%}: ' +
+                         (f'{ratio:.3f}' if ratio is not None else
+                          f'above max_ratio {sampler.max_ratio}'))
         if later is None:
             assumed = 'later passes are assumed to have as many'
         else:
@@ -82,8 +81,8 @@ class SavingReport:
             f'candidates ({profile.candidates / sampler.num_samples:.1%}); '
             f'{assumed}. Ratio {record.ratio:.3g} is expected to save '
             f'{saving:.1%} of the {schedule.budget_iters} full-data '
-            'iterations over the run. The ratio that saves '
-            + ', '.join(wants) + '.')
+            'iterations over the run. The ratio that saves ' +
+            ', '.join(wants) + '.')
 
     def _later_profile(self, sampler):
         """The candidates assumed for the passes after the first pruning
@@ -103,11 +102,10 @@ class SavingReport:
         the target and the estimate."""
         if sampler.target_saving is not None:
             target = sampler.target_saving
-            logger.info(
-                f'InfoBatch target_saving {target:.1%}: the run saved '
-                f'{reached:.1%} ({_points(reached - target)} points)'
-                + (f'; max_ratio {sampler.max_ratio} stopped it short.'
-                   if self.cap_warned else '.'))
+            logger.info(f'InfoBatch target_saving {target:.1%}: the run saved '
+                        f'{reached:.1%} ({_points(reached - target)} points)' +
+                        (f'; max_ratio {sampler.max_ratio} stopped it short.'
+                         if self.cap_warned else '.'))
         if self.estimate is not None:
             estimate = self.estimate['saving']
             logger.info(
@@ -148,8 +146,10 @@ def saved_before(history: List[PassRecord], sampler) -> float:
     """Full-data iterations the passes before the sampler's current one
     saved, from the pass history (for checkpoints that lack it)."""
     full = sampler.full_pass_batches
-    passes = {r.pass_idx: r.iters for r in history
-              if r.pass_idx < sampler.pass_idx}
+    passes = {
+        r.pass_idx: r.iters
+        for r in history if r.pass_idx < sampler.pass_idx
+    }
     return sum(
         sampler.schedule.pass_share(t) * (full - iters)
         for t, iters in passes.items())
@@ -198,8 +198,8 @@ def log_pass_start(runner, record: PassRecord, sampler, progress, end: int,
         f'pruned {record.pruned} of {record.candidates} below threshold '
         f'{record.threshold:.4f}; {record.iters} iterations (full pass '
         f'{progress.full_pass_batches}); saved so far {saved} iterations'
-        f' ({saved / max(budget, 1):.1%}), {ends}'
-        + ('' if record.may_prune else ' [annealing: full data]'))
+        f' ({saved / max(budget, 1):.1%}), {ends}' +
+        ('' if record.may_prune else ' [annealing: full data]'))
     scalars = {
         'infobatch/pass': record.pass_idx,
         'infobatch/kept': record.kept,

@@ -139,9 +139,9 @@ class InfoBatchSampler(PassSampler):
         # share of, and says so when it would solve a ratio.
         self.schedule = None
         if progress is not None and progress.budget_iters:
-            self.schedule = Schedule(
-                self.num_samples, self.global_batch, progress.budget_iters,
-                self.drop_last, progress.offset, self.prune_stop)
+            self.schedule = Schedule(self.num_samples, self.global_batch,
+                                     progress.budget_iters, self.drop_last,
+                                     progress.offset, self.prune_stop)
 
     # -- the pass --------------------------------------------------------
     @property
@@ -184,9 +184,9 @@ class InfoBatchSampler(PassSampler):
                 'InfoBatchSampler target_saving needs the schedule it is a '
                 'share of, which InfoBatchHook passes to configure(). Add '
                 f'the hook to the config:{CONFIG_HINT}')
-        solved = solve_pass_ratio(self.target_saving, profile,
-                                  self.schedule, self.pass_idx,
-                                  self.saved_iters, self.max_ratio)
+        solved = solve_pass_ratio(self.target_saving, profile, self.schedule,
+                                  self.pass_idx, self.saved_iters,
+                                  self.max_ratio)
         return solved._asdict()
 
     def _decide_next_pass(self) -> None:

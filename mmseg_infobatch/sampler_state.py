@@ -8,7 +8,6 @@ import torch
 
 from .pass_layout import pack_bits, unpack_bits
 
-
 _LAYOUT_FIXES = dict(
     num_samples='Resume with the same dataset',
     world_size='Resume on the same number of processes: the saved pass is '
@@ -49,9 +48,8 @@ def _sample_lists(dataset):
         return
     data_list = getattr(dataset, 'data_list', None)
     if data_list:
-        yield '\n'.join(
-            f"{info.get('img_path')}|{info.get('seg_map_path')}"
-            for info in data_list).encode()
+        yield '\n'.join(f"{info.get('img_path')}|{info.get('seg_map_path')}"
+                        for info in data_list).encode()
     for inner in getattr(dataset, 'datasets', None) or []:
         yield from _sample_lists(inner)
     inner = getattr(dataset, 'dataset', None)

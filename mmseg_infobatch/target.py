@@ -82,8 +82,9 @@ class Schedule:
         """How much of pass ``pass_idx`` the budget holds: 1 for a whole
         pass, a fraction for the last one of a fractional schedule, 0
         beyond it."""
-        left = self.budget_iters - self.offset - pass_idx * self.full_pass_batches
-        return min(max(left / self.full_pass_batches, 0.0), 1.0)
+        full = self.full_pass_batches
+        left = self.budget_iters - self.offset - pass_idx * full
+        return min(max(left / full, 0.0), 1.0)
 
     def pruning_share(self, pass_idx: int) -> float:
         """W: the summed shares of the passes from ``pass_idx`` on that may
@@ -119,10 +120,9 @@ def expected_pass_iters(schedule: Schedule, pruned_mean: float,
         return (j - 1) * batch + first_step - 0.5 - kept
 
     # Steps far below the mean count whole, far above it not at all.
-    low = max(2, math.floor(1 + (kept + 0.5 - first_step - TAIL * sd) /
-                            batch))
-    high = min(full, math.ceil(1 + (kept + 0.5 - first_step + TAIL * sd) /
-                               batch))
+    low = max(2, math.floor(1 + (kept + 0.5 - first_step - TAIL * sd) / batch))
+    high = min(full,
+               math.ceil(1 + (kept + 0.5 - first_step + TAIL * sd) / batch))
     total = 1.0 + max(min(low, full + 1) - 2, 0)
     for j in range(low, high + 1):
         total += 0.5 * math.erfc(step(j) / (sd * math.sqrt(2.0)))
@@ -133,7 +133,8 @@ def pass_saving(schedule: Schedule, profile: Profile, ratio: float) -> float:
     """g(r): expected iterations a pass with this profile saves at r."""
     mean = ratio * profile.first
     var = ratio * profile.first - ratio * ratio * profile.second
-    return schedule.full_pass_batches - expected_pass_iters(schedule, mean, var)
+    return schedule.full_pass_batches - expected_pass_iters(
+        schedule, mean, var)
 
 
 class PassRatio(NamedTuple):
@@ -227,8 +228,8 @@ def ratio_for_saving(target: float,
     :func:`expected_saving`); None if it lies above ``max_ratio``."""
 
     def saving(ratio):
-        return expected_saving(ratio, profile, schedule, pass_idx,
-                               saved_iters, later)
+        return expected_saving(ratio, profile, schedule, pass_idx, saved_iters,
+                               later)
 
     if saving(max_ratio) < target:
         return None
@@ -259,9 +260,10 @@ def validate_target(target_saving: Optional[float], max_ratio: float,
             'ratio of each pass is solved for; set ratio=None (a config '
             'that inherits a ratio overrides it with '
             '--cfg-options train_dataloader.sampler.ratio=None).')
-    if isinstance(target_saving, bool) or not (
-            isinstance(target_saving, (int, float)) and
-            0 < target_saving < 1):
+    if isinstance(
+            target_saving,
+            bool) or not (isinstance(target_saving,
+                                     (int, float)) and 0 < target_saving < 1):
         raise ValueError(
             'InfoBatchSampler target_saving (share of the full-data '
             'iterations to save) must be in (0, 1), e.g. 0.3, but got '

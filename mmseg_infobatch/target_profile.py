@@ -37,12 +37,12 @@ class Profile(NamedTuple):
     second: float
 
 
-def prune_profile(scores: torch.Tensor,
-                  seen: torch.Tensor,
-                  policy: str = 'mean',
-                  prune_high: bool = False,
-                  buckets: Optional[Sequence[Sequence[float]]] = None
-                  ) -> Profile:
+def prune_profile(
+        scores: torch.Tensor,
+        seen: torch.Tensor,
+        policy: str = 'mean',
+        prune_high: bool = False,
+        buckets: Optional[Sequence[Sequence[float]]] = None) -> Profile:
     """The :class:`Profile` of a pass decided from this score table.
 
     O(N) vectorised work, with one float32 temporary per sample.
@@ -51,12 +51,11 @@ def prune_profile(scores: torch.Tensor,
         top = max_bucket_ratio(buckets)
         if top <= 0:
             return Profile(0, 0.0, 0.0)
-        probs, _ = prune_probabilities(scores, seen, 0.0, policy,
-                                       prune_high, buckets)
+        probs, _ = prune_probabilities(scores, seen, 0.0, policy, prune_high,
+                                       buckets)
         probs = probs.numpy()
         first = float(np.add.reduce(probs, dtype=np.float64)) / top
-        second = float(np.add.reduce(probs * probs,
-                                     dtype=np.float64)) / top**2
+        second = float(np.add.reduce(probs * probs, dtype=np.float64)) / top**2
         return Profile(int(np.count_nonzero(probs)), first, second)
     # At r = 1 each candidate's probability is exactly 1.
     probs, _ = prune_probabilities(scores, seen, 1.0, policy, prune_high)
@@ -69,8 +68,7 @@ def max_bucket_ratio(buckets: Sequence[Sequence[float]]) -> float:
     return max(float(r) for _, r in buckets)
 
 
-def scale_buckets(buckets: Sequence[Sequence[float]],
-                  ratio: float) -> list:
+def scale_buckets(buckets: Sequence[Sequence[float]], ratio: float) -> list:
     """Quantile buckets with every ratio scaled so the largest is
     ``ratio``; their proportions, and so what the policy prefers to
     prune, stay as written."""

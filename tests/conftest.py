@@ -60,8 +60,10 @@ def tiny_ade_options(data_root):
 
 def as_cli_options(options):
     """``--cfg-options`` words for a dict of overrides."""
-    return [f'{key}={str(value).replace(" ", "")}'
-            for key, value in options.items()]
+    return [
+        f'{key}={str(value).replace(" ", "")}'
+        for key, value in options.items()
+    ]
 
 
 def unique_names(cfg):
@@ -72,9 +74,17 @@ def unique_names(cfg):
     return cfg
 
 
-def demo_config(work_dir, data_root, passes=3, batch_size=4, num_train=40,
-                ratio=0.5, delta=0.875, record=True, world_size=1,
-                loop='NoPauseIterBasedTrainLoop', **options):
+def demo_config(work_dir,
+                data_root,
+                passes=3,
+                batch_size=4,
+                num_train=40,
+                ratio=0.5,
+                delta=0.875,
+                record=True,
+                world_size=1,
+                loop='NoPauseIterBasedTrainLoop',
+                **options):
     """The demo config shrunk to a few seconds on CPU."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(DEMO_CONFIG))
@@ -92,13 +102,18 @@ def demo_config(work_dir, data_root, passes=3, batch_size=4, num_train=40,
         import infobatch_recorder  # noqa: F401  (custom_imports run at load)
         cfg.custom_imports.imports.append('infobatch_recorder')
         cfg.custom_hooks.append(
-            dict(type='InfoBatchRecorderHook',
-                 out_file=str(Path(work_dir) / 'record_rank{rank}.pth')))
-    cfg.train_cfg = dict(
-        type=loop, max_iters=max_iters, val_interval=10**6)
+            dict(
+                type='InfoBatchRecorderHook',
+                out_file=str(Path(work_dir) / 'record_rank{rank}.pth')))
+    cfg.train_cfg = dict(type=loop, max_iters=max_iters, val_interval=10**6)
     cfg.param_scheduler = [
-        dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters,
-             by_epoch=False)
+        dict(
+            type='PolyLR',
+            eta_min=1e-4,
+            power=0.9,
+            begin=0,
+            end=max_iters,
+            by_epoch=False)
     ]
     cfg.optim_wrapper.optimizer.lr = 1e-2
     cfg.default_hooks.logger.interval = 1
@@ -120,32 +135,44 @@ def run_config(cfg, train=True):
 
 def load_record(work_dir, rank=0):
     import torch
-    return torch.load(Path(work_dir) / f'record_rank{rank}.pth',
-                      weights_only=True)
+    return torch.load(
+        Path(work_dir) / f'record_rank{rank}.pth', weights_only=True)
 
 
-def train_subprocess(cfg, config_file, *args, nproc=1, expect_rc=0,
+def train_subprocess(cfg,
+                     config_file,
+                     *args,
+                     nproc=1,
+                     expect_rc=0,
                      timeout=600):
     """Run tools/train.py on a dumped config (torchrun when nproc > 1)."""
     import socket
     import subprocess
     cfg.dump(str(config_file))
-    env = dict(os.environ,
-               PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
-               OMP_NUM_THREADS='1')
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
+        OMP_NUM_THREADS='1')
     train_py = str(REPO / 'tools' / 'train.py')
     if nproc > 1:
         with socket.socket() as s:
             s.bind(('127.0.0.1', 0))
             port = s.getsockname()[1]
-        cmd = [sys.executable, '-m', 'torch.distributed.run',
-               f'--nproc_per_node={nproc}', f'--master_port={port}',
-               '--master_addr=127.0.0.1', train_py, str(config_file),
-               '--launcher', 'pytorch']
+        cmd = [
+            sys.executable, '-m', 'torch.distributed.run',
+            f'--nproc_per_node={nproc}', f'--master_port={port}',
+            '--master_addr=127.0.0.1', train_py,
+            str(config_file), '--launcher', 'pytorch'
+        ]
     else:
         cmd = [sys.executable, train_py, str(config_file)]
-    result = subprocess.run(cmd + list(args), capture_output=True, text=True,
-                            cwd=REPO, env=env, timeout=timeout)
+    result = subprocess.run(
+        cmd + list(args),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout)
     assert result.returncode == expect_rc, (
         f'exit {result.returncode}\nSTDERR:\n{result.stderr[-6000:]}'
         f'\nSTDOUT:\n{result.stdout[-2000:]}')
@@ -153,8 +180,11 @@ def train_subprocess(cfg, config_file, *args, nproc=1, expect_rc=0,
 
 
 def pytest_addoption(parser):
-    parser.addoption('--fuzz', type=int, default=0,
-                     help='extra random set-ups for test_setup_fuzzer')
+    parser.addoption(
+        '--fuzz',
+        type=int,
+        default=0,
+        help='extra random set-ups for test_setup_fuzzer')
 
 
 @pytest.fixture

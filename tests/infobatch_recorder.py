@@ -37,21 +37,22 @@ class InfoBatchRecorderHook(Hook):
         sampler = hook.sampler
         if sampler.pass_idx != self.last_pass:
             self.last_pass = sampler.pass_idx
-            self.passes.append(dict(
-                pass_idx=sampler.pass_idx,
-                start_iter=runner.iter,
-                position=sampler.trained_batches,
-                padded_order=sampler.padded_order.clone(),
-                rank_indices=sampler.rank_indices().clone(),
-                weights=sampler.weights.clone(),
-                scores=sampler.scores.clone(),
-                seen=sampler.seen.clone(),
-                prunes=sampler.prunes_now))
+            self.passes.append(
+                dict(
+                    pass_idx=sampler.pass_idx,
+                    start_iter=runner.iter,
+                    position=sampler.trained_batches,
+                    padded_order=sampler.padded_order.clone(),
+                    rank_indices=sampler.rank_indices().clone(),
+                    weights=sampler.weights.clone(),
+                    scores=sampler.scores.clone(),
+                    seen=sampler.seen.clone(),
+                    prunes=sampler.prunes_now))
         self.iters.append([
             runner.iter,
             hook.progress.virtual_iter(sampler.position),
-            runner.optim_wrapper.get_lr()
-            ['lr'][0], sampler.pass_idx, sampler.trained_batches
+            runner.optim_wrapper.get_lr()['lr'][0], sampler.pass_idx,
+            sampler.trained_batches
         ])
         self.batches.append(hook._batch_indices.tolist())
         # What each wrapped loss will multiply this batch's images by.
@@ -64,16 +65,17 @@ class InfoBatchRecorderHook(Hook):
         hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
         rank, _ = get_dist_info()
         torch.save(
-            dict(passes=self.passes,
-                 iters=self.iters,
-                 batches=self.batches,
-                 loss_weights=self.loss_weights,
-                 img_paths=self.img_paths,
-                 final_scores=hook.sampler.scores.clone(),
-                 final_seen=hook.sampler.seen.clone(),
-                 final_iter=runner.iter,
-                 loaded_keys=self.loaded_keys,
-                 final_lr=runner.optim_wrapper.get_lr()['lr'][0],
-                 final_params=[p.detach().clone() for p in
-                               runner.model.parameters()]),
-            self.out_file.format(rank=rank))
+            dict(
+                passes=self.passes,
+                iters=self.iters,
+                batches=self.batches,
+                loss_weights=self.loss_weights,
+                img_paths=self.img_paths,
+                final_scores=hook.sampler.scores.clone(),
+                final_seen=hook.sampler.seen.clone(),
+                final_iter=runner.iter,
+                loaded_keys=self.loaded_keys,
+                final_lr=runner.optim_wrapper.get_lr()['lr'][0],
+                final_params=[
+                    p.detach().clone() for p in runner.model.parameters()
+                ]), self.out_file.format(rank=rank))

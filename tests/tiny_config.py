@@ -39,8 +39,8 @@ def tiny_config(work_dir,
         dict(type='Resize', scale=(32, 32), keep_ratio=False),
         dict(type='PackSegInputs')
     ]
-    full_pass_batches = batches_per_pass(num_train, world_size,
-                                         batch_size, drop_last)
+    full_pass_batches = batches_per_pass(num_train, world_size, batch_size,
+                                         drop_last)
     max_iters = passes * full_pass_batches
     cfg = dict(
         custom_imports=dict(
@@ -50,17 +50,33 @@ def tiny_config(work_dir,
         model=dict(
             type='EncoderDecoder',
             data_preprocessor=dict(
-                type='SegDataPreProcessor', mean=[123.7, 116.3, 103.5],
-                std=[58.4, 57.1, 57.4], bgr_to_rgb=True, pad_val=0,
-                seg_pad_val=255, size=(32, 32)),
+                type='SegDataPreProcessor',
+                mean=[123.7, 116.3, 103.5],
+                std=[58.4, 57.1, 57.4],
+                bgr_to_rgb=True,
+                pad_val=0,
+                seg_pad_val=255,
+                size=(32, 32)),
             backbone=dict(
-                type='ResNetV1c', depth=18, stem_channels=8,
-                base_channels=8, num_stages=2, strides=(1, 2),
-                dilations=(1, 1), out_indices=(1, ), norm_cfg=norm_cfg),
+                type='ResNetV1c',
+                depth=18,
+                stem_channels=8,
+                base_channels=8,
+                num_stages=2,
+                strides=(1, 2),
+                dilations=(1, 1),
+                out_indices=(1, ),
+                norm_cfg=norm_cfg),
             decode_head=dict(
-                type='FCNHead', in_channels=16, in_index=0, channels=8,
-                num_convs=1, concat_input=False, dropout_ratio=0,
-                num_classes=150, norm_cfg=norm_cfg,
+                type='FCNHead',
+                in_channels=16,
+                in_index=0,
+                channels=8,
+                num_convs=1,
+                concat_input=False,
+                dropout_ratio=0,
+                num_classes=150,
+                norm_cfg=norm_cfg,
                 loss_decode=dict(
                     type='InfoBatchLoss',
                     loss=dict(type='CrossEntropyLoss', loss_weight=1.0))),
@@ -71,63 +87,88 @@ def tiny_config(work_dir,
             num_workers=workers,
             persistent_workers=workers > 0,
             drop_last=drop_last,
-            sampler=dict(type='InfoBatchSampler',
-                         **{'ratio': 0.5, **(sampler or {})}),
+            sampler=dict(
+                type='InfoBatchSampler', **{
+                    'ratio': 0.5,
+                    **(sampler or {})
+                }),
             dataset=dict(
-                type='ADE20KDataset', data_root=str(data_root),
+                type='ADE20KDataset',
+                data_root=str(data_root),
                 indices=num_train,
-                data_prefix=dict(img_path='images/training',
-                                 seg_map_path='annotations/training'),
+                data_prefix=dict(
+                    img_path='images/training',
+                    seg_map_path='annotations/training'),
                 pipeline=pipeline)),
         optim_wrapper=dict(
             type='OptimWrapper',
             accumulative_counts=accumulative_counts,
-            optimizer=dict(type='SGD', lr=0.05, momentum=0.9,
-                           weight_decay=1e-4)),
+            optimizer=dict(
+                type='SGD', lr=0.05, momentum=0.9, weight_decay=1e-4)),
         custom_hooks=[
-            dict(type='InfoBatchHook', **{'delta': 0.7, **(hook or {})}),
-            dict(type='InfoBatchRecorderHook',
-                 out_file=str(Path(work_dir) / 'record_rank{rank}.pth'))
+            dict(type='InfoBatchHook', **{
+                'delta': 0.7,
+                **(hook or {})
+            }),
+            dict(
+                type='InfoBatchRecorderHook',
+                out_file=str(Path(work_dir) / 'record_rank{rank}.pth'))
         ],
         default_hooks=dict(
             timer=dict(type='IterTimerHook'),
             logger=dict(type='LoggerHook', interval=1),
             param_scheduler=dict(type='ParamSchedulerHook'),
-            checkpoint=dict(type='CheckpointHook', by_epoch=by_epoch,
-                            interval=1),
+            checkpoint=dict(
+                type='CheckpointHook', by_epoch=by_epoch, interval=1),
             sampler_seed=dict(type='DistSamplerSeedHook')),
-        env_cfg=dict(cudnn_benchmark=False,
-                     mp_cfg=dict(mp_start_method='fork',
-                                 opencv_num_threads=0),
-                     dist_cfg=dict(backend='gloo')),
+        env_cfg=dict(
+            cudnn_benchmark=False,
+            mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+            dist_cfg=dict(backend='gloo')),
         log_processor=dict(by_epoch=by_epoch),
         log_level='INFO',
-        visualizer=dict(type='Visualizer',
-                        vis_backends=[dict(type='LocalVisBackend')]),
+        visualizer=dict(
+            type='Visualizer', vis_backends=[dict(type='LocalVisBackend')]),
         work_dir=str(work_dir))
     interval = val_interval or 10**6
     if by_epoch:
-        cfg['train_cfg'] = dict(type='EpochBasedTrainLoop',
-                                max_epochs=passes, val_interval=interval)
+        cfg['train_cfg'] = dict(
+            type='EpochBasedTrainLoop',
+            max_epochs=passes,
+            val_interval=interval)
         cfg['param_scheduler'] = [
-            dict(type='PolyLR', eta_min=ETA_MIN, power=0.9, begin=0,
-                 end=passes, by_epoch=True, convert_to_iter_based=True)
+            dict(
+                type='PolyLR',
+                eta_min=ETA_MIN,
+                power=0.9,
+                begin=0,
+                end=passes,
+                by_epoch=True,
+                convert_to_iter_based=True)
         ]
     else:
-        cfg['train_cfg'] = dict(type=loop, max_iters=max_iters,
-                                val_interval=interval)
+        cfg['train_cfg'] = dict(
+            type=loop, max_iters=max_iters, val_interval=interval)
         cfg['param_scheduler'] = [
-            dict(type='PolyLR', eta_min=ETA_MIN, power=0.9, begin=0,
-                 end=max_iters, by_epoch=False)
+            dict(
+                type='PolyLR',
+                eta_min=ETA_MIN,
+                power=0.9,
+                begin=0,
+                end=max_iters,
+                by_epoch=False)
         ]
     if val_interval:
         cfg['val_dataloader'] = dict(
-            batch_size=1, num_workers=0,
+            batch_size=1,
+            num_workers=0,
             sampler=dict(type='DefaultSampler', shuffle=False),
             dataset=dict(
-                type='ADE20KDataset', data_root=str(data_root),
-                data_prefix=dict(img_path='images/validation',
-                                 seg_map_path='annotations/validation'),
+                type='ADE20KDataset',
+                data_root=str(data_root),
+                data_prefix=dict(
+                    img_path='images/validation',
+                    seg_map_path='annotations/validation'),
                 pipeline=pipeline))
         cfg['val_evaluator'] = dict(type='IoUMetric', iou_metrics=['mIoU'])
         cfg['val_cfg'] = dict(type='ValLoop')

@@ -40,11 +40,12 @@ from mmseg_infobatch.checkpoint_types import \
     allow_mmengine_checkpoint_types  # noqa: E402
 from mmseg_infobatch.history import PassRecord  # noqa: E402
 from mmseg_infobatch.history import history_from_state  # noqa: E402
-from mmseg_infobatch.progress import (PassPosition, Progress,  # noqa: E402
-                                      batches_per_pass)
+from mmseg_infobatch.progress import PassPosition  # noqa: E402
+from mmseg_infobatch.progress import Progress  # noqa: E402
+from mmseg_infobatch.progress import batches_per_pass  # noqa: E402
 from mmseg_infobatch.pruning import decide_pass  # noqa: E402
-from mmseg_infobatch.sampler import (  # noqa: E402
-    DEFAULT_RATIO, InfoBatchSampler)
+from mmseg_infobatch.sampler import DEFAULT_RATIO  # noqa: E402
+from mmseg_infobatch.sampler import InfoBatchSampler  # noqa: E402
 from mmseg_infobatch.sampler_state import sample_tables  # noqa: E402
 
 FIGSIZE = (5.5, 3.6)
@@ -72,8 +73,8 @@ class Run:
         self.scalars = _load_scalars(work_dir)
         self.state = _load_infobatch_state(work_dir)
         self.config = _load_config(work_dir)
-        self.history = (_checkpoint_history(self.state)
-                        or _scalar_history(self.scalars))
+        self.history = (
+            _checkpoint_history(self.state) or _scalar_history(self.scalars))
         saved = {} if self.state is None else self.state.get('progress', {})
         self.budget_iters = saved.get('budget_iters')
         self.offset = saved.get('offset', 0)
@@ -192,8 +193,8 @@ def _load_infobatch_state(work_dir: str):
         return None
     # A whole mmengine checkpoint holds a few non-tensor types besides ours.
     allow_mmengine_checkpoint_types()
-    return torch.load(ckpt, map_location='cpu',
-                      weights_only=True).get('infobatch')
+    return torch.load(
+        ckpt, map_location='cpu', weights_only=True).get('infobatch')
 
 
 def as_columns(records: list) -> dict:
@@ -228,9 +229,12 @@ def _scalar_history(scalars):
     # What the scalars leave out (candidates; NaN values) reads as NaN.
     history = as_columns([
         PassRecord(
-            pass_idx=int(r['infobatch/pass']), start_iter=int(r['step']),
-            kept=int(r['infobatch/kept']), pruned=int(r['infobatch/pruned']),
-            candidates=np.nan, iters=int(r['infobatch/pass_iters']),
+            pass_idx=int(r['infobatch/pass']),
+            start_iter=int(r['step']),
+            kept=int(r['infobatch/kept']),
+            pruned=int(r['infobatch/pruned']),
+            candidates=np.nan,
+            iters=int(r['infobatch/pass_iters']),
             threshold=r.get('infobatch/threshold', np.nan),
             may_prune=r['infobatch/pruned'] > 0,
             ratio=r.get('infobatch/ratio', np.nan)) for r in logged
@@ -247,9 +251,10 @@ def pass_spans(run: Run) -> np.ndarray:
     progress = Progress(run.full_pass_batches, run.budget_iters or 0,
                         run.offset)
     # Each pass's start (no batch trained yet) and end (all trained).
-    positions = [(p, trained, n) for p, n in zip(
-        run.history['pass_idx'].tolist(),
-        np.maximum(run.history['iters'], 1).tolist()) for trained in (0, n)]
+    positions = [(p, trained, n)
+                 for p, n in zip(run.history['pass_idx'].tolist(),
+                                 np.maximum(run.history['iters'], 1).tolist())
+                 for trained in (0, n)]
     virtual = [
         progress.virtual_iter(PassPosition(*position))
         for position in positions
@@ -291,7 +296,10 @@ def plot_pruning(run: Run, out_dir: str):
         return None
     passes = history['pass_idx']
     fig, (ax, low) = plt.subplots(
-        2, 1, sharex=True, figsize=(FIGSIZE[0], FIGSIZE[1] * 1.6),
+        2,
+        1,
+        sharex=True,
+        figsize=(FIGSIZE[0], FIGSIZE[1] * 1.6),
         gridspec_kw=dict(height_ratios=[3, 2]))
     ax.bar(passes, history['pruned'], color='tab:blue', alpha=0.7)
     ax.set_ylabel('samples pruned in the pass', color='tab:blue')
@@ -312,20 +320,29 @@ def _plot_ratio(run: Run, ax, passes, saved) -> None:
         ax.step(passes, ratio, where='mid', color='tab:green')
         ax.plot(passes, ratio, 'o', color='tab:green', ms=3)
     else:
-        ax.text(0.5, 0.5, 'r_t not recorded (older run)', ha='center',
-                transform=ax.transAxes, fontsize=8)
+        ax.text(
+            0.5,
+            0.5,
+            'r_t not recorded (older run)',
+            ha='center',
+            transform=ax.transAxes,
+            fontsize=8)
     ax.set_ylabel('prune ratio r_t', color='tab:green')
     ax.set_ylim(bottom=0)
     budget = run.budget_iters
     if not budget:
         return
     twin = ax.twinx()
-    twin.plot(passes, 100 * np.asarray(saved) / budget, '-',
-              color='tab:red', lw=1)
+    twin.plot(
+        passes, 100 * np.asarray(saved) / budget, '-', color='tab:red', lw=1)
     target = _pruning_settings(run)['target_saving']
     if target:
-        twin.axhline(100 * target, color='tab:red', ls='--', lw=1,
-                     label=f'target_saving {target:.0%}')
+        twin.axhline(
+            100 * target,
+            color='tab:red',
+            ls='--',
+            lw=1,
+            label=f'target_saving {target:.0%}')
         twin.legend(fontsize=7, loc='lower right')
     twin.set_ylabel('saved, % of the budget', color='tab:red')
 
@@ -384,8 +401,7 @@ def plot_scores(run: Run, out_dir: str):
         if settings['ratio'] == 0 and settings['policy'] != 'quantile':
             settings['ratio'] = DEFAULT_RATIO
         generator = torch.Generator().manual_seed(0)
-        decision = decide_pass(scores, seen, generator=generator,
-                               **settings)
+        decision = decide_pass(scores, seen, generator=generator, **settings)
         kept, weights = decision.indices, decision.weights
         note = (f'a pruning pass replayed on the final scores '
                 f'(r={settings["ratio"]}, {settings["policy"]})')
@@ -395,12 +411,26 @@ def plot_scores(run: Run, out_dir: str):
     kept_weights = weights[kept].numpy()
     bins = np.linspace(0, np.quantile(all_scores, 0.99), 40)
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    ax.hist(all_scores, bins, histtype='step', lw=1.5,
-            label=f'before pruning ({all_scores.size})')
-    ax.hist(kept_scores, bins, histtype='step', lw=1.5,
-            label=f'after pruning ({kept_scores.size} kept)')
-    ax.hist(kept_scores, bins, weights=kept_weights, histtype='step',
-            lw=1.5, ls='--', label='after rescaling (weighted)')
+    ax.hist(
+        all_scores,
+        bins,
+        histtype='step',
+        lw=1.5,
+        label=f'before pruning ({all_scores.size})')
+    ax.hist(
+        kept_scores,
+        bins,
+        histtype='step',
+        lw=1.5,
+        label=f'after pruning ({kept_scores.size} kept)')
+    ax.hist(
+        kept_scores,
+        bins,
+        weights=kept_weights,
+        histtype='step',
+        lw=1.5,
+        ls='--',
+        label='after rescaling (weighted)')
     if not np.isnan(mean := float(all_scores.mean())):
         ax.axvline(mean, color='gray', ls=':', lw=1, label='mean (threshold)')
     ax.set_xlabel('score (per-image loss)')
@@ -452,15 +482,23 @@ def plot_lr(runs: list, out_dir: str):
             return False
         # The lr logged at step s is the one iteration s ran with, set by
         # the scheduler after s - 1 iterations.
-        ax.plot(epoch_progress(run, lr[0] - 1), lr[1],
-                lw=2.5 - 1.2 * (i > 0),
-                ls='-' if i == 0 else '--', label=run.label)
+        ax.plot(
+            epoch_progress(run, lr[0] - 1),
+            lr[1],
+            lw=2.5 - 1.2 * (i > 0),
+            ls='-' if i == 0 else '--',
+            label=run.label)
         return True
-    return _overlay(runs, out_dir, 'lr_progress.png', draw,
-                    'no run has lr scalars',
-                    ('epoch progress (passes of data)', 'learning rate',
-                     'LR schedule against data progress'),
-                    fontsize=7)
+
+    return _overlay(
+        runs,
+        out_dir,
+        'lr_progress.png',
+        draw,
+        'no run has lr scalars',
+        ('epoch progress (passes of data)', 'learning rate',
+         'LR schedule against data progress'),
+        fontsize=7)
 
 
 def plot_miou(runs: list, out_dir: str):
@@ -471,11 +509,16 @@ def plot_miou(runs: list, out_dir: str):
         if miou is not None:
             ax.plot(miou[0], miou[1], 'o-', ms=3, lw=1, label=run.label)
         return miou is not None
-    return _overlay(runs, out_dir, 'miou_iters.png', draw,
-                    'no run has validation mIoU',
-                    ('iteration', 'val mIoU',
-                     'Validation mIoU during training'),
-                    fontsize=6, ncol=2)
+
+    return _overlay(
+        runs,
+        out_dir,
+        'miou_iters.png',
+        draw,
+        'no run has validation mIoU',
+        ('iteration', 'val mIoU', 'Validation mIoU during training'),
+        fontsize=6,
+        ncol=2)
 
 
 def plot_study(results_file: str, out_dir: str):
@@ -490,20 +533,29 @@ def plot_study(results_file: str, out_dir: str):
     fig, ax = plt.subplots(figsize=FIGSIZE)
     full = summary.get('full')
     if full:
-        ax.axhspan(full['miou_mean'] - full['miou_std'],
-                   full['miou_mean'] + full['miou_std'], color='gray',
-                   alpha=0.15, lw=0, label='full data mean ± std')
+        ax.axhspan(
+            full['miou_mean'] - full['miou_std'],
+            full['miou_mean'] + full['miou_std'],
+            color='gray',
+            alpha=0.15,
+            lw=0,
+            label='full data mean ± std')
     for arm, s in summary.items():
-        line = ax.errorbar(s['iters_mean'], s['miou_mean'],
-                           yerr=s['miou_std'], fmt='o', capsize=4,
-                           label=f'{arm} (n={len(s["seeds"])})')
+        line = ax.errorbar(
+            s['iters_mean'],
+            s['miou_mean'],
+            yerr=s['miou_std'],
+            fmt='o',
+            capsize=4,
+            label=f'{arm} (n={len(s["seeds"])})')
         seeds = runs.get(arm, [])
         ax.scatter([r['iters'] for r in seeds], [r['miou'] for r in seeds],
-                   s=10, alpha=0.5, color=line[0].get_color())
+                   s=10,
+                   alpha=0.5,
+                   color=line[0].get_color())
     ax.set_xlabel('training iterations')
     ax.set_ylabel('final val mIoU')
-    ax.set_title('Lossless study: mIoU against cost (dots: seeds)',
-                 fontsize=9)
+    ax.set_title('Lossless study: mIoU against cost (dots: seeds)', fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, out_dir, 'study.png')
 

@@ -44,8 +44,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from cpu_runtime import sync_bn_to_bn  # noqa: E402
 
 CUSTOM_IMPORTS = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
-STATUSES = ('equal', 'per-image', 'refused', 'not buildable',
-            'no loss_decode', 'DIFFERENT', 'ERROR')
+STATUSES = ('equal', 'per-image', 'refused', 'not buildable', 'no loss_decode',
+            'DIFFERENT', 'ERROR')
 NUM_IMAGES = 2
 TRAIN_WEIGHTS = (2.0, 1.0)  # a kept low-score image (r=0.5) and a plain one
 
@@ -155,12 +155,12 @@ def signature(model: dict) -> tuple:
         terms = loss_terms(node)
         if terms:
             sampler = (node.get('sampler') or {}).get('type')
-            heads.append((node.get('type'), sampler, tuple(
-                (key, t['type'], bool(t.get('use_sigmoid')),
-                 bool(t.get('avg_non_ignore')),
-                 t.get('class_weight') is not None, t.get('per_image'),
-                 t.get('reduction')) for key in sorted(terms)
-                for t in terms[key])))
+            heads.append((node.get('type'), sampler,
+                          tuple((key, t['type'], bool(t.get('use_sigmoid')),
+                                 bool(t.get('avg_non_ignore')),
+                                 t.get('class_weight') is not None,
+                                 t.get('per_image'), t.get('reduction'))
+                                for key in sorted(terms) for t in terms[key])))
 
     walk(model, visit)
     backbone = model.get('backbone') or {}
@@ -208,13 +208,11 @@ def group_configs(root: str, files: List[str]):
             unreadable.append(
                 Result(path, [path], 'not buildable', '', _reason(e)))
             continue
-        groups[signature(model)].append((weight_of(path, model), path,
-                                         model))
+        groups[signature(model)].append((weight_of(path, model), path, model))
     picked = []
     for members in groups.values():
         members.sort(key=lambda m: m[0])
-        picked.append((members[0][1], [m[1] for m in members],
-                       members[0][2]))
+        picked.append((members[0][1], [m[1] for m in members], members[0][2]))
     picked.sort(key=lambda p: p[0])
     return picked, unreadable
 
@@ -311,7 +309,9 @@ def num_classes(model: dict) -> int:
     return found[0] if found else 2  # a depth head
 
 
-def make_batch(classes: int, size: int, seed: int = 0,
+def make_batch(classes: int,
+               size: int,
+               seed: int = 0,
                ignore: bool = True) -> dict:
     """Random images; labels in blocks of 8 px, some ignored (255)."""
     from mmseg.structures import SegDataSample
@@ -326,8 +326,11 @@ def make_batch(classes: int, size: int, seed: int = 0,
         edge = (torch.rand(1, size, size, generator=g) < 0.1).long()
         sample = SegDataSample(
             metainfo=dict(
-                img_shape=(size, size), ori_shape=(size, size),
-                pad_shape=(size, size), img_path='', seg_map_path=''))
+                img_shape=(size, size),
+                ori_shape=(size, size),
+                pad_shape=(size, size),
+                img_path='',
+                seg_map_path=''))
         sample.gt_sem_seg = PixelData(data=label)
         sample.gt_edge_map = PixelData(data=edge)  # PIDNet's boundaries
         samples.append(sample)
@@ -385,8 +388,8 @@ def compare(plain, wrapped, batch) -> str:
     if set(grads) != set(grads_w):
         diffs.append('different parameters get gradients')
     diffs += [
-        f'grad {k}' for k in grads if k in grads_w
-        and not _close(grads[k], grads_w[k])
+        f'grad {k}' for k in grads
+        if k in grads_w and not _close(grads[k], grads_w[k])
     ][:3]
     if not scores:
         diffs.append('no scores')
@@ -478,8 +481,7 @@ def build_and_run_plain(model: dict, size: int):
         f'labels without 255, plain mmseg fails on them ({_reason(error)})'
 
 
-def check(path: str, model: dict, size: int,
-          steps: int) -> Result:
+def check(path: str, model: dict, size: int, steps: int) -> Result:
     """Run the checks of the module docstring on one config."""
     model = with_default_losses(model)
     result = Result(path, losses=describe_losses(model))
@@ -525,8 +527,10 @@ def check(path: str, model: dict, size: int,
 
 def table(results: List[Result]) -> str:
     """Markdown table of results and counts."""
-    lines = ['| config (configs it stands for) | losses | result | detail |',
-             '|---|---|---|---|']
+    lines = [
+        '| config (configs it stands for) | losses | result | detail |',
+        '|---|---|---|---|'
+    ]
     for r in results:
         detail = r.detail.replace('|', '\\|')[:200]
         lines.append(f'| {r.config} ({len(r.group)}) | {r.losses} | '
@@ -569,10 +573,16 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--only', help='regex on config paths to keep')
     parser.add_argument('--limit', type=int, help='check at most N groups')
-    parser.add_argument('--size', type=int, default=64,
-                        help='image side in pixels; a multiple of 32')
-    parser.add_argument('--steps', type=int, default=2,
-                        help='training steps at non-unit weights')
+    parser.add_argument(
+        '--size',
+        type=int,
+        default=64,
+        help='image side in pixels; a multiple of 32')
+    parser.add_argument(
+        '--steps',
+        type=int,
+        default=2,
+        help='training steps at non-unit weights')
     parser.add_argument('--markdown', help='write the tables into this file')
     args = parser.parse_args(argv)
     if args.size % 32:
@@ -596,8 +606,10 @@ def main(argv=None) -> int:
     picked, results = group_configs(root, find_configs(root, args.only))
     if args.limit is not None:
         picked = picked[:args.limit]
-    print(f'{len(picked)} groups to check, {len(results)} configs '
-          'unreadable here', flush=True)
+    print(
+        f'{len(picked)} groups to check, {len(results)} configs '
+        'unreadable here',
+        flush=True)
     for path, members, model in picked:
         t = time.time()
         try:
@@ -606,8 +618,10 @@ def main(argv=None) -> int:
             result = Result(path, status='ERROR', detail=f'check: {e!r}')
         result.group, result.seconds = members, time.time() - t
         results.append(result)
-        print(f'{result.status:>14}  {result.seconds:5.1f}s  {path}  '
-              f'{result.detail[:120]}', flush=True)
+        print(
+            f'{result.status:>14}  {result.seconds:5.1f}s  {path}  '
+            f'{result.detail[:120]}',
+            flush=True)
     seconds = time.time() - start
     results.sort(key=lambda r: r.config)
     print(f'\n{counts(results)}\n\nin {seconds / 60:.1f} min')

@@ -44,8 +44,10 @@ def prepare_cpu_config(cfg: Config, launcher: str) -> Config:
         else:
             cfg.model_wrapper_cfg = dict(
                 type='MMDistributedDataParallel', device_ids=None)
-        print_log('No CUDA: distributed training on CPU with gloo; SyncBN '
-                  'runs as BN.', logger='current')
+        print_log(
+            'No CUDA: distributed training on CPU with gloo; SyncBN '
+            'runs as BN.',
+            logger='current')
     return cfg
 
 

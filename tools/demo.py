@@ -35,10 +35,10 @@ def read_scalars(log_dir: str) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--config', default=CONFIG)
-    parser.add_argument('--data-root', default=osp.join(REPO, 'data',
-                                                        'digit_scenes'))
-    parser.add_argument('--work-dir',
-                        default=osp.join(REPO, 'work_dirs', 'demo'))
+    parser.add_argument(
+        '--data-root', default=osp.join(REPO, 'data', 'digit_scenes'))
+    parser.add_argument(
+        '--work-dir', default=osp.join(REPO, 'work_dirs', 'demo'))
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
 
@@ -61,14 +61,13 @@ def main(argv=None):
     budget = iters + saved
     full_pass = math.ceil(meta['num_train'] / cfg.train_dataloader.batch_size)
     pruned = sum(int(p['infobatch/pruned']) for p in passes)
-    seen = sum(int(p['infobatch/kept'] + p['infobatch/pruned'])
-               for p in passes)
+    seen = sum(
+        int(p['infobatch/kept'] + p['infobatch/pruned']) for p in passes)
     summary = [
         '', '=' * 64, 'InfoBatch demo summary (digit scenes, UperNet, CPU)',
         f'  data           : {meta["num_train"]} train / {meta["num_val"]} '
         f'val scenes, {meta["size"]}x{meta["size"]}, '
-        f'{osp.relpath(args.data_root)}',
-        f'  passes         : {len(passes)} '
+        f'{osp.relpath(args.data_root)}', f'  passes         : {len(passes)} '
         f'(schedule of {budget / full_pass:.2f} full-data passes)',
         f'  iterations     : {iters} with InfoBatch vs {budget} for '
         'full data, same passes',

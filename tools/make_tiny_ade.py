@@ -59,8 +59,12 @@ def main(argv=None):
         '--size', type=int, nargs=2, default=(48, 64), metavar=('H', 'W'))
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    make_ade_layout(args.root, args.num_train, args.num_val,
-                    tuple(args.size), seed=args.seed)
+    make_ade_layout(
+        args.root,
+        args.num_train,
+        args.num_val,
+        tuple(args.size),
+        seed=args.seed)
     print(f'{args.num_train} training and {args.num_val} validation images '
           f'in {args.root}')
 

@@ -43,8 +43,8 @@ from datetime import datetime
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch_56passes.py'
 QUICK_CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch.py'
-ARMS = ('full', 'infobatch', 'random', 'no_rescale', 'no_anneal',
-        'ratio_0.6', 'target_0.3')
+ARMS = ('full', 'infobatch', 'random', 'no_rescale', 'no_anneal', 'ratio_0.6',
+        'target_0.3')
 QUICK_ARMS = ('full', 'infobatch')
 # --smoke: 40 training scenes in batches of 8, 4 passes of 5 iterations.
 SMOKE_DATA = dict(num_train=40, num_val=8)
@@ -58,8 +58,10 @@ DESCRIPTIONS = dict(
     random='Random* (r {ratio:.3f}, no rescale)',
     no_rescale='InfoBatch, no rescaling',
     no_anneal='InfoBatch, no annealing',
-    **{'ratio_0.6': 'InfoBatch (r 0.6, delta 0.875)',
-       'target_0.3': 'InfoBatch (target_saving 0.3, delta 0.875)'})
+    **{
+        'ratio_0.6': 'InfoBatch (r 0.6, delta 0.875)',
+        'target_0.3': 'InfoBatch (target_saving 0.3, delta 0.875)'
+    })
 
 
 def parse_args(argv=None):
@@ -132,8 +134,8 @@ def parse_args(argv=None):
 
 def smoke_options(data_root: str) -> list:
     """Overrides that shrink the demo config to the --smoke schedule."""
-    passes, per_pass, batch = (SMOKE_SCHEDULE[k]
-                               for k in ('passes', 'iters_per_pass', 'batch'))
+    passes, per_pass, batch = (
+        SMOKE_SCHEDULE[k] for k in ('passes', 'iters_per_pass', 'batch'))
     max_iters = passes * per_pass
     return [
         f'passes={passes}', f'iters_per_pass={per_pass}',
@@ -173,8 +175,7 @@ def random_ratio(saved_fraction: float, passes: float, delta: float) -> float:
     it saves r * (ceil(delta * C) - 1) of C passes.
     """
     pruned_passes = math.ceil(delta * passes) - 1
-    return min(max(saved_fraction * passes / max(pruned_passes, 1), 0.0),
-               0.95)
+    return min(max(saved_fraction * passes / max(pruned_passes, 1), 0.0), 0.95)
 
 
 def arm_options(arm: str, seed: int, random_r: float = None) -> list:
@@ -204,8 +205,9 @@ def arm_options(arm: str, seed: int, random_r: float = None) -> list:
 
 def parse_run(run_dir: str) -> dict:
     """mIoU curve, iterations, budget and training time of a finished run."""
-    stamps = sorted(d for d in os.listdir(run_dir)
-                    if osp.isfile(osp.join(run_dir, d, f'{d}.log')))
+    stamps = sorted(
+        d for d in os.listdir(run_dir)
+        if osp.isfile(osp.join(run_dir, d, f'{d}.log')))
     if not stamps:
         raise FileNotFoundError(f'no log in {run_dir}')
     log_dir = osp.join(run_dir, stamps[-1])
@@ -241,7 +243,10 @@ def parse_run(run_dir: str) -> dict:
         log_dir=log_dir)
 
 
-def run_one(args, arm: str, seed: int, schedule: dict,
+def run_one(args,
+            arm: str,
+            seed: int,
+            schedule: dict,
             random_r: float = None) -> dict:
     run_dir = osp.join(args.work_dir, arm, f'seed{seed}')
     result_file = osp.join(run_dir, 'result.json')
@@ -290,13 +295,16 @@ def run_one(args, arm: str, seed: int, schedule: dict,
         result['random_ratio'] = random_r
     with open(result_file, 'w') as f:
         json.dump(result, f, indent=1)
-    print(f'[done] {arm} seed {seed}: mIoU {result["miou"]:.2f}, '
-          f'{result["iters"]}/{result["budget"]} iterations '
-          f'({result["saved"]:.1%} saved), {wall:.0f}s', flush=True)
+    print(
+        f'[done] {arm} seed {seed}: mIoU {result["miou"]:.2f}, '
+        f'{result["iters"]}/{result["budget"]} iterations '
+        f'({result["saved"]:.1%} saved), {wall:.0f}s',
+        flush=True)
     return result
 
 
 def summarize(runs: list) -> dict:
+
     def stats(values):
         values = [v for v in values if v is not None]
         if not values:
@@ -351,8 +359,8 @@ def run_arms(args, arms: list, schedule: dict, results: dict) -> None:
         random_r = random_ratio(saved, schedule['passes'], schedule['delta'])
     jobs = [(arm, seed) for arm in arms for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = pool.map(
-            lambda job: run_one(args, *job, schedule, random_r), jobs)
+        done = pool.map(lambda job: run_one(args, *job, schedule, random_r),
+                        jobs)
         for (arm, _), result in zip(jobs, done):
             results.setdefault(arm, []).append(result)
 

@@ -21,8 +21,7 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
-        '--work-dir',
-        help='the dir to save the evaluation metrics and logs')
+        '--work-dir', help='the dir to save the evaluation metrics and logs')
     parser.add_argument(
         '--out',
         type=str,
@@ -34,10 +33,7 @@ def parse_args(argv=None):
         '--show-dir',
         help='the dir to save images with the predictions painted on')
     parser.add_argument(
-        '--wait-time',
-        type=float,
-        default=2,
-        help='the interval of show (s)')
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
         '--tta', action='store_true', help='test time augmentation')
     return parse_common_args(parser, argv)

@@ -52,8 +52,7 @@ model = dict(
         loss_decode=dict(
             type='InfoBatchLoss',
             loss=dict(
-                type='CrossEntropyLoss', use_sigmoid=False,
-                loss_weight=1.0))),
+                type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0))),
     auxiliary_head=dict(
         type='FCNHead',
         in_channels=128,
@@ -68,8 +67,7 @@ model = dict(
         loss_decode=dict(
             type='InfoBatchLoss',
             loss=dict(
-                type='CrossEntropyLoss', use_sigmoid=False,
-                loss_weight=0.4))),
+                type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
 
@@ -139,7 +137,9 @@ test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=max_iters,
+        type='CheckpointHook',
+        by_epoch=False,
+        interval=max_iters,
         max_keep_ckpts=1),
     visualization=dict(type='SegVisualizationHook', draw=False))
 randomness = dict(seed=0)

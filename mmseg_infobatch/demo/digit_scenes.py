@@ -112,9 +112,14 @@ def generate_digit_scenes(root: str,
     cut = int(0.8 * len(images))
     pools = dict(training=order[:cut], validation=order[cut:])
     counts = dict(training=num_train, validation=num_val)
-    meta = dict(num_train=num_train, num_val=num_val, size=size,
-                digit_size=list(digit_size), max_digits=max_digits,
-                seed=seed, classes=list(CLASSES))
+    meta = dict(
+        num_train=num_train,
+        num_val=num_val,
+        size=size,
+        digit_size=list(digit_size),
+        max_digits=max_digits,
+        seed=seed,
+        classes=list(CLASSES))
     for split_id, split in enumerate(SPLITS):
         rng = np.random.default_rng([seed, split_id])
         pool = pools[split]
@@ -142,8 +147,10 @@ def ensure_digit_scenes(root: str, **kwargs) -> dict:
             generate_digit_scenes).parameters.items() if name != 'root'
     }
     settings = dict(defaults, **kwargs)
-    wanted = {k: list(v) if isinstance(v, tuple) else v
-              for k, v in settings.items()}
+    wanted = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in settings.items()
+    }
     wanted['classes'] = list(CLASSES)
     meta_file = osp.join(root, 'meta.json')
     if osp.isfile(meta_file):

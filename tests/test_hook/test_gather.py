@@ -45,8 +45,8 @@ class _Term:
 def test_two_rank_gather_keeps_indices_above_2_24_exact():
     # Rank 1 of 2, batch 2, one ascending full pass: rank 1 takes the odd
     # indices, so its batch at position p holds 4p + 1 and 4p + 3.
-    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                    return_value=(1, 2)):
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info', return_value=(1, 2)):
         sampler = InfoBatchSampler(_Sized(BASE + 16), seed=0, shuffle=False)
     sampler.configure(2)
     sampler.set_schedule(prune_stop=0)  # a full pass, all weights 1

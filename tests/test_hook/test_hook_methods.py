@@ -43,8 +43,8 @@ LOGITS, LABELS = _data()
 def _expected_scores(batch):
     """Per image: the mean over its valid pixels of each term's loss,
     summed over the terms."""
-    per_px = F.cross_entropy(LOGITS[batch], LABELS[batch], reduction='none',
-                             ignore_index=IGNORE)
+    per_px = F.cross_entropy(
+        LOGITS[batch], LABELS[batch], reduction='none', ignore_index=IGNORE)
     valid = LABELS[batch] != IGNORE
     mean = (per_px * valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
     return mean * sum(LOSS_WEIGHTS)
@@ -67,16 +67,16 @@ class _Heads(torch.nn.Module):
         super().__init__()
         self.terms = torch.nn.ModuleList([
             MODELS.build(
-                dict(type='InfoBatchLoss',
-                     loss=dict(type='CrossEntropyLoss', loss_weight=w)))
+                dict(
+                    type='InfoBatchLoss',
+                    loss=dict(type='CrossEntropyLoss', loss_weight=w)))
             for w in LOSS_WEIGHTS
         ])
 
 
 def _runner(seed=3, iteration=0, by_epoch=False):
     sampler = InfoBatchSampler(list(range(N)), seed=seed, ratio=0.5)
-    dataloader = DataLoader(list(range(N)), batch_size=BATCH,
-                            sampler=sampler)
+    dataloader = DataLoader(list(range(N)), batch_size=BATCH, sampler=sampler)
     if by_epoch:
         loop = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
         loop._max_epochs = PASSES
@@ -200,8 +200,10 @@ def test_loop_end_moves_earlier_by_each_pruned_pass():
     saved = 0
     for record in hook.history:
         saved += FULL - record.iters
-        ends = {row['end'] for row in rows
-                if row['pass_idx'] == record.pass_idx}
+        ends = {
+            row['end']
+            for row in rows if row['pass_idx'] == record.pass_idx
+        }
         assert ends == {BUDGET - saved}, record
     assert runner.iter == runner.train_loop.max_iters == BUDGET - saved
     assert saved > 0
@@ -279,7 +281,6 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, tmp_path):
     # repr: the first pass's threshold is NaN, which never equals itself.
     assert repr(other.history) == repr(hook.history)
     assert other.num_skipped_scores == hook.num_skipped_scores > 0
-
 
 
 def test_anneal_false_prunes_in_every_pass():

@@ -15,11 +15,11 @@ def runs(digit_root, tmp_path_factory):
     out = {}
     for name, ratio in (('infobatch', 0.5), ('full', 0.0)):
         work_dir = tmp_path_factory.mktemp(name)
-        cfg = demo_config(work_dir, digit_root, passes=4, ratio=ratio,
-                          delta=0.7)
+        cfg = demo_config(
+            work_dir, digit_root, passes=4, ratio=ratio, delta=0.7)
         runner = run_config(cfg)
-        out[name] = dict(work_dir=work_dir, runner=runner,
-                         record=load_record(work_dir))
+        out[name] = dict(
+            work_dir=work_dir, runner=runner, record=load_record(work_dir))
     return out
 
 
@@ -62,10 +62,11 @@ def test_annealing_pass_is_full_with_unit_weights(runs):
 
 def test_batches_get_the_samples_the_sampler_chose(runs):
     rec = runs['infobatch']['record']
-    by_pass = {p['pass_idx']: p['rank_indices'].tolist()
-               for p in rec['passes']}
-    for (it, _, _, pass_idx, pos), batch in zip(rec['iters'],
-                                                 rec['batches']):
+    by_pass = {
+        p['pass_idx']: p['rank_indices'].tolist()
+        for p in rec['passes']
+    }
+    for (it, _, _, pass_idx, pos), batch in zip(rec['iters'], rec['batches']):
         assert batch == by_pass[pass_idx][pos * 4:(pos + 1) * 4]
 
 
@@ -109,8 +110,12 @@ def test_log_reports_each_pass(runs):
 
 
 def test_no_rescale_no_anneal_switches(digit_root, tmp_path):
-    cfg = demo_config(tmp_path, digit_root, passes=3, delta=0.5,
-                      train_dataloader=dict(sampler=dict(rescale=False)))
+    cfg = demo_config(
+        tmp_path,
+        digit_root,
+        passes=3,
+        delta=0.5,
+        train_dataloader=dict(sampler=dict(rescale=False)))
     cfg.custom_hooks[0]['anneal'] = False
     run_config(cfg)
     passes = load_record(tmp_path)['passes']
@@ -122,12 +127,19 @@ def test_no_rescale_no_anneal_switches(digit_root, tmp_path):
 
 def test_epoch_based_loop_prunes_each_epoch(digit_root, tmp_path):
     cfg = demo_config(tmp_path, digit_root, passes=3)
-    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=3,
-                         val_interval=10)
-    cfg.param_scheduler = [dict(type='PolyLR', eta_min=1e-4, by_epoch=True,
-                                begin=0, end=3, convert_to_iter_based=True)]
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=True,
-                                        interval=3)
+    cfg.train_cfg = dict(
+        type='EpochBasedTrainLoop', max_epochs=3, val_interval=10)
+    cfg.param_scheduler = [
+        dict(
+            type='PolyLR',
+            eta_min=1e-4,
+            by_epoch=True,
+            begin=0,
+            end=3,
+            convert_to_iter_based=True)
+    ]
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', by_epoch=True, interval=3)
     cfg.log_processor = dict(by_epoch=True)
     runner = run_config(cfg)
     record = load_record(tmp_path)
@@ -148,7 +160,8 @@ def test_analysis_tool_plots_a_finished_run(runs, tmp_path):
     import analyze_infobatch
     analyze_infobatch.main([
         str(runs['infobatch']['work_dir']), '--compare',
-        str(runs['full']['work_dir']), '--out', str(tmp_path)
+        str(runs['full']['work_dir']), '--out',
+        str(tmp_path)
     ])
     made = {p.name for p in tmp_path.glob('*.png')}
     assert {'pruning.png', 'scores.png', 'lr_progress.png'} <= made

@@ -5,8 +5,7 @@ import torch
 
 from mmseg_infobatch.history import (PassRecord, history_from_state,
                                      history_state)
-from mmseg_infobatch.progress import (PassPosition, Progress,
-                                      batches_per_pass)
+from mmseg_infobatch.progress import PassPosition, Progress, batches_per_pass
 
 
 def test_batches_per_pass_is_whole_batches_on_every_rank():
@@ -54,9 +53,9 @@ def test_prune_stop_is_delta_times_passes(full, budget, delta, stop):
                                                (1, 9), (13, 40)])
 def test_schedule_steps_add_up_to_full_pass(pass_batches, full):
     progress = Progress(full, 10**9)
-    steps = sum(1 + progress.extra_scheduler_steps(
-        PassPosition(2, j, pass_batches))
-                for j in range(pass_batches))
+    steps = sum(
+        1 + progress.extra_scheduler_steps(PassPosition(2, j, pass_batches))
+        for j in range(pass_batches))
     assert steps == full
     done = PassPosition(2, pass_batches, pass_batches)
     assert progress.virtual_iter(done) == 3 * full

@@ -16,8 +16,12 @@ BUDGET = PASSES * FULL
 
 
 def _run(work_dir, digit_root, **sampler):
-    cfg = demo_config(work_dir, digit_root, passes=PASSES, record=False,
-                      train_dataloader=dict(sampler=sampler))
+    cfg = demo_config(
+        work_dir,
+        digit_root,
+        passes=PASSES,
+        record=False,
+        train_dataloader=dict(sampler=sampler))
     runner = run_config(cfg)
     text = ''.join(p.read_text() for p in work_dir.glob('*/*.log'))
     scalars = [
@@ -30,8 +34,8 @@ def _run(work_dir, digit_root, **sampler):
 @pytest.fixture(scope='module')
 def target_run(digit_root, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp('target')
-    return (work_dir, ) + _run(work_dir, digit_root, ratio=None,
-                               target_saving=0.25)
+    return (work_dir, ) + _run(
+        work_dir, digit_root, ratio=None, target_saving=0.25)
 
 
 def test_target_run_saves_its_share_and_says_so(target_run):
@@ -40,8 +44,7 @@ def test_target_run_saves_its_share_and_says_so(target_run):
     # 40 samples in batches of 4: a pass saves whole iterations, each
     # 1/80 of the budget, so the run lands within about one of them.
     assert reached == pytest.approx(0.25, abs=1.5 / BUDGET)
-    found = re.search(r'target_saving 25\.0%: the run saved (\d+\.\d)%',
-                      text)
+    found = re.search(r'target_saving 25\.0%: the run saved (\d+\.\d)%', text)
     assert found and float(found.group(1)) == pytest.approx(
         100 * reached, abs=0.05)
     assert 'cannot be reached' not in text
@@ -49,16 +52,21 @@ def test_target_run_saves_its_share_and_says_so(target_run):
 
 def test_each_pass_logs_and_records_its_ratio(target_run):
     work_dir, runner, text, scalars = target_run
-    logged = [float(r) for r in re.findall(
-        r'InfoBatch pass \d+ \(\d+/\d+\): r (\d\.\d+),', text)]
+    logged = [
+        float(r) for r in re.findall(
+            r'InfoBatch pass \d+ \(\d+/\d+\): r (\d\.\d+),', text)
+    ]
     assert len(logged) == PASSES
     assert logged[0] == 0 and logged[-1] == 0  # unscored, annealing
     assert all(0 < r <= 0.8 for r in logged[1:7])
-    by_scalar = [r['infobatch/ratio'] for r in scalars
-                 if 'infobatch/ratio' in r]
+    by_scalar = [
+        r['infobatch/ratio'] for r in scalars if 'infobatch/ratio' in r
+    ]
     assert [round(r, 3) for r in by_scalar] == logged
-    ckpt = torch.load(sorted(work_dir.glob('iter_*.pth'))[-1],
-                      map_location='cpu', weights_only=True)
+    ckpt = torch.load(
+        sorted(work_dir.glob('iter_*.pth'))[-1],
+        map_location='cpu',
+        weights_only=True)
     history = ckpt['infobatch']['history']
     assert history['ratio'].round(decimals=3).tolist() == logged
     assert ckpt['infobatch']['target']['estimate_pass'] == 1
@@ -81,12 +89,14 @@ def test_estimate_after_the_first_scored_pass_and_at_the_end(
     # passes 2..6 with the share pass 0's relative losses give.
     later = round(share / 100 * 40)
     schedule = Schedule(40, 4, BUDGET, prune_stop=0.875 * PASSES)
-    assert estimate == pytest.approx(100 * expected_saving(
-        0.5, Profile(now, now, now), schedule, 1, 0.0,
-        Profile(later, later, later)), abs=0.05)
+    assert estimate == pytest.approx(
+        100 * expected_saving(0.5, Profile(now, now, now), schedule, 1, 0.0,
+                              Profile(later, later, later)),
+        abs=0.05)
     reached = 100 * (BUDGET - runner.iter) / BUDGET
-    end = re.search(r'estimate at the start of pass 1: (\d+\.\d)%; the run '
-                    r'saved (\d+\.\d)% \(([+-]\d+\.\d) points\)', text)
+    end = re.search(
+        r'estimate at the start of pass 1: (\d+\.\d)%; the run '
+        r'saved (\d+\.\d)% \(([+-]\d+\.\d) points\)', text)
     assert end, text[-2000:]
     assert float(end.group(1)) == estimate
     assert float(end.group(2)) == pytest.approx(reached, abs=0.05)
@@ -94,8 +104,8 @@ def test_estimate_after_the_first_scored_pass_and_at_the_end(
 
 
 def test_unreachable_target_is_logged_once(digit_root, tmp_path):
-    runner, text, _ = _run(tmp_path, digit_root, ratio=None,
-                           target_saving=0.6, max_ratio=0.5)
+    runner, text, _ = _run(
+        tmp_path, digit_root, ratio=None, target_saving=0.6, max_ratio=0.5)
     assert text.count('cannot be reached') == 1
     warning = re.search(
         r'target_saving 60\.0% cannot be reached with policy \'mean\' and '
@@ -103,10 +113,13 @@ def test_unreachable_target_is_logged_once(digit_root, tmp_path):
     assert warning, text[-3000:]
     reached = (BUDGET - runner.iter) / BUDGET
     assert reached < 0.6
-    assert re.search(r'target_saving 60\.0%: the run saved '
-                     rf'{100 * reached:.1f}%', text)
-    logged = [float(r) for r in re.findall(
-        r'InfoBatch pass \d+ \(\d+/\d+\): r (\d\.\d+),', text)]
+    assert re.search(
+        r'target_saving 60\.0%: the run saved '
+        rf'{100 * reached:.1f}%', text)
+    logged = [
+        float(r) for r in re.findall(
+            r'InfoBatch pass \d+ \(\d+/\d+\): r (\d\.\d+),', text)
+    ]
     assert logged[1:7] == [0.5] * 6
 
 
@@ -121,8 +134,8 @@ def test_report_state_round_trips_with_weights_only(tmp_path):
     report.cap_warned = True
     torch.save(report.state_dict(), tmp_path / 'report.pth')
     back = SavingReport()
-    back.load_state_dict(torch.load(tmp_path / 'report.pth',
-                                    weights_only=True))
+    back.load_state_dict(
+        torch.load(tmp_path / 'report.pth', weights_only=True))
     assert back.estimate == report.estimate and back.cap_warned
     assert back.relative.share_below_mean() == pytest.approx(0.75)
     back.load_state_dict({})  # a checkpoint without it: a fresh report

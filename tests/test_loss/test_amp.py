@@ -15,8 +15,8 @@ CE = dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)
 def _batch(num_images=3, num_classes=5, size=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(num_images, 4, size, size, generator=g)
-    label = torch.randint(0, num_classes, (num_images, size, size),
-                          generator=g)
+    label = torch.randint(
+        0, num_classes, (num_images, size, size), generator=g)
     label[0, :size // 2] = IGNORE  # ignored pixels must not enter scores
     conv = torch.nn.Conv2d(4, num_classes, 1)
     torch.manual_seed(seed)
@@ -28,8 +28,8 @@ def _loss(loss_fn, feats, label, conv, weights=None, dtype=None):
     """Head logits from a conv (bf16 under autocast, as a model's are),
     the loss, and the conv's weight gradient."""
     conv.zero_grad()
-    with torch.autocast('cpu', dtype=dtype or torch.bfloat16,
-                        enabled=dtype is not None):
+    with torch.autocast(
+            'cpu', dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         logits = conv(feats)
         if weights is not None:
             loss_fn.set_batch_weights(weights)
@@ -46,16 +46,21 @@ def test_bf16_autocast_keeps_the_plain_loss_at_weight_one():
     feats, label, conv = _batch()
     plain = MODELS.build(CE)
     wrapped = MODELS.build(dict(type='InfoBatchLoss', loss=CE))
-    plain_loss, plain_grad, _, logits = _loss(plain, feats, label, conv,
-                                              dtype=torch.bfloat16)
+    plain_loss, plain_grad, _, logits = _loss(
+        plain, feats, label, conv, dtype=torch.bfloat16)
     assert logits.dtype == torch.bfloat16  # autocast is really on
-    loss, grad, scores, _ = _loss(wrapped, feats, label, conv,
-                                  weights=torch.ones(3), dtype=torch.bfloat16)
+    loss, grad, scores, _ = _loss(
+        wrapped,
+        feats,
+        label,
+        conv,
+        weights=torch.ones(3),
+        dtype=torch.bfloat16)
     # The same ops in the same precision: equal, not merely close.
     assert torch.equal(loss, plain_loss)
     assert torch.equal(grad, plain_grad)
-    fp32_loss, _, fp32_scores, _ = _loss(wrapped, feats, label, conv,
-                                         weights=torch.ones(3))
+    fp32_loss, _, fp32_scores, _ = _loss(
+        wrapped, feats, label, conv, weights=torch.ones(3))
     assert torch.allclose(loss, fp32_loss, rtol=2e-2)
     assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
     assert torch.allclose(scores, fp32_scores, rtol=2e-2)
@@ -65,8 +70,8 @@ def test_bf16_autocast_applies_the_weights():
     feats, label, conv = _batch()
     wrapped = MODELS.build(dict(type='InfoBatchLoss', loss=CE))
     weights = torch.tensor([2.0, 1.0, 0.5])
-    loss, _, scores, logits = _loss(wrapped, feats, label, conv,
-                                    weights=weights, dtype=torch.bfloat16)
+    loss, _, scores, logits = _loss(
+        wrapped, feats, label, conv, weights=weights, dtype=torch.bfloat16)
     # mmseg's CE mean divides by every pixel of the batch.
     pixels = torch.nn.functional.cross_entropy(
         logits.float(), label, ignore_index=IGNORE, reduction='none')

@@ -25,8 +25,7 @@ def test_weights_rescale_each_image_before_the_mean():
     weights = torch.tensor([2.0, 1.0, 0.0, 1.0])
     wrapped.batch_weights = weights
     got = wrapped(logits, label, ignore_index=255)
-    per_px = plain(logits, label, reduction_override='none',
-                   ignore_index=255)
+    per_px = plain(logits, label, reduction_override='none', ignore_index=255)
     expected = (per_px * weights.view(4, 1, 1)).mean()
     torch.testing.assert_close(got, expected)
 
@@ -37,8 +36,7 @@ def test_score_is_mean_over_valid_pixels_only():
     wrapped.batch_weights = torch.ones(4)
     wrapped(logits, label, ignore_index=255)
     scores = wrapped.pop_scores()
-    per_px = plain(logits, label, reduction_override='none',
-                   ignore_index=255)
+    per_px = plain(logits, label, reduction_override='none', ignore_index=255)
     for i in range(4):
         valid = label[i] != 255
         torch.testing.assert_close(scores[i], per_px[i][valid].mean())
@@ -93,13 +91,18 @@ def test_gradient_follows_weights():
 def test_inherited_config_keys():
     # What a config inheriting a plain CE loss merges into the wrapper.
     MODELS.build(
-        dict(type='InfoBatchLoss', use_sigmoid=False, loss_weight=1.0,
-             loss=dict(type='CrossEntropyLoss', use_sigmoid=False,
-                       loss_weight=1.0)))
-    with pytest.raises(TypeError,
-                       match=r"\['avg_non_ignore'\].*_delete_=True"):
+        dict(
+            type='InfoBatchLoss',
+            use_sigmoid=False,
+            loss_weight=1.0,
+            loss=dict(
+                type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)))
+    with pytest.raises(
+            TypeError, match=r"\['avg_non_ignore'\].*_delete_=True"):
         MODELS.build(
-            dict(type='InfoBatchLoss', avg_non_ignore=True,
-                 loss=dict(type='CrossEntropyLoss')))
+            dict(
+                type='InfoBatchLoss',
+                avg_non_ignore=True,
+                loss=dict(type='CrossEntropyLoss')))
     with pytest.raises(TypeError, match='must be an mmseg loss config'):
         MODELS.build(dict(type='InfoBatchLoss', loss='CrossEntropyLoss'))

@@ -58,8 +58,8 @@ def _mask_ce():
     # mmdet's per-mask form: the third positional argument is class labels.
     g = torch.Generator().manual_seed(4)
     target = (torch.rand(N, H, W, generator=g) > 0.5).float()
-    return (_logits(), target, torch.tensor([0, 3, 1])), dict(
-        ignore_index=None)
+    return (_logits(), target, torch.tensor([0, 3,
+                                             1])), dict(ignore_index=None)
 
 
 # (id, inner loss config, call) for every option that has its own reduction
@@ -68,34 +68,36 @@ def _mask_ce():
 EXACT = [
     ('ce', dict(type='CrossEntropyLoss'), _seg),
     ('ce_loss_weight', dict(type='CrossEntropyLoss', loss_weight=0.4), _seg),
-    ('ce_avg_non_ignore',
-     dict(type='CrossEntropyLoss', avg_non_ignore=True), _seg),
+    ('ce_avg_non_ignore', dict(type='CrossEntropyLoss',
+                               avg_non_ignore=True), _seg),
     ('ce_class_weight',
-     dict(type='CrossEntropyLoss', class_weight=[1, 2, 1, .5, 1]),
-     lambda: _seg(ignore_frac=0)),
+     dict(type='CrossEntropyLoss',
+          class_weight=[1, 2, 1, .5, 1]), lambda: _seg(ignore_frac=0)),
     ('ce_class_weight_avg_non_ignore',
-     dict(type='CrossEntropyLoss', class_weight=[1, 2, 1, .5, 1],
-          avg_non_ignore=True), lambda: _seg(ignore_frac=0)),
+     dict(
+         type='CrossEntropyLoss',
+         class_weight=[1, 2, 1, .5, 1],
+         avg_non_ignore=True), lambda: _seg(ignore_frac=0)),
     ('ce_pixel_weight', dict(type='CrossEntropyLoss'),
      lambda: _seg(weight=_pixel_weight())),
     ('ce_avg_factor', dict(type='CrossEntropyLoss'),
      lambda: _seg(avg_factor=50.0)),
     ('ce_sum', dict(type='CrossEntropyLoss', reduction='sum'), _seg),
     ('ce_use_mask', dict(type='CrossEntropyLoss', use_mask=True), _mask_ce),
-    ('sigmoid_ce_19', dict(type='CrossEntropyLoss', use_sigmoid=True),
-     lambda: _seg(c=19)),
+    ('sigmoid_ce_19', dict(type='CrossEntropyLoss',
+                           use_sigmoid=True), lambda: _seg(c=19)),
     ('sigmoid_ce_19_avg_non_ignore',
-     dict(type='CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True),
-     lambda: _seg(c=19)),
+     dict(type='CrossEntropyLoss', use_sigmoid=True,
+          avg_non_ignore=True), lambda: _seg(c=19)),
     ('sigmoid_ce_19_pixel_weight',
-     dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=0.4),
-     lambda: _seg(c=19, weight=_pixel_weight())),
-    ('sigmoid_ce_1', dict(type='CrossEntropyLoss', use_sigmoid=True),
-     lambda: ((_logits(1), _labels(2)), dict(ignore_index=IGNORE))),
+     dict(type='CrossEntropyLoss', use_sigmoid=True,
+          loss_weight=0.4), lambda: _seg(c=19, weight=_pixel_weight())),
+    ('sigmoid_ce_1', dict(type='CrossEntropyLoss', use_sigmoid=True), lambda:
+     ((_logits(1), _labels(2)), dict(ignore_index=IGNORE))),
     ('focal', dict(type='FocalLoss'), _onehot),
     ('focal_class_weight',
-     dict(type='FocalLoss', class_weight=[1, 2, 1, .5, 1], loss_weight=2.0),
-     _onehot),
+     dict(type='FocalLoss', class_weight=[1, 2, 1, .5, 1],
+          loss_weight=2.0), _onehot),
     ('dice', dict(type='DiceLoss'), _seg),
     ('dice_naive_softmax',
      dict(type='DiceLoss', naive_dice=True, use_sigmoid=False), _seg),
@@ -111,10 +113,10 @@ EXACT = [
 # Batch-coupled losses, with the call their heads make (DDRNet and PIDNet
 # pass only logits and labels).
 COUPLED = [
-    ('ohem', dict(type='OhemCrossEntropy', thres=0.9, min_kept=20),
-     lambda: ((_logits(), _labels()), {})),
-    ('boundary', dict(type='BoundaryLoss', loss_weight=20.0),
-     lambda: ((_logits(1), _labels(2, ignore_frac=0)), {})),
+    ('ohem', dict(type='OhemCrossEntropy', thres=0.9, min_kept=20), lambda:
+     ((_logits(), _labels()), {})),
+    ('boundary', dict(type='BoundaryLoss', loss_weight=20.0), lambda:
+     ((_logits(1), _labels(2, ignore_frac=0)), {})),
     ('lovasz_batch', dict(type='LovaszLoss', reduction='none'), _seg),
 ]
 
@@ -158,10 +160,10 @@ def test_unit_weights_equal_inner_loss(name, inner, make):
     expected_grad = _grad(expected, args[0])
     got = _call(wrapped, args, kwargs, torch.ones(N))
     # Values as the runner sums them (parse_losses takes the mean).
-    torch.testing.assert_close(got.mean(), expected.mean(), rtol=1e-6,
-                               atol=1e-7)
-    torch.testing.assert_close(_grad(got, args[0]), expected_grad,
-                               rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(
+        got.mean(), expected.mean(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        _grad(got, args[0]), expected_grad, rtol=1e-5, atol=1e-8)
     scores = wrapped.pop_scores()
     assert scores.shape == (N, ) and scores.dtype == torch.float32
     assert torch.isfinite(scores).all()
@@ -183,8 +185,8 @@ def test_weights_rescale_each_image(name, inner, make):
     weights = torch.tensor([2.0, 0.0, 0.5])
     got = _call(wrapped, args, kwargs, weights)
     shares = [
-        _call(wrapped, args, kwargs, torch.eye(N)[i]).detach()
-        for i in range(N)
+        _call(wrapped, args, kwargs,
+              torch.eye(N)[i]).detach() for i in range(N)
     ]
     expected = sum(w * s for w, s in zip(weights, shares))
     torch.testing.assert_close(got.detach(), expected, rtol=1e-5, atol=1e-7)
@@ -209,11 +211,13 @@ def test_sigmoid_ce_with_19_classes_divides_like_mmseg():
     torch.testing.assert_close(got, expected)
     scores = wrapped.pop_scores()
     torch.testing.assert_close(
-        scores, per_elem.flatten(1).sum(1) / valid.flatten(1).sum(1))
+        scores,
+        per_elem.flatten(1).sum(1) / valid.flatten(1).sum(1))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="FocalLoss takes class labels only on CUDA")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="FocalLoss takes class labels only on CUDA")
 def test_focal_scores_ignore_ignored_pixels():
     (logits, label), kwargs = _seg()
     logits, label = logits.detach().cuda(), label.cuda()
@@ -261,8 +265,12 @@ def test_coupled_losses_are_refused_at_build(name, inner, make):
 
 def test_refused_when_the_model_is_built():
     head = dict(
-        type='FCNHead', in_channels=8, channels=8, num_convs=1,
-        num_classes=C, norm_cfg=None,
+        type='FCNHead',
+        in_channels=8,
+        channels=8,
+        num_convs=1,
+        num_classes=C,
+        norm_cfg=None,
         loss_decode=[
             dict(type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss')),
             dict(type='InfoBatchLoss', loss=dict(type='OhemCrossEntropy')),
@@ -282,8 +290,7 @@ def test_per_image_mode_is_mean_of_weighted_image_losses(name, inner, make):
     # (OhemCrossEntropy and BoundaryLoss take no weight= keyword).
     assert torch.equal(_call(wrapped, args, kwargs), plain(*args, **kwargs))
     per_image = torch.stack([
-        plain(*[a[i:i + 1] for a in args], **kwargs).mean()
-        for i in range(N)
+        plain(*[a[i:i + 1] for a in args], **kwargs).mean() for i in range(N)
     ])
     weights = torch.tensor([2.0, 0.0, 0.5])
     got = _call(wrapped, args, kwargs, weights)
@@ -296,8 +303,8 @@ def test_per_image_mode_is_mean_of_weighted_image_losses(name, inner, make):
 def test_per_image_mode_scores_nan_for_image_without_valid_pixel():
     logits, label = _logits(), _labels()
     label[1] = IGNORE
-    wrapped = _build(dict(type='OhemCrossEntropy', min_kept=10),
-                     mode='per_image')
+    wrapped = _build(
+        dict(type='OhemCrossEntropy', min_kept=10), mode='per_image')
     loss = _call(wrapped, (logits, label), {}, torch.ones(N))
     scores = wrapped.pop_scores()
     assert torch.isfinite(loss)
@@ -316,8 +323,13 @@ class _OwnLoss(torch.nn.Module):
 
     loss_name = 'loss_own'
 
-    def forward(self, pred, target, weight=None, ignore_index=255,
-                reduction_override=None, **kwargs):
+    def forward(self,
+                pred,
+                target,
+                weight=None,
+                ignore_index=255,
+                reduction_override=None,
+                **kwargs):
         loss = torch.nn.functional.cross_entropy(
             pred, target, ignore_index=ignore_index, reduction='none')
         if weight is not None:
@@ -326,8 +338,10 @@ class _OwnLoss(torch.nn.Module):
 
 
 def test_unknown_loss_needs_a_mode():
-    with pytest.raises(ValueError, match="(?s)does not know.*mode='weight'"
-                       ".*mode='per_image'"):
+    with pytest.raises(
+            ValueError,
+            match="(?s)does not know.*mode='weight'"
+            ".*mode='per_image'"):
         _build(dict(type=_OwnLoss))
     wrapped = _build(dict(type=_OwnLoss), mode='weight')
     (logits, label), kwargs = _seg()
@@ -340,8 +354,7 @@ def test_bad_mode_is_named():
     with pytest.raises(ValueError, match="'per-image'"):
         _build(dict(type='CrossEntropyLoss'), mode='per-image')
     assert isinstance(
-        _build(dict(type='CrossEntropyLoss'), mode='per_image'),
-        InfoBatchLoss)
+        _build(dict(type='CrossEntropyLoss'), mode='per_image'), InfoBatchLoss)
 
 
 @pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])

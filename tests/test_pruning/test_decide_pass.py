@@ -14,7 +14,7 @@ from mmseg_infobatch.pruning import decide_pass
 
 def _scores(n=1000, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, generator=g) ** 3, torch.ones(n, dtype=torch.bool)
+    return torch.rand(n, generator=g)**3, torch.ones(n, dtype=torch.bool)
 
 
 def _monte_carlo_kept_weight(trials=4000, **kwargs):
@@ -159,7 +159,7 @@ def test_threshold_mean_is_exact_for_large_n():
 ])
 @pytest.mark.parametrize('bucketed', [False, True])
 def test_same_generator_state_gives_the_same_pass(kwargs, bucketed,
-                                                   monkeypatch):
+                                                  monkeypatch):
     """The sampler re-derives a pass from (seed, scores) on resume, so the
     decision must be a pure function of its inputs and generator state,
     also in the bucketed shuffle used at scale."""
@@ -177,15 +177,14 @@ def test_same_generator_state_gives_the_same_pass(kwargs, bucketed,
     assert a.indices.dtype == torch.int64 and a.weights.dtype == torch.float32
     assert torch.equal(a.indices, b.indices)
     assert torch.equal(a.weights, b.weights)
-    assert (a.threshold == b.threshold or math.isnan(a.threshold)
-            and math.isnan(b.threshold))
-    assert (a.num_candidates, a.num_pruned) == (b.num_candidates,
-                                                 b.num_pruned)
+    assert (a.threshold == b.threshold
+            or math.isnan(a.threshold) and math.isnan(b.threshold))
+    assert (a.num_candidates, a.num_pruned) == (b.num_candidates, b.num_pruned)
     # The generator is left in the same state too.
     assert torch.equal(next_a, next_b)
     # Another seed gives another order.
-    c = decide_pass(scores, seen, generator=torch.Generator().manual_seed(12),
-                    **kwargs)
+    c = decide_pass(
+        scores, seen, generator=torch.Generator().manual_seed(12), **kwargs)
     assert not torch.equal(a.indices, c.indices)
     # numpy's global generator is not touched either.
     assert np.array_equal(np.random.get_state()[1], np_state)
@@ -214,8 +213,8 @@ def test_bucketed_shuffle_keeps_the_kept_set(monkeypatch):
     monkeypatch.setattr(random_draws, 'SHUFFLE_BUCKET', 8)
     scores, seen = _scores(5000)
     d = decide_pass(scores, seen, 0.5, torch.Generator().manual_seed(3))
-    ordered = decide_pass(scores, seen, 0.5,
-                          torch.Generator().manual_seed(3), shuffle=False)
+    ordered = decide_pass(
+        scores, seen, 0.5, torch.Generator().manual_seed(3), shuffle=False)
     assert d.indices.numel() > 100
     assert torch.equal(d.indices.sort().values, ordered.indices)
     assert not torch.equal(d.indices, ordered.indices)

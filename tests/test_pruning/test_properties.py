@@ -34,14 +34,13 @@ from pass_padding import pad_to_multiple
 from torch.utils.data import DataLoader
 
 from mmseg_infobatch.pass_layout import cycle_to, rank_share
-from mmseg_infobatch.progress import (PassPosition, Progress,
-                                      batches_per_pass)
+from mmseg_infobatch.progress import PassPosition, Progress, batches_per_pass
 from mmseg_infobatch.prune_rule import prune_probabilities
 from mmseg_infobatch.pruning import decide_pass
 from mmseg_infobatch.sampler import InfoBatchSampler
 
-_COMMON = dict(deadline=None, database=None,
-               suppress_health_check=[HealthCheck.too_slow])
+_COMMON = dict(
+    deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile('ci', max_examples=200, derandomize=True, **_COMMON)
 settings.register_profile('dev', max_examples=60, **_COMMON)
 settings.load_profile(
@@ -84,8 +83,8 @@ def policies(draw):
         return dict(policy=policy, ratio=draw(RATIOS), prune_high=prune_high)
     cuts = sorted(draw(st.sets(st.integers(1, 100), min_size=1, max_size=4)))
     buckets = [(c / 100, draw(RATIOS)) for c in cuts]
-    return dict(policy=policy, ratio=0.0, prune_high=prune_high,
-                buckets=buckets)
+    return dict(
+        policy=policy, ratio=0.0, prune_high=prune_high, buckets=buckets)
 
 
 SEEDS = st.integers(0, 2**31 - 1)
@@ -98,7 +97,11 @@ def _generator(seed):
 # -- an independent statement of the rules -------------------------------
 
 
-def reference_probabilities(scores, seen, policy, ratio, prune_high=False,
+def reference_probabilities(scores,
+                            seen,
+                            policy,
+                            ratio,
+                            prune_high=False,
                             buckets=None):
     """Each sample's drop probability as docs/design.md states it, in
     exact arithmetic: unscored samples never; 'random' every scored one
@@ -148,8 +151,13 @@ def test_decision_follows_the_rules(table, policy, seed, shuffle, rescale):
     against the exact rules."""
     scores, seen = table
     n = scores.numel()
-    d = decide_pass(scores, seen, generator=_generator(seed),
-                    shuffle=shuffle, rescale=rescale, **policy)
+    d = decide_pass(
+        scores,
+        seen,
+        generator=_generator(seed),
+        shuffle=shuffle,
+        rescale=rescale,
+        **policy)
     prob = torch.tensor(reference_probabilities(scores, seen, **policy))
     candidates = prob > 0
     kept = _kept(d, n)
@@ -168,8 +176,7 @@ def test_decision_follows_the_rules(table, policy, seed, shuffle, rescale):
     expected = torch.ones(n, dtype=torch.float64)
     if rescale:
         expected[survivors] = 1 / (1 - prob[survivors].double())
-    torch.testing.assert_close(d.weights.double(), expected, rtol=1e-6,
-                               atol=0)
+    torch.testing.assert_close(d.weights.double(), expected, rtol=1e-6, atol=0)
     if policy['policy'] == 'mean' and policy['ratio'] > 0 and seen.any():
         mean = sum(Fraction(v) for v in scores[seen].tolist()) / \
             int(seen.sum())
@@ -177,8 +184,8 @@ def test_decision_follows_the_rules(table, policy, seed, shuffle, rescale):
 
 
 @given(tables(grid=False), policies(), SEEDS)
-def test_decision_agrees_with_its_threshold_for_any_scores(table, policy,
-                                                           seed):
+def test_decision_agrees_with_its_threshold_for_any_scores(
+        table, policy, seed):
     scores, seen = table
     d = decide_pass(scores, seen, generator=_generator(seed), **policy)
     kept = _kept(d, scores.numel())
@@ -195,8 +202,7 @@ def test_decision_agrees_with_its_threshold_for_any_scores(table, policy,
     assert kept[seen][~side].all()
 
 
-@given(tables(), st.lists(STALE, min_size=40, max_size=40), policies(),
-       SEEDS)
+@given(tables(), st.lists(STALE, min_size=40, max_size=40), policies(), SEEDS)
 def test_unscored_entries_change_nothing(table, other_stale, policy, seed):
     """Whatever unscored entries hold, the decision is the same: they
     never shape the threshold or the cut points, and are never pruned."""
@@ -226,12 +232,16 @@ def test_unbiased_in_expectation(table, policy, seed):
     scores, seen = table
     trials = 400
     n = scores.numel()
-    prob = torch.tensor(reference_probabilities(scores, seen, **policy),
-                        dtype=torch.float64)
+    prob = torch.tensor(
+        reference_probabilities(scores, seen, **policy), dtype=torch.float64)
     total = torch.zeros(n, dtype=torch.float64)
     for trial in range(trials):
-        d = decide_pass(scores, seen, generator=_generator(seed + trial),
-                        shuffle=False, **policy)
+        d = decide_pass(
+            scores,
+            seen,
+            generator=_generator(seed + trial),
+            shuffle=False,
+            **policy)
         total += _kept(d, n) * d.weights.double()
     mean = total / trials
     variance = prob / (1 - prob)
@@ -239,8 +249,8 @@ def test_unbiased_in_expectation(table, policy, seed):
     bound = 6 * torch.sqrt(variance / trials) + 1e-9
     assert ((mean - 1).abs() <= bound).all(), (mean, bound)
     if variance.sum() > 0:
-        z = float((total - trials).sum()) / math.sqrt(
-            trials * float(variance.sum()))
+        z = float(
+            (total - trials).sum()) / math.sqrt(trials * float(variance.sum()))
         assert abs(z) < 6, z
 
 
@@ -251,10 +261,10 @@ def test_decision_is_a_pure_function_of_seed_and_scores(
     before = scores.clone(), seen.clone()
     torch_state, np_state = torch.get_rng_state(), np.random.get_state()
     py_state = random.getstate()
-    a = decide_pass(scores, seen, generator=_generator(seed), prune=prune,
-                    **policy)
-    b = decide_pass(scores, seen, generator=_generator(seed), prune=prune,
-                    **policy)
+    a = decide_pass(
+        scores, seen, generator=_generator(seed), prune=prune, **policy)
+    b = decide_pass(
+        scores, seen, generator=_generator(seed), prune=prune, **policy)
     assert torch.equal(a.indices, b.indices)
     assert torch.equal(a.weights, b.weights)
     # No global generator drawn from; the score table left as it was.
@@ -273,8 +283,7 @@ def test_decision_is_a_pure_function_of_seed_and_scores(
 def test_prune_probabilities_match_the_rules(table, policy):
     scores, seen = table
     kwargs = dict(policy)
-    prob, _ = prune_probabilities(scores, seen, kwargs.pop('ratio'),
-                                  **kwargs)
+    prob, _ = prune_probabilities(scores, seen, kwargs.pop('ratio'), **kwargs)
     expected = reference_probabilities(scores, seen, **policy)
     assert prob.tolist() == pytest.approx(expected, rel=1e-6)
 
@@ -308,8 +317,8 @@ def test_rank_shares_interleave_into_the_pass(world, per_rank):
     assert torch.equal(woven, padded)
 
 
-@given(st.integers(1, 200), st.integers(1, 4), st.integers(1, 6),
-       st.booleans())
+@given(
+    st.integers(1, 200), st.integers(1, 4), st.integers(1, 6), st.booleans())
 def test_batches_per_pass_counts_whole_batches(n, world, batch, drop_last):
     global_batch = world * batch
     got = batches_per_pass(n, world, batch, drop_last)
@@ -320,19 +329,23 @@ def test_batches_per_pass_counts_whole_batches(n, world, batch, drop_last):
     # mmengine's own count, where its per-rank padding matches whole
     # batches: always without drop_last, for n a multiple of world with.
     if n >= global_batch and (not drop_last or n % world == 0):
-        with mock.patch('mmengine.dataset.sampler.get_dist_info',
-                        return_value=(0, world)):
+        with mock.patch(
+                'mmengine.dataset.sampler.get_dist_info',
+                return_value=(0, world)):
             sampler = DefaultSampler(list(range(n)), seed=0)
-        loader = DataLoader(list(range(n)), batch_size=batch,
-                            sampler=sampler, drop_last=drop_last)
+        loader = DataLoader(
+            list(range(n)),
+            batch_size=batch,
+            sampler=sampler,
+            drop_last=drop_last)
         assert len(loader) == got
 
 
 # Set-ups that prune nearly everything, so that passes are refilled.
 HARSH = st.sampled_from([
     dict(policy='random', ratio=0.95, prune_high=False),
-    dict(policy='quantile', ratio=0.0, prune_high=False,
-         buckets=[(1.0, 0.95)]),
+    dict(
+        policy='quantile', ratio=0.0, prune_high=False, buckets=[(1.0, 0.95)]),
 ])
 
 
@@ -343,19 +356,29 @@ def sampler_setups(draw):
     n = draw(st.integers(world * batch, 40))
     table = draw(tables(min_size=n, max_size=n))
     policy = draw(st.one_of(policies(), HARSH))
-    return dict(world=world, batch=batch, n=n, table=table, policy=policy,
-                drop_last=draw(st.booleans()),
-                prune_stop=draw(st.sampled_from([1.5, 2.0, 3.0, math.inf])),
-                shuffle=draw(st.booleans()), seed=draw(SEEDS))
+    return dict(
+        world=world,
+        batch=batch,
+        n=n,
+        table=table,
+        policy=policy,
+        drop_last=draw(st.booleans()),
+        prune_stop=draw(st.sampled_from([1.5, 2.0, 3.0, math.inf])),
+        shuffle=draw(st.booleans()),
+        seed=draw(SEEDS))
 
 
 def _samplers(setup):
     samplers = []
     for rank in range(setup['world']):
-        with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                        return_value=(rank, setup['world'])):
-            s = InfoBatchSampler(list(range(setup['n'])), seed=setup['seed'],
-                                 shuffle=setup['shuffle'], **setup['policy'])
+        with mock.patch(
+                'mmseg_infobatch.sampler.get_dist_info',
+                return_value=(rank, setup['world'])):
+            s = InfoBatchSampler(
+                list(range(setup['n'])),
+                seed=setup['seed'],
+                shuffle=setup['shuffle'],
+                **setup['policy'])
         s.configure(setup['batch'], setup['drop_last'])
         s.set_schedule(prune_stop=setup['prune_stop'])
         samplers.append(s)
@@ -381,10 +404,11 @@ def _run_passes(samplers, table, num_passes=4):
             for _ in range(s.pass_batches):
                 s.finish_batch()
         passes.append(
-            dict(shares=shares,
-                 batches=[(s.pass_batches, len(s)) for s in samplers],
-                 states=[(s.pass_idx, s.order.clone(), s.weights.clone(),
-                          s.padded_order.clone()) for s in samplers]))
+            dict(
+                shares=shares,
+                batches=[(s.pass_batches, len(s)) for s in samplers],
+                states=[(s.pass_idx, s.order.clone(), s.weights.clone(),
+                         s.padded_order.clone()) for s in samplers]))
     return passes
 
 
@@ -426,8 +450,9 @@ def test_every_pass_is_whole_batches_of_one_length_on_every_rank(setup):
         # No sample twice in a decided pass; unscored ones always in.
         assert order.unique().numel() == order.numel()
         if pass_idx >= 1:
-            assert set(torch.nonzero(~setup['table'][1]).squeeze(1)
-                       .tolist()) <= set(order.tolist())
+            assert set(
+                torch.nonzero(~setup['table'][1]).squeeze(1).tolist()) <= set(
+                    order.tolist())
         if pass_idx == 0 or pass_idx >= setup['prune_stop']:
             # The first pass and annealing passes: full, weights 1.
             assert sorted(order.tolist()) == list(range(n))
@@ -444,18 +469,21 @@ def test_the_pass_is_a_pure_function_of_seed_pass_and_scores(setup):
     again = _run_passes(_samplers(setup), setup['table'])
     for a, b in zip(first, again):
         assert a['shares'] == b['shares']
-        for (_, order_a, weights_a, _), (_, order_b, weights_b, _) in zip(
-                a['states'], b['states']):
+        for (_, order_a, weights_a, _), (_, order_b, weights_b,
+                                         _) in zip(a['states'], b['states']):
             assert torch.equal(order_a, order_b)
             assert torch.equal(weights_a, weights_b)
     # The table as fed before pass 1; it no longer changes (no training).
     scores, seen = samplers[0].scores, samplers[0].seen
     for record in first[1:]:
         pass_idx, order, weights, _ = record['states'][0]
-        d = decide_pass(scores, seen,
-                        generator=_generator(setup['seed'] + pass_idx),
-                        prune=pass_idx < setup['prune_stop'],
-                        shuffle=setup['shuffle'], **setup['policy'])
+        d = decide_pass(
+            scores,
+            seen,
+            generator=_generator(setup['seed'] + pass_idx),
+            prune=pass_idx < setup['prune_stop'],
+            shuffle=setup['shuffle'],
+            **setup['policy'])
         kept = d.indices.tolist()
         assert order[:len(kept)].tolist() == kept
         refill = order[len(kept):]
@@ -483,8 +511,8 @@ def _iterations_to_budget(left, full, lengths):
     iterations = 0
     for length in lengths:
         if left <= full:
-            return iterations + math.ceil(Fraction(max(left, 0) * length,
-                                                   full))
+            return iterations + math.ceil(
+                Fraction(max(left, 0) * length, full))
         iterations += length
         left -= full
 
@@ -502,8 +530,8 @@ def test_progress_ends_at_the_budget_in_full_data_iterations(run, delta):
     progress = Progress(full, budget, offset)
     assert progress.state_dict() == dict(budget_iters=budget, offset=offset)
     assert progress.num_passes * full == pytest.approx(budget)
-    assert progress.prune_stop(delta) == pytest.approx(
-        delta * budget / full - offset / full)
+    assert progress.prune_stop(delta) == pytest.approx(delta * budget / full -
+                                                       offset / full)
     iteration, steps, pass_idx = offset, 0, 0
     while True:
         pass_batches = lengths[pass_idx % len(lengths)]

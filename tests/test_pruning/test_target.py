@@ -14,8 +14,11 @@ from mmseg_infobatch.target_profile import (Profile, RelativeLosses,
                                             prune_profile, scale_buckets)
 
 # The quick study's shape: 1,000 samples, batch 16, 28 passes, delta 0.875.
-QUICK = Schedule(num_samples=1000, global_batch=16, budget_iters=28 * 63,
-                 prune_stop=0.875 * 28)
+QUICK = Schedule(
+    num_samples=1000,
+    global_batch=16,
+    budget_iters=28 * 63,
+    prune_stop=0.875 * 28)
 
 
 def _exact_iters(schedule, num_candidates, ratio):
@@ -27,14 +30,17 @@ def _exact_iters(schedule, num_candidates, ratio):
     iters = torch.tensor([
         schedule.pass_iters(schedule.num_samples - k)
         for k in range(num_candidates + 1)
-    ], dtype=torch.float64)
+    ],
+                         dtype=torch.float64)
     return float((pmf * iters).sum() / pmf.sum())
 
 
 @pytest.mark.parametrize('drop_last', [False, True])
-@pytest.mark.parametrize('n,batch,cands,ratio', [
-    (1000, 16, 550, 0.5), (1000, 16, 550, 0.05), (100, 8, 60, 0.8),
-    (37, 4, 20, 0.3), (20210, 16, 11000, 0.37)])
+@pytest.mark.parametrize('n,batch,cands,ratio', [(1000, 16, 550, 0.5),
+                                                 (1000, 16, 550, 0.05),
+                                                 (100, 8, 60, 0.8),
+                                                 (37, 4, 20, 0.3),
+                                                 (20210, 16, 11000, 0.37)])
 def test_expected_iterations_match_the_exact_binomial(drop_last, n, batch,
                                                       cands, ratio):
     schedule = Schedule(n, batch, 10 * n, drop_last=drop_last)
@@ -47,10 +53,10 @@ def test_expected_iterations_match_the_exact_binomial(drop_last, n, batch,
 
 
 @pytest.mark.parametrize('n,batch,drop_last', [(1000, 16, False),
-                                              (1000, 64, False),
-                                              (1000, 64, True)])
-def test_pass_saving_is_the_expected_saving_of_whole_batches(n, batch,
-                                                             drop_last):
+                                               (1000, 64, False),
+                                               (1000, 64, True)])
+def test_pass_saving_is_the_expected_saving_of_whole_batches(
+        n, batch, drop_last):
     schedule = Schedule(n, batch, 10 * n, drop_last=drop_last)
     profile = Profile(550, 550.0, 550.0)
     for ratio in (0.1, 0.5, 0.8):
@@ -69,16 +75,18 @@ def test_expected_iterations_without_spread_are_the_whole_batches():
     assert d.full_pass_batches == 62 and expected_pass_iters(d, 9, 0) == 61
 
 
-@pytest.mark.parametrize('stop,offset,budget,want', [
-    (math.inf, 0, 28 * 63, 27.0),  # passes 1..27
-    (24.5, 0, 28 * 63, 24.0),  # passes 1..24 (t < 24.5)
-    (24.0, 0, 28 * 63, 23.0),  # passes 1..23
-    (math.inf, 0, 28 * 63 + 21, 27 + 1 / 3),  # a third of pass 28
-    (math.inf, 126, 28 * 63, 25.0),  # two passes ran before the state
-    (-1.0, 0, 28 * 63, 0.0),
-])
-def test_pruning_share_counts_passes_left_that_may_prune(stop, offset,
-                                                         budget, want):
+@pytest.mark.parametrize(
+    'stop,offset,budget,want',
+    [
+        (math.inf, 0, 28 * 63, 27.0),  # passes 1..27
+        (24.5, 0, 28 * 63, 24.0),  # passes 1..24 (t < 24.5)
+        (24.0, 0, 28 * 63, 23.0),  # passes 1..23
+        (math.inf, 0, 28 * 63 + 21, 27 + 1 / 3),  # a third of pass 28
+        (math.inf, 126, 28 * 63, 25.0),  # two passes ran before the state
+        (-1.0, 0, 28 * 63, 0.0),
+    ])
+def test_pruning_share_counts_passes_left_that_may_prune(
+        stop, offset, budget, want):
     s = Schedule(1000, 16, budget, offset=offset, prune_stop=stop)
     assert s.pruning_share(1) == pytest.approx(want)
     assert s.pruning_share(0) == pytest.approx(
@@ -126,8 +134,7 @@ def test_nothing_to_prune_gives_ratio_zero():
         assert got.ratio == 0 and not got.capped
 
 
-def _simulate(target, schedule, shares, seed=0, max_ratio=0.8,
-              per_pass=False):
+def _simulate(target, schedule, shares, seed=0, max_ratio=0.8, per_pass=False):
     """A run of pure passes: pass t has a share ``shares[t]`` of
     candidates, the pruned count is drawn, and each pass saves what its
     whole batches save. Returns the share of the budget saved and r_t."""
@@ -145,8 +152,9 @@ def _simulate(target, schedule, shares, seed=0, max_ratio=0.8,
         else:
             solved = solve_pass_ratio(target, profile, schedule, t, saved,
                                       max_ratio)
-        pruned = int(torch.bernoulli(
-            torch.full((cands, ), solved.ratio), generator=g).sum())
+        pruned = int(
+            torch.bernoulli(torch.full((cands, ), solved.ratio),
+                            generator=g).sum())
         iters = schedule.pass_iters(n - pruned)
         saved += schedule.pass_share(t) * (full - iters)
         ratios.append(solved.ratio)
@@ -154,10 +162,11 @@ def _simulate(target, schedule, shares, seed=0, max_ratio=0.8,
     return saved / schedule.budget_iters, ratios
 
 
-@pytest.mark.parametrize('target,shares', [
-    (0.15, [0.55]), (0.25, [0.55]), (0.3, [0.55]),
-    (0.2, [0.7, 0.6, 0.5, 0.45]), (0.3, [0.7, 0.6, 0.5, 0.45]),
-    (0.2, [0.3, 0.8])])
+@pytest.mark.parametrize('target,shares', [(0.15, [0.55]), (0.25, [0.55]),
+                                           (0.3, [0.55]),
+                                           (0.2, [0.7, 0.6, 0.5, 0.45]),
+                                           (0.3, [0.7, 0.6, 0.5, 0.45]),
+                                           (0.2, [0.3, 0.8])])
 def test_a_run_reaches_its_target_within_half_a_point(target, shares):
     for seed in range(3):
         saved, ratios = _simulate(target, QUICK, shares, seed)
@@ -210,8 +219,8 @@ def _fixed(ratio, share, seed):
     saved = 0.0
     for t in range(1, 25):
         cands = int(share * 1000)
-        pruned = int(torch.bernoulli(torch.full((cands, ), ratio),
-                                     generator=g).sum())
+        pruned = int(
+            torch.bernoulli(torch.full((cands, ), ratio), generator=g).sum())
         saved += QUICK.pass_share(t) * (63 - QUICK.pass_iters(1000 - pruned))
     return saved / QUICK.budget_iters
 
@@ -232,8 +241,9 @@ def test_profile_of_each_policy():
 
 
 def test_scaled_buckets_keep_their_proportions():
-    assert scale_buckets([(0.3, 0.8), (0.7, 0.4)], 0.6) == [
-        (0.3, pytest.approx(0.6)), (0.7, pytest.approx(0.3))]
+    assert scale_buckets([(0.3, 0.8), (0.7, 0.4)],
+                         0.6) == [(0.3, pytest.approx(0.6)),
+                                  (0.7, pytest.approx(0.3))]
 
 
 @pytest.mark.parametrize('kwargs,match', [
@@ -244,12 +254,16 @@ def test_scaled_buckets_keep_their_proportions():
     (dict(target_saving='0.3'), r"got '0.3'"),
     (dict(max_ratio=1.0), r'max_ratio .* got 1.0'),
     (dict(max_ratio=0), r'max_ratio .* got 0'),
-    (dict(target_saving=0.3, policy='quantile', buckets=[(0.5, 0.0)]),
-     'every ratio in buckets is 0'),
+    (dict(target_saving=0.3, policy='quantile',
+          buckets=[(0.5, 0.0)]), 'every ratio in buckets is 0'),
 ])
 def test_bad_target_set_ups_name_the_fix(kwargs, match):
-    args = dict(target_saving=None, max_ratio=0.8, ratio=None,
-                policy='mean', buckets=None)
+    args = dict(
+        target_saving=None,
+        max_ratio=0.8,
+        ratio=None,
+        policy='mean',
+        buckets=None)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         validate_target(**args)
@@ -265,8 +279,8 @@ def _first_pass_losses(sigma, seed=0, n=1008, batch=16):
     a model level, one level a batch, that stays high for most of the pass
     and then falls sevenfold (as when a warm-up ends)."""
     g = torch.Generator().manual_seed(seed)
-    difficulty = torch.exp(sigma * torch.randn(n, generator=g,
-                                               dtype=torch.float64))
+    difficulty = torch.exp(sigma *
+                           torch.randn(n, generator=g, dtype=torch.float64))
     x = torch.linspace(0, 1, n // batch, dtype=torch.float64)
     level = 0.5 + 2.9 / (1 + torch.exp(20 * (x - 0.75)))
     losses = difficulty * level.repeat_interleave(batch)
@@ -314,8 +328,8 @@ def test_estimate_with_later_passes_of_another_profile():
     mixed = expected_saving(0.5, now, QUICK, 1, 0.0, later=later)
     # Pass 1 with 486 candidates, passes 2..24 with 590.
     assert mixed == pytest.approx(
-        (pass_saving(QUICK, now, 0.5) + 23 * pass_saving(QUICK, later, 0.5))
-        / 1764)
+        (pass_saving(QUICK, now, 0.5) + 23 * pass_saving(QUICK, later, 0.5)) /
+        1764)
     r = ratio_for_saving(0.3, now, QUICK, 1, 0.0, 0.8, later)
     assert expected_saving(r, now, QUICK, 1, 0.0, later) == pytest.approx(
         0.3, abs=1e-6)

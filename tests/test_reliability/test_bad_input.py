@@ -9,8 +9,7 @@ from conftest import demo_config, run_config
 from torch.utils.data import BatchSampler, DataLoader
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchLoss, InfoBatchSampler
-from mmseg_infobatch.checks import (check_batch, find_losses,
-                                    find_train_sampler)
+from mmseg_infobatch.checks import check_batch, find_losses, find_train_sampler
 from mmseg_infobatch.progress import Progress
 
 PLAIN_CE = dict(type='CrossEntropyLoss', loss_weight=1.0)
@@ -33,7 +32,10 @@ class _Model(torch.nn.Module):
             self.auxiliary_head.loss_decode = aux
 
 
-def _fake_runner(model, sampler=None, dataset_len=20, batch_size=4,
+def _fake_runner(model,
+                 sampler=None,
+                 dataset_len=20,
+                 batch_size=4,
                  batch_sampler=None):
     dataset = list(range(dataset_len))
     if sampler is None:
@@ -43,7 +45,8 @@ def _fake_runner(model, sampler=None, dataset_len=20, batch_size=4,
     else:
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
     return SimpleNamespace(
-        train_loop=SimpleNamespace(dataloader=loader), model=model,
+        train_loop=SimpleNamespace(dataloader=loader),
+        model=model,
         logger=logging.getLogger('test_bad_input'),
         optim_wrapper=SimpleNamespace())
 
@@ -75,17 +78,20 @@ def _hook_on(runner, full_pass_batches=5):
 
 def test_hook_without_sampler():
     from torch.utils.data import SequentialSampler
-    runner = _fake_runner(_Model(_wrapped()),
-                          sampler=SequentialSampler(range(20)))
-    with pytest.raises(TypeError, match="(?s)uses SequentialSampler.*"
-                       "sampler=dict\\(type='InfoBatchSampler'"):
+    runner = _fake_runner(
+        _Model(_wrapped()), sampler=SequentialSampler(range(20)))
+    with pytest.raises(
+            TypeError,
+            match="(?s)uses SequentialSampler.*"
+            "sampler=dict\\(type='InfoBatchSampler'"):
         _check_setup(runner)
 
 
 def test_no_loss_wrapped():
     runner = _fake_runner(_Model(_plain(), _plain()))
-    with pytest.raises(TypeError, match="(?s)no InfoBatchLoss.*"
-                       "type='InfoBatchLoss'"):
+    with pytest.raises(
+            TypeError, match="(?s)no InfoBatchLoss.*"
+            "type='InfoBatchLoss'"):
         _check_setup(runner)
 
 
@@ -96,8 +102,9 @@ def test_query_based_heads_are_refused_before_training(head):
     model = torch.nn.Module()
     model.decode_head = decode
     runner = _fake_runner(model)
-    with pytest.raises(TypeError, match=f'cannot serve {head}.*without '
-                       'InfoBatch'):
+    with pytest.raises(
+            TypeError, match=f'cannot serve {head}.*without '
+            'InfoBatch'):
         _check_setup(runner)
 
 
@@ -117,20 +124,26 @@ def test_custom_batch_sampler_cannot_carry_indices():
 
     dataset = list(range(20))
     sampler = InfoBatchSampler(dataset, seed=0)
-    runner = _fake_runner(_Model(_wrapped()), sampler=sampler,
-                          batch_sampler=MyBatchSampler(sampler, 4, False))
+    runner = _fake_runner(
+        _Model(_wrapped()),
+        sampler=sampler,
+        batch_sampler=MyBatchSampler(sampler, 4, False))
     runner.train_loop.dataloader.sampler  # the loader keeps our sampler
-    with pytest.raises(TypeError, match='needs the default torch '
-                       'BatchSampler.*MyBatchSampler'):
+    with pytest.raises(
+            TypeError,
+            match='needs the default torch '
+            'BatchSampler.*MyBatchSampler'):
         _check_setup(runner)
 
 
 def test_dataset_smaller_than_world_times_batch():
-    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                    return_value=(0, 2)):
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 2)):
         sampler = InfoBatchSampler(list(range(6)), seed=0)
-    with pytest.raises(ValueError, match='6 samples, fewer than world '
-                       'size x batch size = 2 x 4'):
+    with pytest.raises(
+            ValueError,
+            match='6 samples, fewer than world '
+            'size x batch size = 2 x 4'):
         sampler.configure(4)
 
 
@@ -166,8 +179,10 @@ def test_nonfinite_and_empty_images_never_enter_scores(tmp_path, digit_root):
 def test_sampler_without_hook_fails_at_first_pass_end(tmp_path, digit_root):
     cfg = demo_config(tmp_path, digit_root, passes=2, record=False)
     cfg.custom_hooks = []
-    with pytest.raises(RuntimeError, match="(?s)has no InfoBatchHook.*"
-                       "custom_hooks = \\[dict\\(type='InfoBatchHook'\\)\\]"):
+    with pytest.raises(
+            RuntimeError,
+            match="(?s)has no InfoBatchHook.*"
+            "custom_hooks = \\[dict\\(type='InfoBatchHook'\\)\\]"):
         run_config(cfg)
 
 
@@ -182,8 +197,9 @@ def test_cfg_option_typos_are_named(tmp_path, digit_root):
         run_config(cfg, train=False)
     cfg = demo_config(tmp_path, digit_root, record=False)
     cfg.merge_from_dict({'model.decode_head.loss_decode.los': PLAIN_CE})
-    with pytest.raises(TypeError, match="InfoBatchLoss got arguments "
-                       "\\['los'\\]"):
+    with pytest.raises(
+            TypeError, match="InfoBatchLoss got arguments "
+            "\\['los'\\]"):
         run_config(cfg, train=False)
 
 
@@ -199,8 +215,7 @@ def _plain_config(work_dir, digit_root, passes=1):
 def test_resume_without_infobatch_state_starts_fresh(tmp_path, digit_root,
                                                      caplog):
     run_config(_plain_config(tmp_path, digit_root, passes=1))  # iter_10
-    cfg = demo_config(tmp_path, digit_root, passes=4, delta=0.6,
-                      record=False)
+    cfg = demo_config(tmp_path, digit_root, passes=4, delta=0.6, record=False)
     cfg.resume = True
     runner = run_config(cfg)
     log = next(tmp_path.glob('*/*.log'))
@@ -223,11 +238,12 @@ def test_resume_with_other_dataset_size(tmp_path, digit_root,
     run_config(demo_config(tmp_path, digit_root, passes=1, record=False))
     other = tmp_path_factory.mktemp('digits44')
     generate_digit_scenes(str(other), num_train=44, num_val=4, seed=0)
-    cfg = demo_config(tmp_path, other, passes=2, num_train=44,
-                      record=False)
+    cfg = demo_config(tmp_path, other, passes=2, num_train=44, record=False)
     cfg.resume = True
-    with pytest.raises(ValueError, match='num_samples=40, but this run has '
-                       'num_samples=44.*load_from'):
+    with pytest.raises(
+            ValueError,
+            match='num_samples=40, but this run has '
+            'num_samples=44.*load_from'):
         run_config(cfg)
 
 
@@ -235,8 +251,11 @@ def test_sample_idx_mismatch_is_caught():
     from mmseg.structures import SegDataSample
 
     batch = dict(data_samples=[
-        SegDataSample(metainfo=dict(sample_idx=i)) for i in (3, 1)])
+        SegDataSample(metainfo=dict(sample_idx=i)) for i in (3, 1)
+    ])
     check_batch(batch, torch.tensor([3, 1]), list(range(5)), (0, 0))
-    with pytest.raises(RuntimeError, match='expected samples \\[1, 3\\] but '
-                       'the batch holds \\[3, 1\\]'):
+    with pytest.raises(
+            RuntimeError,
+            match='expected samples \\[1, 3\\] but '
+            'the batch holds \\[3, 1\\]'):
         check_batch(batch, torch.tensor([1, 3]), list(range(5)), (0, 0))

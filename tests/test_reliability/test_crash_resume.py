@@ -10,13 +10,12 @@ KILL_AT = 16  # checkpoints every 7 iterations: the last one is at 14
 
 
 def _configs(tmp_path, digit_root, name, **options):
-    cfg = demo_config(tmp_path / name, digit_root, passes=4, delta=0.7,
-                      **options)
+    cfg = demo_config(
+        tmp_path / name, digit_root, passes=4, delta=0.7, **options)
     cfg.default_hooks.checkpoint.interval = 7
     killer = copy.deepcopy(cfg)
     killer.custom_imports.imports.append('killer_hook')
-    killer.custom_hooks.append(
-        dict(type='SigkillAtIterHook', at_iter=KILL_AT))
+    killer.custom_hooks.append(dict(type='SigkillAtIterHook', at_iter=KILL_AT))
     return cfg, killer
 
 
@@ -24,8 +23,7 @@ def _crash_and_resume(tmp_path, digit_root, **options):
     reference, _ = _configs(tmp_path, digit_root, 'reference', **options)
     train_subprocess(reference, tmp_path / 'reference.py')
     resumed, killer = _configs(tmp_path, digit_root, 'crashed', **options)
-    train_subprocess(killer, tmp_path / 'killer.py',
-                     expect_rc=-signal.SIGKILL)
+    train_subprocess(killer, tmp_path / 'killer.py', expect_rc=-signal.SIGKILL)
     assert not (tmp_path / 'crashed' / 'record_rank0.pth').exists()
     log = train_subprocess(resumed, tmp_path / 'resume.py', '--resume')
     assert 'resumed epoch: 0, iter: 14' in log.stdout + log.stderr
@@ -45,8 +43,10 @@ def _assert_lands_on_saved_pass(ref, res):
     assert torch.equal(landed['rank_indices'], ref_pass['rank_indices'])
     assert torch.equal(landed['weights'], ref_pass['weights'])
     # The very next batch is the one the uninterrupted run trained.
-    ref_at = {row[0]: batch for row, batch in zip(ref['iters'],
-                                                   ref['batches'])}
+    ref_at = {
+        row[0]: batch
+        for row, batch in zip(ref['iters'], ref['batches'])
+    }
     assert res['batches'][0] == ref_at[14]
 
 
@@ -60,8 +60,10 @@ def test_deterministic_resume_is_exact(tmp_path, digit_root):
         assert torch.equal(p['weights'], later[p['pass_idx']]['weights'])
     assert len(res['passes']) > 1  # a later pass was decided after resume
     assert res['final_iter'] == ref['final_iter'] < 40
-    ref_at = {row[0]: batch for row, batch in zip(ref['iters'],
-                                                   ref['batches'])}
+    ref_at = {
+        row[0]: batch
+        for row, batch in zip(ref['iters'], ref['batches'])
+    }
     for row, batch in zip(res['iters'], res['batches']):
         assert batch == ref_at[row[0]]
     assert torch.equal(res['final_scores'], ref['final_scores'])
@@ -78,8 +80,10 @@ def test_resume_with_augmentation_and_workers_lands_exactly(
         dict(type='PackSegInputs')
     ]
     ref, res = _crash_and_resume(
-        tmp_path, digit_root,
+        tmp_path,
+        digit_root,
         train_dataloader=dict(
-            num_workers=2, persistent_workers=True,
+            num_workers=2,
+            persistent_workers=True,
             dataset=dict(pipeline=pipeline)))
     _assert_lands_on_saved_pass(ref, res)

@@ -5,8 +5,8 @@ from conftest import demo_config, load_record, train_subprocess
 
 def test_two_ranks_agree_on_every_pass(digit_root, tmp_path):
     # 40 samples, 2 ranks x batch 4: 5 iterations per full pass.
-    cfg = demo_config(tmp_path, digit_root, passes=4, batch_size=4,
-                      world_size=2, delta=0.7)
+    cfg = demo_config(
+        tmp_path, digit_root, passes=4, batch_size=4, world_size=2, delta=0.7)
     train_subprocess(cfg, tmp_path / 'ddp.py', nproc=2)
     ranks = [load_record(tmp_path, r) for r in (0, 1)]
     assert ranks[0]['final_iter'] == ranks[1]['final_iter'] < 4 * 5
@@ -36,8 +36,10 @@ def test_two_ranks_agree_on_every_pass(digit_root, tmp_path):
     assert ranks[0]['final_seen'].all()
     # Each rank trained exactly its own share, batch by batch.
     for rec in ranks:
-        shares = {p['pass_idx']: p['rank_indices'].tolist()
-                  for p in rec['passes']}
+        shares = {
+            p['pass_idx']: p['rank_indices'].tolist()
+            for p in rec['passes']
+        }
         for (_, _, _, pass_idx, pos), batch in zip(rec['iters'],
-                                                     rec['batches']):
+                                                   rec['batches']):
             assert batch == shares[pass_idx][pos * 4:(pos + 1) * 4]

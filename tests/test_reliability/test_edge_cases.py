@@ -12,8 +12,11 @@ from tiny_config import train_counting_steps
 
 @pytest.fixture(scope='module')
 def ade20_root(tmp_path_factory):
-    return make_ade_layout(tmp_path_factory.mktemp('ade20'), num_train=20,
-                           num_val=2, size=(32, 32))
+    return make_ade_layout(
+        tmp_path_factory.mktemp('ade20'),
+        num_train=20,
+        num_val=2,
+        size=(32, 32))
 
 
 def _log(work_dir):
@@ -24,8 +27,13 @@ def _log(work_dir):
 def test_full_passes_never_end_in_a_one_image_batch(num_train, ratio,
                                                     ade20_root, tmp_path):
     # BatchNorm refuses a batch of one image in training.
-    cfg = tiny_config(tmp_path, ade20_root, num_train=num_train,
-                      batch_size=2, passes=3, sampler=dict(ratio=ratio))
+    cfg = tiny_config(
+        tmp_path,
+        ade20_root,
+        num_train=num_train,
+        batch_size=2,
+        passes=3,
+        sampler=dict(ratio=ratio))
     _train(cfg)
     record = load_record(tmp_path)
     assert all(len(b) == 2 for b in record['batches'])
@@ -39,8 +47,14 @@ def test_full_passes_never_end_in_a_one_image_batch(num_train, ratio,
 ])
 def test_a_pass_that_prunes_everything_still_trains(sampler, ade20_root,
                                                     tmp_path):
-    cfg = tiny_config(tmp_path, ade20_root, num_train=16, batch_size=2,
-                      passes=4, sampler=sampler, hook=dict(delta=1.0))
+    cfg = tiny_config(
+        tmp_path,
+        ade20_root,
+        num_train=16,
+        batch_size=2,
+        passes=4,
+        sampler=sampler,
+        hook=dict(delta=1.0))
     runner = _train(cfg)
     record = load_record(tmp_path)
     assert record['final_iter'] == runner.iter
@@ -54,14 +68,23 @@ def _count_steps(cfg):
 
 
 def test_accumulation_applies_the_last_partial_group(ade20_root, tmp_path):
-    cfg = tiny_config(tmp_path / 'infobatch', ade20_root, seed=0,
-                      num_train=20, batch_size=2, passes=4,
-                      accumulative_counts=8)
+    cfg = tiny_config(
+        tmp_path / 'infobatch',
+        ade20_root,
+        seed=0,
+        num_train=20,
+        batch_size=2,
+        passes=4,
+        accumulative_counts=8)
     iters, steps = _count_steps(cfg)
     assert iters < 40 and iters % 8  # pruned, and a partial last group
     # A stock run (no InfoBatch) of the same length, as mmengine counts.
-    stock = tiny_config(tmp_path / 'stock', ade20_root, num_train=20,
-                        batch_size=2, accumulative_counts=8)
+    stock = tiny_config(
+        tmp_path / 'stock',
+        ade20_root,
+        num_train=20,
+        batch_size=2,
+        accumulative_counts=8)
     stock.train_dataloader.sampler = dict(type='DefaultSampler')
     stock.custom_hooks = []
     stock.model.decode_head.loss_decode = dict(type='CrossEntropyLoss')
@@ -74,20 +97,22 @@ def test_accumulation_applies_the_last_partial_group(ade20_root, tmp_path):
 def test_resume_refuses_a_batch_size_with_the_same_pass_length(
         ade20_root, tmp_path):
     # 20 images: batch 5 and batch 6 both make 4 iterations a pass.
-    cfg = tiny_config(tmp_path / 'b5', ade20_root, num_train=20,
-                      batch_size=5, passes=2)
+    cfg = tiny_config(
+        tmp_path / 'b5', ade20_root, num_train=20, batch_size=5, passes=2)
     _train(cfg)
-    resumed = tiny_config(tmp_path / 'b6', ade20_root, num_train=20,
-                          batch_size=6, passes=2)
+    resumed = tiny_config(
+        tmp_path / 'b6', ade20_root, num_train=20, batch_size=6, passes=2)
     resumed.resume, resumed.load_from = True, str(tmp_path / 'b5/iter_5.pth')
-    with pytest.raises(ValueError, match='batch_size=5, but this run has '
-                       'batch_size=6.*load_from'):
+    with pytest.raises(
+            ValueError,
+            match='batch_size=5, but this run has '
+            'batch_size=6.*load_from'):
         _train(resumed)
 
 
 def test_resume_refuses_other_images_of_the_same_count(ade20_root, tmp_path):
-    other = make_ade_layout(tmp_path / 'other', num_train=20, num_val=2,
-                            size=(32, 32), seed=1)
+    other = make_ade_layout(
+        tmp_path / 'other', num_train=20, num_val=2, size=(32, 32), seed=1)
     _train(tiny_config(tmp_path / 'a', ade20_root, num_train=20, passes=2))
     resumed = tiny_config(tmp_path / 'b', other, num_train=20, passes=2)
     resumed.resume, resumed.load_from = True, str(tmp_path / 'a/iter_12.pth')
@@ -102,21 +127,26 @@ def test_two_infobatch_hooks_are_refused(ade20_root, tmp_path):
         _train(cfg)
 
 
-def test_infobatch_sampler_in_val_dataloader_is_refused(ade20_root,
-                                                        tmp_path):
+def test_infobatch_sampler_in_val_dataloader_is_refused(ade20_root, tmp_path):
     cfg = tiny_config(tmp_path, ade20_root, val_interval=3)
     cfg.val_dataloader.sampler = dict(type='InfoBatchSampler')
-    with pytest.raises(ValueError, match="val_dataloader uses InfoBatch"
-                       "Sampler.*type='DefaultSampler'"):
+    with pytest.raises(
+            ValueError,
+            match="val_dataloader uses InfoBatch"
+            "Sampler.*type='DefaultSampler'"):
         _train(cfg)
 
 
-def test_logs_tell_the_truth_without_schedule_adjustment(ade20_root,
-                                                         tmp_path):
+def test_logs_tell_the_truth_without_schedule_adjustment(ade20_root, tmp_path):
     # A fixed seed: the pruned passes must be shorter than full ones for
     # more than 4 passes to fit, which an unlucky draw can miss.
-    cfg = tiny_config(tmp_path, ade20_root, seed=0, num_train=12, passes=4,
-                      hook=dict(adjust_schedule=False))
+    cfg = tiny_config(
+        tmp_path,
+        ade20_root,
+        seed=0,
+        num_train=12,
+        passes=4,
+        hook=dict(adjust_schedule=False))
     runner = _train(cfg)
     text = _log(tmp_path)
     assert runner.iter == 24

@@ -27,7 +27,7 @@ def _moved(cfg, work_dir):
 
 @pytest.mark.parametrize('strategy', ['DDPStrategy', 'ResumableFSDPStrategy'])
 def test_flexible_runner_trains_and_resumes_exactly(strategy, ade_root,
-                                                     tmp_path):
+                                                    tmp_path):
     ref_dir = tmp_path / 'ref'
     cfg = _flexible(ref_dir, ade_root, strategy)
     train_subprocess(cfg, tmp_path / 'ref.py', nproc=2)
@@ -42,8 +42,11 @@ def test_flexible_runner_trains_and_resumes_exactly(strategy, ade_root,
     k = refs[0]['passes'][1]['start_iter'] + 1
     res_dir = tmp_path / 'resumed'
     log = train_subprocess(
-        _moved(cfg, res_dir), tmp_path / 'resumed.py', '--resume',
-        str(ref_dir / f'iter_{k}.pth'), nproc=2)
+        _moved(cfg, res_dir),
+        tmp_path / 'resumed.py',
+        '--resume',
+        str(ref_dir / f'iter_{k}.pth'),
+        nproc=2)
     assert f'resumed epoch: 0, iter: {k}' in log.stdout + log.stderr
     resumed = [load_record(res_dir, rank) for rank in (0, 1)]
     for rank in (0, 1):

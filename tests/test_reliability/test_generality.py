@@ -14,8 +14,7 @@ WRAPPED_CE = "dict(type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss', " \
 # The recipe from the README, applied to stock configs of four families.
 STOCK = {
     'fcn': ('mmseg::fcn/fcn_r50-d8_4xb4-80k_ade20k-512x512.py', True),
-    'pspnet': ('mmseg::pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py',
-               True),
+    'pspnet': ('mmseg::pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py', True),
     'deeplabv3plus': ('mmseg::deeplabv3plus/'
                       'deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py', True),
     'segformer': ('mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-'
@@ -40,13 +39,15 @@ def _infobatch_config(path, base, aux):
 
 
 def _tiny(cfg, data_root, work_dir, max_iters):
-    cfg.merge_from_dict({
-        **tiny_ade_options(data_root),
-        'train_cfg.max_iters': max_iters,
-        'train_cfg.val_interval': 10**6,
-        'default_hooks.checkpoint.interval': max_iters,
-        'log_level': 'WARNING',
-    }, allow_list_keys=True)
+    cfg.merge_from_dict(
+        {
+            **tiny_ade_options(data_root),
+            'train_cfg.max_iters': max_iters,
+            'train_cfg.val_interval': 10**6,
+            'default_hooks.checkpoint.interval': max_iters,
+            'log_level': 'WARNING',
+        },
+        allow_list_keys=True)
     if 'init_cfg' in cfg.model.backbone:
         cfg.model.backbone.init_cfg = None  # no download offline
     for scheduler in cfg.param_scheduler:
@@ -85,12 +86,16 @@ def _check_paths(record, dataset):
 
 
 def _digit_dataset(root, split='training'):
-    return dict(type='DigitScenesDataset', data_root=str(root),
-                data_prefix=dict(img_path=f'images/{split}',
-                                 seg_map_path=f'annotations/{split}'),
-                pipeline=[dict(type='LoadImageFromFile'),
-                          dict(type='LoadAnnotations'),
-                          dict(type='PackSegInputs')])
+    return dict(
+        type='DigitScenesDataset',
+        data_root=str(root),
+        data_prefix=dict(
+            img_path=f'images/{split}', seg_map_path=f'annotations/{split}'),
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='PackSegInputs')
+        ])
 
 
 @pytest.mark.parametrize('wrapper', ['repeat', 'concat', 'workers'])
@@ -102,20 +107,24 @@ def test_indices_reach_the_right_images(wrapper, digit_root, tmp_path):
         dataset = dict(type='RepeatDataset', times=2, dataset=inner)
         num_train = 80
     elif wrapper == 'concat':
-        dataset = dict(type='ConcatDataset', datasets=[
-            inner, _digit_dataset(digit_root, 'validation')])
+        dataset = dict(
+            type='ConcatDataset',
+            datasets=[inner, _digit_dataset(digit_root, 'validation')])
         num_train = 48
     else:
         # Also carry mmengine's sample_idx, which the hook then cross-checks.
-        dataset = dict(inner, pipeline=inner['pipeline'][:-1] + [
-            dict(type='PackSegInputs', meta_keys=('img_path', 'seg_map_path',
-                                                  'ori_shape', 'img_shape',
-                                                  'sample_idx'))
-        ])
+        dataset = dict(
+            inner,
+            pipeline=inner['pipeline'][:-1] + [
+                dict(
+                    type='PackSegInputs',
+                    meta_keys=('img_path', 'seg_map_path', 'ori_shape',
+                               'img_shape', 'sample_idx'))
+            ])
         num_train = 40
         loader = dict(num_workers=2, persistent_workers=True)
-    cfg = demo_config(tmp_path, digit_root, passes=3, num_train=num_train,
-                      delta=0.5)
+    cfg = demo_config(
+        tmp_path, digit_root, passes=3, num_train=num_train, delta=0.5)
     cfg.train_dataloader.dataset = dataset
     cfg.train_dataloader.update(loader)
     run_config(cfg)
@@ -142,6 +151,7 @@ def test_amp_optimizer_wrapper_runs(digit_root, tmp_path):
 
 def test_train_tool_amp_flag_selects_amp_wrapper():
     import sys
+
     from conftest import DEMO_CONFIG, REPO
     sys.path.insert(0, str(REPO / 'tools'))
     from train import build_config, parse_args

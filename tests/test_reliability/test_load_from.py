@@ -16,8 +16,9 @@ from tiny_config import train as run
 def test_load_from_starts_infobatch_fresh_in_a_real_run(ade_root, tmp_path):
     first = tiny_config(tmp_path / 'first', ade_root, seed=0, passes=2)
     run(first)
-    checkpoints = sorted((tmp_path / 'first').glob('iter_*.pth'),
-                         key=lambda p: int(p.stem.split('_')[1]))
+    checkpoints = sorted(
+        (tmp_path / 'first').glob('iter_*.pth'),
+        key=lambda p: int(p.stem.split('_')[1]))
     saved = torch.load(checkpoints[-1], weights_only=True)
     assert saved['infobatch']['sampler']['pass_idx'] == 1
 

@@ -17,19 +17,27 @@ from mmseg_infobatch import consistency
 from mmseg_infobatch.consistency import (ON_RANK0, TABLES, agree_on_resume,
                                          check_ranks_agree)
 
-DIGEST = {'iteration': 14, 'seed': 3, 'pass': 4, 'position': 2,
-          'layout': 0x1234, 'order': 0xbeef, 'scores': 0xcafe}
+DIGEST = {
+    'iteration': 14,
+    'seed': 3,
+    'pass': 4,
+    'position': 2,
+    'layout': 0x1234,
+    'order': 0xbeef,
+    'scores': 0xcafe
+}
 
 
 def _as_ranks(*rows):
     """Mock mmengine's all_gather and get_dist_info as rank 0 of
     ``len(rows)``, the other ranks contributing ``rows[1:]``."""
+
     def all_gather(local):
-        return [local] + [torch.tensor(r, dtype=torch.int64)
-                          for r in rows[1:]]
+        return [local] + [torch.tensor(r, dtype=torch.int64) for r in rows[1:]]
+
     return (mock.patch.object(consistency, 'all_gather', all_gather),
-            mock.patch.object(consistency, 'get_dist_info',
-                              return_value=(0, len(rows))))
+            mock.patch.object(
+                consistency, 'get_dist_info', return_value=(0, len(rows))))
 
 
 def test_agreeing_ranks_pass_and_one_rank_gathers_nothing():
@@ -57,8 +65,7 @@ def test_a_differing_field_is_named_with_every_rank_value(field, cause):
     assert f'  {field}: rank 0: ' in message
     assert cause in message
     # Only the differing field is listed.
-    assert all(f'  {name}:' not in message for name in DIGEST
-               if name != field)
+    assert all(f'  {name}:' not in message for name in DIGEST if name != field)
 
 
 def test_resume_agreement_names_the_fix_and_hands_out_rank0_tables():
@@ -74,8 +81,8 @@ def test_resume_agreement_names_the_fix_and_hands_out_rank0_tables():
     # which rank 0 broadcasts.
     state = {'format': 3, 'sampler': 'tables'}
     gather, info = _as_ranks([14, TABLES], [14, ON_RANK0])
-    with gather, info, mock.patch.object(
-            consistency, 'broadcast_object_list') as broadcast:
+    with gather, info, mock.patch.object(consistency,
+                                         'broadcast_object_list') as broadcast:
         assert agree_on_resume(14, state, world_size=2) is state
     assert broadcast.call_args.args[0] == [state]
     assert broadcast.call_args.kwargs == {'src': 0}
@@ -94,15 +101,21 @@ def test_node_local_work_dirs_are_refused_on_every_rank(ade_root, tmp_path):
     cfg = tiny_config(node0, ade_root, world_size=2, passes=2)
     cfg.default_hooks.checkpoint.interval = 10**6  # only the last
     cfg.dump(str(tmp_path / 'cfg.py'))
-    env = dict(os.environ,
-               PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
-               OMP_NUM_THREADS='1')
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
+        OMP_NUM_THREADS='1')
     train_py = str(REPO / 'tools' / 'train.py')
-    first = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         f'--master_port={_free_port()}', '--master_addr=127.0.0.1',
-         train_py, str(tmp_path / 'cfg.py'), '--launcher', 'pytorch'],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    first = subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+        f'--master_port={_free_port()}', '--master_addr=127.0.0.1', train_py,
+        str(tmp_path / 'cfg.py'), '--launcher', 'pytorch'
+    ],
+                           capture_output=True,
+                           text=True,
+                           cwd=REPO,
+                           env=env,
+                           timeout=300)
     assert first.returncode == 0, first.stderr[-4000:]
     final = load_record(node0)['final_iter']
     assert (node0 / 'last_checkpoint').exists()
@@ -110,16 +123,26 @@ def test_node_local_work_dirs_are_refused_on_every_rank(ade_root, tmp_path):
     port = _free_port()
     nodes = []
     for rank, work_dir in enumerate((node0, node1)):
-        node_env = dict(env, NNODES='2', NODE_RANK=str(rank), PORT=str(port),
-                        MASTER_ADDR='127.0.0.1',
-                        PATH=os.pathsep.join([os.path.dirname(sys.executable),
-                                              env['PATH']]))
-        nodes.append(subprocess.Popen(
-            ['bash', str(REPO / 'tools' / 'dist_train.sh'),
-             str(tmp_path / 'cfg.py'), '1', '--work-dir', str(work_dir),
-             '--resume'],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            cwd=REPO, env=node_env))
+        node_env = dict(
+            env,
+            NNODES='2',
+            NODE_RANK=str(rank),
+            PORT=str(port),
+            MASTER_ADDR='127.0.0.1',
+            PATH=os.pathsep.join(
+                [os.path.dirname(sys.executable), env['PATH']]))
+        nodes.append(
+            subprocess.Popen([
+                'bash',
+                str(REPO / 'tools' / 'dist_train.sh'),
+                str(tmp_path / 'cfg.py'), '1', '--work-dir',
+                str(work_dir), '--resume'
+            ],
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT,
+                             text=True,
+                             cwd=REPO,
+                             env=node_env))
     logs = [node.communicate(timeout=300)[0] for node in nodes]
     for node, log in zip(nodes, logs):
         assert node.returncode != 0, log[-3000:]

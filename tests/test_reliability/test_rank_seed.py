@@ -71,14 +71,22 @@ def test_every_rank_decides_from_one_seed(tmp_path):
     script.write_text(PROBE)
     # PYTHONPATH is passed on as it is: the mutation check puts its copy
     # of the package there.
-    env = dict(os.environ, MASTER_ADDR='127.0.0.1',
-               MASTER_PORT=str(_free_port()), WORLD_SIZE='2',
-               OMP_NUM_THREADS='1')
+    env = dict(
+        os.environ,
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(_free_port()),
+        WORLD_SIZE='2',
+        OMP_NUM_THREADS='1')
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), json.dumps(SETTINGS), str(out)],
+            [sys.executable,
+             str(script),
+             json.dumps(SETTINGS),
+             str(out)],
             env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)),
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True) for rank in (0, 1)
     ]
     try:

@@ -24,6 +24,7 @@ from conftest import REPO, TESTS, load_record
 from tiny_config import BATCH, FULL_BATCHES, PASSES, tiny_config
 from tiny_config import train as run
 
+
 def assert_continues(ref, res, resumed_at):
     """The resumed record equals the reference's from ``resumed_at`` on."""
     rows = [i for i, row in enumerate(ref['iters']) if row[0] >= resumed_at]
@@ -52,10 +53,11 @@ def _has_matrix_shape(ref):
     full-pass grid)."""
     passes = ref['passes']
     lengths = [p['rank_indices'].numel() // BATCH for p in passes]
-    pruned = [n for n, p in zip(lengths, passes)
-              if p['prunes'] and p['pass_idx'] > 0]
-    return not passes[-1]['prunes'] and bool(pruned) and all(
-        n < FULL_BATCHES for n in pruned)
+    pruned = [
+        n for n, p in zip(lengths, passes) if p['prunes'] and p['pass_idx'] > 0
+    ]
+    return not passes[-1]['prunes'] and bool(pruned) and all(n < FULL_BATCHES
+                                                             for n in pruned)
 
 
 def reference_run(work_dir, data_root, **options):
@@ -85,8 +87,13 @@ TARGET = dict(ratio=None, target_saving=0.15)
     ids=['no-seed-no-workers', 'seed-2-workers-stock-loop', 'target-saving'])
 def test_resume_from_every_iteration(seed, workers, loop, sampler, ade_root,
                                      tmp_path, no_pass_pause):
-    ref_dir, ref = reference_run(tmp_path, ade_root, seed=seed,
-                                 workers=workers, loop=loop, sampler=sampler)
+    ref_dir, ref = reference_run(
+        tmp_path,
+        ade_root,
+        seed=seed,
+        workers=workers,
+        loop=loop,
+        sampler=sampler)
     final = ref['final_iter']
     assert final < PASSES * FULL_BATCHES
     if sampler is not None:
@@ -95,8 +102,13 @@ def test_resume_from_every_iteration(seed, workers, loop, sampler, ade_root,
         assert weights - {1.0, 2.0}, weights
     for k in range(1, final):
         res_dir = tmp_path / f'resume_{k}'
-        cfg = tiny_config(res_dir, ade_root, seed=seed, workers=workers,
-                          loop=loop, sampler=sampler)
+        cfg = tiny_config(
+            res_dir,
+            ade_root,
+            seed=seed,
+            workers=workers,
+            loop=loop,
+            sampler=sampler)
         cfg.default_hooks.checkpoint.interval = 10**6  # only the last
         run(cfg, resume_from=ref_dir / f'iter_{k}.pth')
         assert_continues(ref, load_record(res_dir), k)
@@ -118,8 +130,7 @@ def test_resume_at_every_epoch_boundary(ade_root, tmp_path):
         assert runner.epoch == PASSES
 
 
-def test_changed_fixed_seed_warns_and_the_checkpoint_wins(ade_root,
-                                                          tmp_path):
+def test_changed_fixed_seed_warns_and_the_checkpoint_wins(ade_root, tmp_path):
     ref_dir = tmp_path / 'ref'
     run(tiny_config(ref_dir, ade_root, seed=1))
     res_dir = tmp_path / 'resumed'
@@ -138,18 +149,27 @@ def _free_port():
 
 
 def _train(train_py, config_file, *args, nproc=1):
-    env = dict(os.environ,
-               PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
-               OMP_NUM_THREADS='1')
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
+        OMP_NUM_THREADS='1')
     if nproc > 1:
-        cmd = [sys.executable, '-m', 'torch.distributed.run',
-               f'--nproc_per_node={nproc}', f'--master_port={_free_port()}',
-               '--master_addr=127.0.0.1', str(train_py), str(config_file),
-               '--launcher', 'pytorch']
+        cmd = [
+            sys.executable, '-m', 'torch.distributed.run',
+            f'--nproc_per_node={nproc}', f'--master_port={_free_port()}',
+            '--master_addr=127.0.0.1',
+            str(train_py),
+            str(config_file), '--launcher', 'pytorch'
+        ]
     else:
         cmd = [sys.executable, str(train_py), str(config_file)]
-    result = subprocess.run(cmd + list(args), capture_output=True, text=True,
-                            cwd=REPO, env=env, timeout=600)
+    result = subprocess.run(
+        cmd + list(args),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600)
     assert result.returncode == 0, (
         f'exit {result.returncode}\n{result.stderr[-6000:]}')
     return result.stdout + result.stderr
@@ -181,8 +201,8 @@ def test_two_ranks_resume_at_every_kind_of_position(ade_root, tmp_path):
                 hook['out_file'] = str(res_dir / 'record_rank{rank}.pth')
         work.load_from = str(ref_dir / f'iter_{k}.pth')
         work.dump(str(tmp_path / f'resume_{k}.py'))
-        log = _train(train_py, tmp_path / f'resume_{k}.py', '--resume',
-                     nproc=2)
+        log = _train(
+            train_py, tmp_path / f'resume_{k}.py', '--resume', nproc=2)
         assert f'resumed epoch: 0, iter: {k}' in log
         for rank in (0, 1):
             assert_continues(refs[rank], load_record(res_dir, rank), k)

@@ -55,24 +55,31 @@ class _Heads(torch.nn.Module):
         super().__init__()
         self.terms = torch.nn.ModuleList([
             MODELS.build(
-                dict(type='InfoBatchLoss',
-                     loss=dict(type='CrossEntropyLoss', loss_weight=w)))
+                dict(
+                    type='InfoBatchLoss',
+                    loss=dict(type='CrossEntropyLoss', loss_weight=w)))
             for w in (1.0, 0.4)
         ])
 
 
-def _runner(n=N, batch=BATCH, seed=3, drop_last=False, by_epoch=False,
-            world=1, optim_wrapper=None, param_schedulers=None,
+def _runner(n=N,
+            batch=BATCH,
+            seed=3,
+            drop_last=False,
+            by_epoch=False,
+            world=1,
+            optim_wrapper=None,
+            param_schedulers=None,
             logger='test_rules'):
     """A stand-in runner around mmengine's own loop (built by its
     ``__init__``, so its length is mmengine's) and a real dataloader.
     An iteration-based loop gets the budget of ``PASSES`` full passes as
     the dataloader counts them."""
-    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                    return_value=(0, world)):
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, world)):
         sampler = InfoBatchSampler(list(range(n)), seed=seed, ratio=0.5)
-    dataloader = DataLoader(list(range(n)), batch_size=batch,
-                            sampler=sampler, drop_last=drop_last)
+    dataloader = DataLoader(
+        list(range(n)), batch_size=batch, sampler=sampler, drop_last=drop_last)
     runner = SimpleNamespace(
         model=_Heads(),
         logger=logging.getLogger(logger),
@@ -82,8 +89,8 @@ def _runner(n=N, batch=BATCH, seed=3, drop_last=False, by_epoch=False,
         param_schedulers=param_schedulers or [],
         visualizer=mock.MagicMock())
     if by_epoch:
-        runner.train_loop = EpochBasedTrainLoop(runner, dataloader,
-                                                max_epochs=PASSES)
+        runner.train_loop = EpochBasedTrainLoop(
+            runner, dataloader, max_epochs=PASSES)
     else:
         runner.train_loop = IterBasedTrainLoop(
             runner, dataloader, max_iters=PASSES * len(dataloader))
@@ -113,9 +120,12 @@ def _step(hook, runner, train_step=None):
         train_step()
     hook.after_train_iter(runner, runner.iter)
     runner.iter += 1
-    return dict(iter=runner.iter - 1, pass_idx=sampler.pass_idx,
-                batch=batch.tolist(), handed=handed.tolist(),
-                end=runner.train_loop.max_iters)
+    return dict(
+        iter=runner.iter - 1,
+        pass_idx=sampler.pass_idx,
+        batch=batch.tolist(),
+        handed=handed.tolist(),
+        end=runner.train_loop.max_iters)
 
 
 def _train(hook, runner, until=None, **kwargs):
@@ -133,8 +143,11 @@ POLICIES = [
     dict(policy='random', ratio=0.9),
     dict(policy='quantile', ratio=0.0, buckets=[(0.3, 0.9), (0.7, 0.5)]),
     dict(policy='quantile', ratio=0.0, buckets=[(1.0, 0.9)]),
-    dict(policy='quantile', ratio=0.0, buckets=[(0.3, 0.9), (0.7, 0.5)],
-         prune_high=True),
+    dict(
+        policy='quantile',
+        ratio=0.0,
+        buckets=[(0.3, 0.9), (0.7, 0.5)],
+        prune_high=True),
 ]
 
 
@@ -164,8 +177,11 @@ def test_unscored_samples_are_never_pruned_nor_shape_the_cut(kwargs, stale):
         math.isnan(threshold)
     assert prob[seen].any()  # the scored samples do prune
     for trial in range(20):
-        d = decide_pass(scores, seen, generator=torch.Generator().manual_seed(
-            trial), **kwargs)
+        d = decide_pass(
+            scores,
+            seen,
+            generator=torch.Generator().manual_seed(trial),
+            **kwargs)
         kept = torch.zeros(100, dtype=torch.bool)
         kept[d.indices] = True
         assert kept[~seen].all() and (d.weights[~seen] == 1).all()
@@ -176,20 +192,19 @@ def test_quantile_buckets_hold_the_quantiles_of_the_scored_samples():
     # initial 0: the lowest 25% are the 5 lowest scored samples.
     scores = torch.cat([torch.arange(20.0), torch.zeros(20)])
     seen = torch.arange(40) < 20
-    prob, threshold = prune_probabilities(scores, seen, 0.0, 'quantile',
-                                          False, [(0.25, 0.8), (0.5, 0.4)])
+    prob, threshold = prune_probabilities(scores, seen, 0.0, 'quantile', False,
+                                          [(0.25, 0.8), (0.5, 0.4)])
     assert prob[:5].tolist() == [pytest.approx(0.8)] * 5
     assert prob[5:10].tolist() == [pytest.approx(0.4)] * 5
     assert not prob[10:].any()
     assert threshold == 9.0
 
 
-@pytest.mark.parametrize('q,num_scored,size', [
-    (0.28, 25, 7), (0.56, 25, 14), (0.14, 50, 7), (0.55, 100, 55),
-    (0.3, 10, 3), (0.31, 10, 4), (1.0, 7, 7), (0.01, 7, 1)
-])
-def test_a_quantile_bucket_holds_the_quantile_as_written(q, num_scored,
-                                                         size):
+@pytest.mark.parametrize('q,num_scored,size', [(0.28, 25, 7), (0.56, 25, 14),
+                                               (0.14, 50, 7), (0.55, 100, 55),
+                                               (0.3, 10, 3), (0.31, 10, 4),
+                                               (1.0, 7, 7), (0.01, 7, 1)])
+def test_a_quantile_bucket_holds_the_quantile_as_written(q, num_scored, size):
     """Bucket (q, r) holds the ceil(q x n) lowest of n scored samples,
     for q as the config writes it: 0.28 of 25 is 7 samples, though
     0.28 * 25 is 7.000000000000001 in floating point."""
@@ -214,8 +229,8 @@ def test_a_refilled_sample_is_one_that_was_dropped(sampler_args):
     the decision kept is still in it."""
     refilled = 0
     for seed in range(12):
-        with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                        return_value=(0, 1)):
+        with mock.patch(
+                'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
             s = InfoBatchSampler(list(range(16)), seed=seed, **sampler_args)
         s.configure(8)
         for _ in range(len(list(iter(s))) // 8):
@@ -224,8 +239,8 @@ def test_a_refilled_sample_is_one_that_was_dropped(sampler_args):
         s.update_scores(torch.arange(3, 16), torch.rand(13))
         list(iter(s))
         g = torch.Generator().manual_seed(s.seed + s.pass_idx)
-        decision = decide_pass(s.scores, s.seen, s.ratio, g,
-                               policy=s.policy, buckets=s.buckets)
+        decision = decide_pass(
+            s.scores, s.seen, s.ratio, g, policy=s.policy, buckets=s.buckets)
         order = s.order.tolist()
         assert len(order) == len(set(order)) == 8
         assert set(decision.indices.tolist()) <= set(order)
@@ -240,25 +255,29 @@ def test_a_refilled_sample_is_one_that_was_dropped(sampler_args):
 
 
 @pytest.mark.parametrize('drop_last', [False, True])
-@pytest.mark.parametrize('n,batch,world', [(13, 2, 1), (14, 4, 1),
-                                           (14, 3, 2)])
+@pytest.mark.parametrize('n,batch,world', [(13, 2, 1), (14, 4, 1), (14, 3, 2)])
 def test_full_pass_length_follows_drop_last_as_mmengine_counts(
         n, batch, world, drop_last):
     # mmengine's own count of a full pass: its DefaultSampler, cut into
     # batches by the dataloader. (n is a multiple of world: DefaultSampler
     # pads per rank where InfoBatch pads whole batches.)
-    with mock.patch('mmengine.dataset.sampler.get_dist_info',
-                    return_value=(0, world)):
-        stock = DataLoader(list(range(n)), batch_size=batch,
-                           sampler=DefaultSampler(list(range(n)), seed=0),
-                           drop_last=drop_last)
+    with mock.patch(
+            'mmengine.dataset.sampler.get_dist_info', return_value=(0, world)):
+        stock = DataLoader(
+            list(range(n)),
+            batch_size=batch,
+            sampler=DefaultSampler(list(range(n)), seed=0),
+            drop_last=drop_last)
     full = len(stock)
     per_rank = n // world
-    assert full == (per_rank // batch if drop_last else -(-per_rank //
-                                                          batch))
+    assert full == (per_rank // batch if drop_last else -(-per_rank // batch))
     for by_epoch in (False, True):
-        runner = _runner(n=n, batch=batch, world=world, drop_last=drop_last,
-                         by_epoch=by_epoch)
+        runner = _runner(
+            n=n,
+            batch=batch,
+            world=world,
+            drop_last=drop_last,
+            by_epoch=by_epoch)
         loop = runner.train_loop
         assert len(loop.dataloader) == full  # before any pass
         hook = _start(runner)
@@ -279,8 +298,13 @@ def test_adjust_schedule_false_keeps_the_schedule_as_written():
     def poly(budget):
         param = torch.nn.Parameter(torch.zeros(1))
         optimizer = torch.optim.SGD([param], lr=0.1)
-        return optimizer, PolyLR(optimizer, eta_min=1e-4, power=0.9, begin=0,
-                                 end=budget, by_epoch=False)
+        return optimizer, PolyLR(
+            optimizer,
+            eta_min=1e-4,
+            power=0.9,
+            begin=0,
+            end=budget,
+            by_epoch=False)
 
     budget = PASSES * N // BATCH
     optimizer, scheduler = poly(budget)
@@ -349,8 +373,7 @@ def test_every_accumulation_group_is_averaged_over_its_own_size():
     # As Runner.train does before the loop starts.
     wrapper.initialize_count_status(torch.nn.Module(), 0, budget)
     hook = _start(runner)
-    _train(hook, runner,
-           train_step=lambda: wrapper.update_params(param.sum()))
+    _train(hook, runner, train_step=lambda: wrapper.update_params(param.sum()))
     end = runner.iter
     # A shortened run whose last group is partial, and differs in size
     # from the partial group of the unshortened budget.
@@ -405,8 +428,8 @@ def test_pixel_weights_do_not_enter_the_scores(inner):
     0/1 mask) rescales the training loss, never the score."""
     logits, label = _seg_batch(IGNORE)
     label[1] = 0
-    pixel_weight = (torch.rand(3, 6, 7, generator=torch.Generator()
-                               .manual_seed(2)) > 0.5).float()
+    pixel_weight = (torch.rand(
+        3, 6, 7, generator=torch.Generator().manual_seed(2)) > 0.5).float()
     loss = MODELS.build(dict(type='InfoBatchLoss', loss=inner))
     assert loss.mode == 'weight'
     loss.set_batch_weights(torch.ones(3))
@@ -416,8 +439,8 @@ def test_pixel_weights_do_not_enter_the_scores(inner):
     assert not torch.allclose(weighted, unweighted)  # the weight did act
     torch.testing.assert_close(with_weight, loss.pop_scores())
     plain = MODELS.build(inner)
-    per_px = plain(logits, label, reduction_override='none',
-                   ignore_index=IGNORE)
+    per_px = plain(
+        logits, label, reduction_override='none', ignore_index=IGNORE)
     valid = (label != IGNORE)
     if per_px.dim() == 4:  # sigmoid: (N, C, H, W)
         valid = valid.unsqueeze(1).expand_as(per_px)
@@ -430,8 +453,7 @@ def test_pixel_weights_do_not_enter_the_scores(inner):
 
 @pytest.mark.parametrize('delta,first_annealing', [(0.7, 3), (0.75, 3),
                                                    (0.55, 3), (0.45, 2)])
-def test_setup_log_names_the_pass_that_anneals(delta, first_annealing,
-                                               caplog):
+def test_setup_log_names_the_pass_that_anneals(delta, first_annealing, caplog):
     """delta x C = 2.8, 3.0, 2.2, 1.8: the start-up log states the first
     annealing pass, and that is the first pass trained on the full data."""
     runner = _runner(logger=f'test_rules_log_{delta}')

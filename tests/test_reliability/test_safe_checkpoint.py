@@ -13,7 +13,7 @@ allow_mmengine_checkpoint_types()
 class _Exploit:
 
     def __reduce__(self):
-        return (os.system, ('echo pwned',))
+        return (os.system, ('echo pwned', ))
 
 
 def test_mmengine_message_hub_round_trips_with_weights_only(tmp_path):

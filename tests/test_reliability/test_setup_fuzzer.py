@@ -34,8 +34,11 @@ def pytest_generate_tests(metafunc):
 def draw_setup(seed: int) -> dict:
     rng = random.Random(seed)
     policy = rng.choice(['mean', 'mean', 'random', 'quantile'])
-    sampler = dict(policy=policy, prune_high=rng.random() < 0.2,
-                   rescale=rng.random() < 0.8, shuffle=rng.random() < 0.9)
+    sampler = dict(
+        policy=policy,
+        prune_high=rng.random() < 0.2,
+        rescale=rng.random() < 0.8,
+        shuffle=rng.random() < 0.9)
     if policy == 'quantile':
         qs = sorted(rng.sample([0.2, 0.4, 0.5, 0.7, 1.0], rng.randint(1, 3)))
         sampler['buckets'] = [(q, rng.choice([0.0, 0.3, 0.8, 0.95]))
@@ -48,9 +51,10 @@ def draw_setup(seed: int) -> dict:
         world_size=rng.choice([1, 1, 2]),
         passes=rng.randint(2, 4),
         sampler=sampler,
-        hook=dict(delta=rng.choice([0.3, 0.5, 0.7, 0.875, 1.0]),
-                  anneal=rng.random() < 0.85,
-                  adjust_schedule=rng.random() < 0.85),
+        hook=dict(
+            delta=rng.choice([0.3, 0.5, 0.7, 0.875, 1.0]),
+            anneal=rng.random() < 0.85,
+            adjust_schedule=rng.random() < 0.85),
         drop_last=rng.random() < 0.25,
         accumulative_counts=rng.choice([1, 1, 2, 3]),
         val_interval=rng.choice([None, None, 3, 7]),
@@ -60,8 +64,11 @@ def draw_setup(seed: int) -> dict:
 
 @pytest.fixture(scope='module')
 def ade40_root(tmp_path_factory):
-    return make_ade_layout(tmp_path_factory.mktemp('ade40'), num_train=40,
-                           num_val=2, size=(32, 32))
+    return make_ade_layout(
+        tmp_path_factory.mktemp('ade40'),
+        num_train=40,
+        num_val=2,
+        size=(32, 32))
 
 
 def _train(cfg, world_size):
@@ -147,8 +154,8 @@ def test_fuzzer_seeds_cover_every_branch():
     assert any(s['num_train'] < s['world_size'] * s['batch_size']
                for s in setups)  # a refused set-up
     for key, values in (('world_size', {1, 2}), ('workers', {0, 2}),
-                        ('by_epoch', {True, False}),
-                        ('drop_last', {True, False}),
+                        ('by_epoch', {True,
+                                      False}), ('drop_last', {True, False}),
                         ('accumulative_counts', {1, 2, 3})):
         assert {s[key] for s in setups} >= values, key
     policies = {s['sampler']['policy'] for s in setups}

@@ -8,11 +8,18 @@ from mmseg_infobatch.sampler import InfoBatchSampler
 from mmseg_infobatch.sampler_state import dataset_fingerprint
 
 
-def _sampler(n=50, rank=0, world=1, batch_size=1, drop_last=False,
-             prune_stop=math.inf, configure=True, **kwargs):
+def _sampler(n=50,
+             rank=0,
+             world=1,
+             batch_size=1,
+             drop_last=False,
+             prune_stop=math.inf,
+             configure=True,
+             **kwargs):
     kwargs.setdefault('seed', 3)
-    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                    return_value=(rank, world)):
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info',
+            return_value=(rank, world)):
         sampler = InfoBatchSampler(list(range(n)), **kwargs)
     if configure:
         sampler.configure(batch_size, drop_last)
@@ -22,8 +29,9 @@ def _sampler(n=50, rank=0, world=1, batch_size=1, drop_last=False,
 
 def _score_all(sampler, seed=0):
     g = torch.Generator().manual_seed(seed)
-    sampler.update_scores(torch.arange(sampler.num_samples),
-                          torch.rand(sampler.num_samples, generator=g))
+    sampler.update_scores(
+        torch.arange(sampler.num_samples),
+        torch.rand(sampler.num_samples, generator=g))
 
 
 def _train_pass(sampler):
@@ -56,8 +64,13 @@ def test_first_pass_full_then_prunes_into_full_batches():
 @pytest.mark.parametrize('ratio', [0.0, 0.5])
 def test_every_pass_is_whole_batches_on_every_rank(n, world, batch, ratio):
     samplers = [
-        _sampler(n, rank=r, world=world, batch_size=batch, ratio=ratio,
-                 prune_stop=2) for r in range(world)
+        _sampler(
+            n,
+            rank=r,
+            world=world,
+            batch_size=batch,
+            ratio=ratio,
+            prune_stop=2) for r in range(world)
     ]
     for pass_no in range(4):  # full, pruned, pruned, annealing
         for s in samplers:
@@ -122,8 +135,8 @@ def test_passes_differ_and_shuffle_false_is_ascending():
 
 
 def test_seed_changes_the_order():
-    assert _train_pass(_sampler(60, seed=1)) != _train_pass(
-        _sampler(60, seed=2))
+    assert _train_pass(_sampler(60,
+                                seed=1)) != _train_pass(_sampler(60, seed=2))
 
 
 def test_iter_is_repeatable_until_the_pass_is_trained():
@@ -145,8 +158,8 @@ def test_all_ranks_decide_identically_and_interleave():
             _train_pass(s)
         full = samplers[0].padded_order
         assert all(torch.equal(full, s.padded_order) for s in samplers)
-        assert all(torch.equal(samplers[0].weights, s.weights)
-                   for s in samplers)
+        assert all(
+            torch.equal(samplers[0].weights, s.weights) for s in samplers)
         for rank, s in enumerate(samplers):
             # mmengine's DefaultSampler interleaves: rank r takes r::world.
             assert torch.equal(s.rank_indices(), full[rank::world])
@@ -222,6 +235,7 @@ def test_resume_refuses_a_changed_layout(change, match):
 
 
 def test_resume_refuses_other_images_of_the_same_count():
+
     class Listed(list):
 
         def __init__(self, paths):
@@ -230,8 +244,8 @@ def test_resume_refuses_other_images_of_the_same_count():
 
     a, b = Listed(['a', 'b', 'c']), Listed(['a', 'b', 'd'])
     assert dataset_fingerprint(a) != dataset_fingerprint(b)
-    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                    return_value=(0, 1)):
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
         s, t = InfoBatchSampler(a, seed=0), InfoBatchSampler(b, seed=0)
     s.configure(1)
     t.configure(1)
@@ -244,16 +258,16 @@ def test_without_hook_the_second_pass_raises_with_fix():
     # The prefetch of worker processes before InfoBatchHook runs: no pass
     # is decided before the sampler is configured.
     assert list(iter(s)) == [] and s.pass_idx == -1
-    with pytest.raises(RuntimeError,
-                       match="custom_hooks = \\[dict\\(type='InfoBatchHook'"):
+    with pytest.raises(
+            RuntimeError,
+            match="custom_hooks = \\[dict\\(type='InfoBatchHook'"):
         list(iter(s))
 
 
 def test_a_pass_is_never_empty():
     # 'random' with r = 0.95 drops every one of 16 samples now and then.
     for seed in range(20):
-        s = _sampler(16, batch_size=4, policy='random', ratio=0.95,
-                     seed=seed)
+        s = _sampler(16, batch_size=4, policy='random', ratio=0.95, seed=seed)
         _train_pass(s)
         for pass_no in range(1, 4):
             _score_all(s, pass_no)
@@ -321,6 +335,6 @@ def test_batch_indices_walk_the_rank_share_batch_by_batch():
     share = list(iter(s))
     assert s.pass_batches == 4
     for position in range(4):
-        assert s.batch_indices().tolist() == share[3 * position:
-                                                   3 * position + 3]
+        assert s.batch_indices().tolist() == share[3 * position:3 * position +
+                                                   3]
         s.finish_batch()

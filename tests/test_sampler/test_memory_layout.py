@@ -17,8 +17,9 @@ from mmseg_infobatch.sampler_state import sample_tables, upgrade_state
 
 
 def _sampler(n, rank=0, world=1, batch_size=4, **kwargs):
-    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                    return_value=(rank, world)):
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info',
+            return_value=(rank, world)):
         sampler = InfoBatchSampler(list(range(n)), seed=3, **kwargs)
     sampler.configure(batch_size)
     return sampler
@@ -51,8 +52,10 @@ def test_at_most_nine_bytes_per_sample_held_and_saved():
     assert s.weight_codes.numel() == n
     assert s.weight_table.tolist() == [1.0, 2.0]
     assert s.order.dtype == torch.int32
-    held = {_storage(t): t.untyped_storage().nbytes()
-            for t in vars(s).values() if torch.is_tensor(t)}
+    held = {
+        _storage(t): t.untyped_storage().nbytes()
+        for t in vars(s).values() if torch.is_tensor(t)
+    }
     assert sum(held.values()) / n <= 9.2
     state = s.state_dict()
     saved = sum(t.untyped_storage().nbytes() for t in state.values()
@@ -74,8 +77,8 @@ def test_the_pass_is_one_buffer_and_each_share_a_view_of_it():
         assert _storage(share) == _storage(s.order)
         assert torch.equal(s.padded_order[103:], s.order[:5])
         shares.append(share.tolist())
-    assert sorted(sum(shares, [])) == sorted(list(range(103)) +
-                                             list(s.order[:5].tolist()))
+    assert sorted(sum(
+        shares, [])) == sorted(list(range(103)) + list(s.order[:5].tolist()))
     # A batch handed out is a copy: the pass buffer can go when the next
     # pass is decided.
     assert _storage(s.batch_indices()) != _storage(s.order)
@@ -106,8 +109,11 @@ def test_a_format_2_checkpoint_state_resumes_the_same_pass():
     s.finish_batch()
     tables = sample_tables(s.state_dict())
     # Checkpoint format 2 held the plain tables.
-    old = dict(s.state_dict(), seen=tables['seen'], weights=tables['weights'],
-               order=tables['order'])
+    old = dict(
+        s.state_dict(),
+        seen=tables['seen'],
+        weights=tables['weights'],
+        order=tables['order'])
     for key in ('seen_bits', 'weight_codes', 'weight_table'):
         del old[key]
     assert 'seen_bits' in upgrade_state(old)
@@ -126,15 +132,15 @@ def test_a_format_2_checkpoint_state_resumes_the_same_pass():
 # kept every decision and the random stream as they were.
 GOLDEN = {
     'mean': (dict(ratio=0.5), 1331479997, 321205136, 3152980269),
-    'high': (dict(ratio=0.3, prune_high=True), 2718192554, 2070083691,
-             2774130300),
-    'random': (dict(ratio=0.3, policy='random'), 3279541176, 66971310,
-               4051306111),
-    'quantile': (dict(ratio=0.0, policy='quantile',
-                      buckets=[(0.3, 0.8), (0.7, 0.4)]), 951456920,
-                 1101270301, 3553717207),
-    'full': (dict(ratio=0.5, prune=False), 1563196728, 2763403303,
-             3657944013),
+    'high': (dict(ratio=0.3,
+                  prune_high=True), 2718192554, 2070083691, 2774130300),
+    'random': (dict(ratio=0.3,
+                    policy='random'), 3279541176, 66971310, 4051306111),
+    'quantile':
+    (dict(ratio=0.0, policy='quantile',
+          buckets=[(0.3, 0.8),
+                   (0.7, 0.4)]), 951456920, 1101270301, 3553717207),
+    'full': (dict(ratio=0.5, prune=False), 1563196728, 2763403303, 3657944013),
 }
 
 
@@ -150,21 +156,23 @@ def _crc(tensor):
 
 @pytest.mark.parametrize('name', sorted(GOLDEN))
 @pytest.mark.parametrize('bucketed', [False, True])
-def test_decisions_are_those_of_the_plain_tables(name, bucketed,
-                                                 monkeypatch):
+def test_decisions_are_those_of_the_plain_tables(name, bucketed, monkeypatch):
     if bucketed:
         monkeypatch.setattr(random_draws, 'SHUFFLE_DIRECT', 64)
         monkeypatch.setattr(random_draws, 'SHUFFLE_BUCKET', 16)
     kwargs, direct_crc, bucketed_crc, weights_crc = GOLDEN[name]
     scores, seen = _scores()
-    d = decide_pass(scores, seen, generator=torch.Generator().manual_seed(7),
-                    **kwargs)
+    d = decide_pass(
+        scores, seen, generator=torch.Generator().manual_seed(7), **kwargs)
     assert _crc(d.indices) == (bucketed_crc if bucketed else direct_crc)
     assert _crc(d.weights) == weights_crc
     # Packed seen bits and a spare tail decide the same pass.
-    c = decide_compact(scores, pack_bits(seen),
-                       generator=torch.Generator().manual_seed(7),
-                       spare=16, **kwargs)
+    c = decide_compact(
+        scores,
+        pack_bits(seen),
+        generator=torch.Generator().manual_seed(7),
+        spare=16,
+        **kwargs)
     assert c.buffer.numel() == c.num_kept + 16
     assert torch.equal(c.order.long(), d.indices)
     assert torch.equal(c.weights(), d.weights)

@@ -14,15 +14,22 @@ FULL = 63  # ceil(1000 / 16)
 BUDGET = PASSES * FULL
 
 
-def _sampler(n=N, rank=0, world=1, batch_size=BATCH, budget=BUDGET,
-             prune_stop=DELTA * PASSES, offset=0, **kwargs):
+def _sampler(n=N,
+             rank=0,
+             world=1,
+             batch_size=BATCH,
+             budget=BUDGET,
+             prune_stop=DELTA * PASSES,
+             offset=0,
+             **kwargs):
     kwargs.setdefault('seed', 3)
-    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                    return_value=(rank, world)):
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info',
+            return_value=(rank, world)):
         sampler = InfoBatchSampler(list(range(n)), **kwargs)
     sampler.configure(batch_size, False)
-    sampler.set_schedule(Progress(sampler.full_pass_batches, budget, offset),
-                         prune_stop)
+    sampler.set_schedule(
+        Progress(sampler.full_pass_batches, budget, offset), prune_stop)
     return sampler
 
 
@@ -31,7 +38,7 @@ def _scores(pass_idx, n=N):
     share below the mean moves between about 0.5 and 0.75."""
     g = torch.Generator().manual_seed(1000 + pass_idx)
     power = 1.0 + 2.0 * (pass_idx % 5) / 4
-    return torch.rand(n, generator=g) ** power
+    return torch.rand(n, generator=g)**power
 
 
 def _train_pass(sampler):
@@ -135,8 +142,9 @@ def _kept_times_weight(sampler, trials):
 @pytest.mark.parametrize('kwargs', [
     dict(target_saving=0.2),
     dict(target_saving=0.35, max_ratio=0.6),
-    dict(target_saving=0.2, policy='quantile',
-         buckets=[(0.3, 0.8), (0.7, 0.4)]),
+    dict(
+        target_saving=0.2, policy='quantile', buckets=[(0.3, 0.8),
+                                                       (0.7, 0.4)]),
 ])
 def test_decision_is_unbiased_at_its_solved_ratio(kwargs):
     trials = 2000
@@ -206,8 +214,10 @@ def test_resume_mid_run_reaches_the_same_total():
 
 def test_ranks_solve_the_same_ratio():
     # 2 ranks x batch 16: 32 iterations a full pass.
-    samplers = [_sampler(rank=r, world=2, budget=PASSES * 32,
-                         target_saving=0.3) for r in (0, 1)]
+    samplers = [
+        _sampler(rank=r, world=2, budget=PASSES * 32, target_saving=0.3)
+        for r in (0, 1)
+    ]
     for _ in range(4):
         shares = [torch.tensor(list(iter(s))) for s in samplers]
         a, b = samplers
@@ -235,8 +245,8 @@ def test_older_state_reads_ratio_and_saving_as_unknown():
 
 
 def test_target_needs_the_schedule():
-    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
-                    return_value=(0, 1)):
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
         s = InfoBatchSampler(list(range(40)), seed=0, target_saving=0.3)
     s.configure(4)
     _train_pass(s)  # pass 0 has nothing to prune: no schedule needed

@@ -58,41 +58,55 @@ def _fake_run(work_dir, checkpoint=True):
     resumed = [_pass_record(1, 8, 6, 4)]
     for pass_idx, start, iters, pruned in PASSES[2:]:
         resumed.append(_pass_record(pass_idx, start, iters, pruned))
-    resumed += [{'step': s, 'lr': RESUMED_LR, 'loss': 0.5}
-                for s in range(9, END + 1)]
+    resumed += [{
+        'step': s,
+        'lr': RESUMED_LR,
+        'loss': 0.5
+    } for s in range(9, END + 1)]
     resumed.sort(key=lambda r: r['step'])
     resumed.append({'step': END, 'mIoU': 45.0})
     _write_log(work_dir, '20260101_120000', first)
     _write_log(work_dir, '20260101_130500', resumed)
     # An unrelated folder must not be read as a log folder.
     (work_dir / 'plots' / 'vis_data').mkdir(parents=True)
-    (work_dir / 'plots' / 'vis_data' / 'scalars.json').write_text(
-        json.dumps({'step': 1, 'lr': -1.0}) + '\n')
+    (work_dir / 'plots' / 'vis_data' /
+     'scalars.json').write_text(json.dumps({
+         'step': 1,
+         'lr': -1.0
+     }) + '\n')
     if not checkpoint:
         return
     g = torch.Generator().manual_seed(0)
     history = {
-        'pass': torch.tensor([p[0] for p in PASSES]),
-        'start_iter': torch.tensor([p[1] for p in PASSES]),
-        'kept': torch.tensor([16 - p[3] for p in PASSES]),
-        'pruned': torch.tensor([p[3] for p in PASSES]),
-        'candidates': torch.tensor([0, 8, 10, 0]),
-        'iters': torch.tensor([p[2] for p in PASSES]),
-        'threshold': torch.tensor([math.nan, 0.4, 0.3, math.nan],
-                                  dtype=torch.float64),
-        'pruning': torch.tensor([False, True, True, False]),
+        'pass':
+        torch.tensor([p[0] for p in PASSES]),
+        'start_iter':
+        torch.tensor([p[1] for p in PASSES]),
+        'kept':
+        torch.tensor([16 - p[3] for p in PASSES]),
+        'pruned':
+        torch.tensor([p[3] for p in PASSES]),
+        'candidates':
+        torch.tensor([0, 8, 10, 0]),
+        'iters':
+        torch.tensor([p[2] for p in PASSES]),
+        'threshold':
+        torch.tensor([math.nan, 0.4, 0.3, math.nan], dtype=torch.float64),
+        'pruning':
+        torch.tensor([False, True, True, False]),
     }
     ckpt = dict(
         meta=dict(iter=END),
         infobatch=dict(
             history=history,
             progress=dict(full_batches=FULL, budget_iters=BUDGET, offset=0),
-            sampler=dict(scores=torch.rand(16, generator=g),
-                         seen=torch.ones(16, dtype=torch.bool))))
+            sampler=dict(
+                scores=torch.rand(16, generator=g),
+                seen=torch.ones(16, dtype=torch.bool))))
     torch.save(ckpt, work_dir / f'iter_{END}.pth')
     # last_checkpoint holds the path the run wrote, elsewhere after a copy.
-    (work_dir / 'last_checkpoint').write_text(
-        f'/elsewhere/work_dir/iter_{END}.pth')
+    (work_dir /
+     'last_checkpoint').write_text(f'/elsewhere/work_dir/iter_{END}.pth')
 
 
 def test_scalars_of_every_start_are_merged(tmp_path):
@@ -110,12 +124,32 @@ def test_scalars_of_every_start_are_merged(tmp_path):
 
 
 def test_merge_replaces_later_steps_and_relogged_keys_only():
-    first = [{'step': 1, 'a': 1}, {'step': 2, 'a': 1, 'b': 1},
-             {'step': 3, 'a': 1}]
+    first = [{
+        'step': 1,
+        'a': 1
+    }, {
+        'step': 2,
+        'a': 1,
+        'b': 1
+    }, {
+        'step': 3,
+        'a': 1
+    }]
     second = [{'step': 2, 'a': 2}, {'step': 4, 'a': 2}]
     merged = analyze_infobatch.merge_scalars([first, second])
-    assert merged == [{'step': 1, 'a': 1}, {'step': 2, 'b': 1},
-                      {'step': 2, 'a': 2}, {'step': 4, 'a': 2}]
+    assert merged == [{
+        'step': 1,
+        'a': 1
+    }, {
+        'step': 2,
+        'b': 1
+    }, {
+        'step': 2,
+        'a': 2
+    }, {
+        'step': 4,
+        'a': 2
+    }]
     assert analyze_infobatch.merge_scalars([first, []]) == first
 
 
@@ -155,8 +189,9 @@ def test_plots_of_a_resumed_run_are_written(tmp_path, capsys):
     _fake_run(work_dir)
     analyze_infobatch.main([str(work_dir), '--out', str(out)])
     made = {p.name for p in out.glob('*.png')}
-    assert made == {'pruning.png', 'scores.png', 'lr_progress.png',
-                    'miou_iters.png'}
+    assert made == {
+        'pruning.png', 'scores.png', 'lr_progress.png', 'miou_iters.png'
+    }
     assert all(p.stat().st_size > 5000 for p in out.glob('*.png'))
     assert 'skip study.png' in capsys.readouterr().out
 
@@ -166,8 +201,10 @@ def test_scores_plot_draws_a_saved_pruned_pass_as_is(tmp_path, monkeypatch):
     ckpt_path = tmp_path / f'iter_{END}.pth'
     ckpt = torch.load(ckpt_path, weights_only=True)
     sampler = ckpt['infobatch']['sampler']
-    sampler.update(pass_idx=2, order=torch.tensor([5, 0, 9, 3, 12]),
-                   weights=torch.where(torch.arange(16) < 8, 2.0, 1.0))
+    sampler.update(
+        pass_idx=2,
+        order=torch.tensor([5, 0, 9, 3, 12]),
+        weights=torch.where(torch.arange(16) < 8, 2.0, 1.0))
     torch.save(ckpt, ckpt_path)
 
     def no_replay(*args, **kwargs):
@@ -183,8 +220,8 @@ def test_ratio_per_pass_is_plotted_next_to_the_target(tmp_path):
     _fake_run(tmp_path)
     ckpt_path = tmp_path / f'iter_{END}.pth'
     ckpt = torch.load(ckpt_path, weights_only=True)
-    ckpt['infobatch']['history']['ratio'] = torch.tensor(
-        [0.0, 0.4, 0.6, 0.0], dtype=torch.float64)
+    ckpt['infobatch']['history']['ratio'] = torch.tensor([0.0, 0.4, 0.6, 0.0],
+                                                         dtype=torch.float64)
     torch.save(ckpt, ckpt_path)
     (tmp_path / '20260101_130500' / 'vis_data' / 'config.py').write_text(
         "train_dataloader = dict(sampler=dict(type='InfoBatchSampler', "

@@ -12,7 +12,10 @@ ROW = re.compile(r'^\| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| '
 def test_benchmark_scale_quick_prints_the_table():
     out = subprocess.run(
         [sys.executable, 'benchmarks/benchmark_scale.py', '--quick'],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [ROW.match(line) for line in out.stdout.splitlines()]
     rows = [m.groups() for m in rows if m]

@@ -2,13 +2,12 @@
 import os.path as osp
 import re
 
+import check_compat  # tools/ is on sys.path (conftest)
 import pytest
 import torch
+from conftest import REPO
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-
-import check_compat  # tools/ is on sys.path (conftest)
-from conftest import REPO
 
 ROOT = check_compat.config_root()
 FCN = 'fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py'
@@ -53,12 +52,13 @@ def test_stock_config_per_loss_family(path, status, detail):
     (dict(type='LovaszLoss', reduction='none'), 'per-image'),
     (dict(type='LovaszLoss', per_image=True), 'equal'),
     (dict(type='TverskyLoss'), 'equal'),
-    ([dict(type='CrossEntropyLoss', avg_non_ignore=True),
-      dict(type='DiceLoss', loss_weight=3.0)], 'equal'),
+    ([
+        dict(type='CrossEntropyLoss', avg_non_ignore=True),
+        dict(type='DiceLoss', loss_weight=3.0)
+    ], 'equal'),
 ])
 def test_losses_no_stock_config_uses(loss, status):
-    result = check_compat.check(FCN, _with_decode_loss(loss), size=64,
-                                steps=1)
+    result = check_compat.check(FCN, _with_decode_loss(loss), size=64, steps=1)
     assert result.status == status, result.detail
 
 
@@ -74,8 +74,9 @@ def test_a_wrong_rescale_is_reported_different(monkeypatch):
 
 
 def test_heads_without_loss_decode_are_named():
-    model = dict(type='EncoderDecoder',
-                 decode_head=dict(type='MaskFormerHead', num_classes=3))
+    model = dict(
+        type='EncoderDecoder',
+        decode_head=dict(type='MaskFormerHead', num_classes=3))
     assert check_compat.check('x.py', model, 64, 1).status == \
         'no loss_decode'
 

@@ -27,15 +27,18 @@ def test_demo_summary_matches_the_run(tmp_path, capsys, monkeypatch):
     ])
     out = capsys.readouterr().out
     assert 'passes         : 4 (schedule of 4.00 full-data passes)' in out
-    iters, budget = map(int, re.search(
-        r'iterations     : (\d+) with InfoBatch vs (\d+) for full data',
-        out).groups())
+    iters, budget = map(
+        int,
+        re.search(
+            r'iterations     : (\d+) with InfoBatch vs (\d+) for full data',
+            out).groups())
     # The summary's budget is the config's, and pruning saved iterations.
     assert budget == 40 and iters < budget
     saved = re.search(r'saved          : (\d+) iterations', out).group(1)
     assert int(saved) == budget - iters
-    pruned, seen = map(int, re.search(
-        r'(\d+) of (\d+) sample visits pruned', out).groups())
+    pruned, seen = map(
+        int,
+        re.search(r'(\d+) of (\d+) sample visits pruned', out).groups())
     # Each pass visits every scene, kept or pruned.
     assert seen == 4 * 40 and 0 < pruned < seen
     assert re.search(r'mIoU \(val\)     : \d+\.\d\d', out)

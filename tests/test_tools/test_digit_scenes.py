@@ -17,8 +17,8 @@ def _digest(root):
 def test_generator_is_deterministic_by_seed(tmp_path):
     from mmseg_infobatch.demo import generate_digit_scenes
     for name, seed in (('a', 0), ('b', 0), ('c', 1)):
-        generate_digit_scenes(str(tmp_path / name), num_train=6, num_val=2,
-                              seed=seed)
+        generate_digit_scenes(
+            str(tmp_path / name), num_train=6, num_val=2, seed=seed)
     assert _digest(tmp_path / 'a') == _digest(tmp_path / 'b')
     assert _digest(tmp_path / 'a') != _digest(tmp_path / 'c')
 
@@ -26,6 +26,7 @@ def test_generator_is_deterministic_by_seed(tmp_path):
 def test_scenes_have_ade_layout_and_real_labels(tmp_path):
     import cv2
     import numpy as np
+
     from mmseg_infobatch.demo import generate_digit_scenes
     generate_digit_scenes(str(tmp_path), num_train=20, num_val=4, seed=0)
     for split, count in (('training', 20), ('validation', 4)):
@@ -42,8 +43,11 @@ def test_scenes_have_ade_layout_and_real_labels(tmp_path):
 
 
 def test_generate_tool_reuses_existing_data(tmp_path):
-    cmd = [sys.executable, str(REPO / 'tools' / 'make_digit_scenes.py'),
-           str(tmp_path), '--num-train', '4', '--num-val', '2']
+    cmd = [
+        sys.executable,
+        str(REPO / 'tools' / 'make_digit_scenes.py'),
+        str(tmp_path), '--num-train', '4', '--num-val', '2'
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     first = _digest(tmp_path)
     stamp = (tmp_path / 'images' / 'training' / '00000.png').stat().st_mtime
@@ -58,27 +62,34 @@ def test_missing_data_root_names_the_folder(tmp_path):
 
     import mmseg_infobatch.demo  # noqa: F401  registers DigitScenesDataset
     missing = tmp_path / 'nowhere'
-    with pytest.raises(FileNotFoundError,
-                       match=f'no image folder {missing}/images/training'):
+    with pytest.raises(
+            FileNotFoundError,
+            match=f'no image folder {missing}/images/training'):
         DATASETS.build(
-            dict(type='DigitScenesDataset', data_root=str(missing),
-                 data_prefix=dict(img_path='images/training',
-                                  seg_map_path='annotations/training')))
+            dict(
+                type='DigitScenesDataset',
+                data_root=str(missing),
+                data_prefix=dict(
+                    img_path='images/training',
+                    seg_map_path='annotations/training')))
 
 
 def test_train_tool_names_missing_config(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'train.py'),
-         str(tmp_path / 'nope.py')], capture_output=True, text=True)
+    result = subprocess.run([
+        sys.executable,
+        str(REPO / 'tools' / 'train.py'),
+        str(tmp_path / 'nope.py')
+    ],
+                            capture_output=True,
+                            text=True)
     assert result.returncode != 0
     assert f'Config file not found: {tmp_path}/nope.py' in result.stderr
 
 
 def test_data_from_other_defaults_is_regenerated(tmp_path):
-    from mmseg_infobatch.demo import (ensure_digit_scenes,
-                                      generate_digit_scenes)
-    generate_digit_scenes(str(tmp_path), num_train=4, num_val=2, size=48,
-                          digit_size=(20, 30))
+    from mmseg_infobatch.demo import ensure_digit_scenes, generate_digit_scenes
+    generate_digit_scenes(
+        str(tmp_path), num_train=4, num_val=2, size=48, digit_size=(20, 30))
     meta = ensure_digit_scenes(str(tmp_path), num_train=4, num_val=2)
     assert meta['size'] == 32
     import cv2

@@ -3,7 +3,6 @@ import os
 import re
 import subprocess
 import sys
-
 from pathlib import Path
 
 import mmseg
@@ -28,21 +27,28 @@ def tiny_options(data_root, max_iters=BUDGET, ckpt_interval=4):
     """The flagship on tiny data, with a short schedule."""
     return as_cli_options({
         **tiny_ade_options(data_root),
-        'train_cfg.max_iters': max_iters,
-        'param_scheduler.0.end': max_iters,
-        'default_hooks.checkpoint.interval': ckpt_interval,
-        'default_hooks.logger.interval': 1,
-        'randomness.seed': 0,
+        'train_cfg.max_iters':
+        max_iters,
+        'param_scheduler.0.end':
+        max_iters,
+        'default_hooks.checkpoint.interval':
+        ckpt_interval,
+        'default_hooks.logger.interval':
+        1,
+        'randomness.seed':
+        0,
     })
 
 
 def train(work_dir, data_root, *extra):
     cmd = [
-        sys.executable, str(REPO / 'tools' / 'train.py'), str(FLAGSHIP),
-        '--work-dir', str(work_dir), '--cfg-options'
+        sys.executable,
+        str(REPO / 'tools' / 'train.py'),
+        str(FLAGSHIP), '--work-dir',
+        str(work_dir), '--cfg-options'
     ] + tiny_options(data_root) + list(extra)
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
-                            timeout=900)
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout + result.stderr
 
@@ -54,8 +60,9 @@ def flagship_run(ade_root, tmp_path_factory):
 
 
 def _final_iter(work_dir):
-    return max(int(m.group(1)) for p in work_dir.glob('iter_*.pth')
-               if (m := re.match(r'iter_(\d+)\.pth', p.name)))
+    return max(
+        int(m.group(1)) for p in work_dir.glob('iter_*.pth')
+        if (m := re.match(r'iter_(\d+)\.pth', p.name)))
 
 
 def test_flagship_trains_shortened_to_eta_min(flagship_run):
@@ -85,14 +92,17 @@ def test_flagship_resume_continues(flagship_run, ade_root):
     assert 'resumed epoch: 0, iter: 8' in log
     assert 'InfoBatch resumed in pass 1 at batch 2/5' in log
     assert 'InfoBatch finished' in log
-    again = torch.load(work_dir / f'iter_{_final_iter(work_dir)}.pth',
-                       weights_only=True)
+    again = torch.load(
+        work_dir / f'iter_{_final_iter(work_dir)}.pth', weights_only=True)
     # The pass the resume lands in is the original's. Later passes may
     # differ: the stock pipeline's random augmentation is not restored.
     for key, column in ref['infobatch']['history'].items():
-        torch.testing.assert_close(again['infobatch']['history'][key][:2],
-                                   column[:2], rtol=0, atol=0,
-                                   equal_nan=True)
+        torch.testing.assert_close(
+            again['infobatch']['history'][key][:2],
+            column[:2],
+            rtol=0,
+            atol=0,
+            equal_nan=True)
 
 
 def _unscoped(node):
@@ -107,20 +117,26 @@ def test_test_tool_evaluates_a_checkpoint(flagship_run, ade_root, tmp_path):
     work_dir, _ = flagship_run
     checkpoint = work_dir / 'iter_8.pth'
     cmd = [
-        sys.executable, str(REPO / 'tools' / 'test.py'), str(FLAGSHIP),
-        str(checkpoint), '--work-dir', str(tmp_path), '--cfg-options',
-        'model.pretrained=None', f'test_dataloader.dataset.data_root={ade_root}',
+        sys.executable,
+        str(REPO / 'tools' / 'test.py'),
+        str(FLAGSHIP),
+        str(checkpoint), '--work-dir',
+        str(tmp_path), '--cfg-options', 'model.pretrained=None',
+        f'test_dataloader.dataset.data_root={ade_root}',
         'test_dataloader.num_workers=0',
         'test_dataloader.persistent_workers=False',
         'test_dataloader.dataset.pipeline.1.scale=(128,64)'
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
-                            timeout=600)
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r'Iter\(test\) \[\d+/\d+\].*mIoU: \d', result.stdout +
-                     result.stderr)
-    missing = subprocess.run(cmd[:3] + [str(tmp_path / 'none.pth')],
-                             capture_output=True, text=True, cwd=REPO)
+    assert re.search(r'Iter\(test\) \[\d+/\d+\].*mIoU: \d',
+                     result.stdout + result.stderr)
+    missing = subprocess.run(
+        cmd[:3] + [str(tmp_path / 'none.pth')],
+        capture_output=True,
+        text=True,
+        cwd=REPO)
     assert f'Checkpoint not found: {tmp_path}/none.pth' in missing.stderr
 
 
@@ -135,9 +151,10 @@ def test_flagship_configs_parse_and_build(config):
     assert [h.type for h in cfg.custom_hooks] == ['InfoBatchHook']
     # The schedule is the stock one of the same length.
     length = '80k' if '80k' in config.name else '160k'
-    stock = Config.fromfile(str(
-        Path(mmseg.__file__).parent / '.mim' / 'configs' / 'upernet' /
-        f'upernet_r50_4xb4-{length}_ade20k-512x512.py'))
+    stock = Config.fromfile(
+        str(
+            Path(mmseg.__file__).parent / '.mim' / 'configs' / 'upernet' /
+            f'upernet_r50_4xb4-{length}_ade20k-512x512.py'))
     for key in ('train_cfg', 'param_scheduler', 'optim_wrapper'):
         assert _unscoped(cfg[key]) == _unscoped(stock[key]), key
     assert cfg.default_hooks.checkpoint.interval == \

@@ -11,10 +11,10 @@ import mutation_check as mc  # noqa: E402
 
 # One word of each rule of the mutation list in docs/reliability.md.
 RULES = ('threshold', 'probability', 'weight:', 'annealing', 'weight reset',
-         'score:', 'rescale', 'reduction', 'rank slice', 'padding',
-         'gather', 'progress', 'scheduler steps', 'checkpoint', 'resume',
-         'seeding', 'shuffling', 'losses get', 'refill', 'accumulation',
-         'start-up log', 'target:')
+         'score:', 'rescale', 'reduction', 'rank slice', 'padding', 'gather',
+         'progress', 'scheduler steps', 'checkpoint', 'resume', 'seeding',
+         'shuffling', 'losses get', 'refill', 'accumulation', 'start-up log',
+         'target:')
 
 
 @pytest.mark.parametrize('mutant', mc.MUTANTS, ids=lambda m: m.name)
@@ -63,11 +63,13 @@ def _result(name, status, equivalent=''):
     return mc.Result(mutant, status)
 
 
-@pytest.mark.parametrize('killed,survived,errors,rc', [
-    (19, 1, 0, 0),  # 95%: passes
-    (18, 2, 0, 1),  # 90%: fails
-    (20, 0, 1, 1),  # a snippet out of sync fails whatever the score
-])
+@pytest.mark.parametrize(
+    'killed,survived,errors,rc',
+    [
+        (19, 1, 0, 0),  # 95%: passes
+        (18, 2, 0, 1),  # 90%: fails
+        (20, 0, 1, 1),  # a snippet out of sync fails whatever the score
+    ])
 def test_score_line_is_last_and_sets_the_exit_status(killed, survived, errors,
                                                      rc, capsys):
     results = ([_result(f'k{i}', 'killed') for i in range(killed)] +

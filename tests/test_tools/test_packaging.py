@@ -38,7 +38,9 @@ print(json.dumps(dict(
 
 def _registered_by(module):
     result = subprocess.run([sys.executable, '-c', _REGISTRATIONS, module],
-                            capture_output=True, text=True, cwd=REPO,
+                            capture_output=True,
+                            text=True,
+                            cwd=REPO,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.splitlines()[-1])
@@ -89,17 +91,19 @@ def _newer_than_python38(tree):
     # Evaluated at run time: those of signatures, and of variables at
     # module and class level (a local variable's annotation never is).
     annotations = []
-    scopes = [tree] + [
-        n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+    scopes = [tree
+              ] + [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
     for scope in scopes:
-        annotations += [n.annotation for n in scope.body
-                        if isinstance(n, ast.AnnAssign)]
+        annotations += [
+            n.annotation for n in scope.body if isinstance(n, ast.AnnAssign)
+        ]
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             args = node.args
-            annotations += [a.annotation for a in args.posonlyargs +
-                            args.args + args.kwonlyargs +
-                            [args.vararg, args.kwarg] if a is not None]
+            annotations += [
+                a.annotation for a in args.posonlyargs + args.args +
+                args.kwonlyargs + [args.vararg, args.kwarg] if a is not None
+            ]
             annotations.append(node.returns)
     if future_annotations:
         return found

@@ -60,11 +60,16 @@ def launch(tmp_path, script, args, launcher, expect_rc=0, **env):
                     'printf "%s" "$PYTHONPATH" > "$RECORD.pythonpath"\n')
     fake.chmod(0o755)
     full_env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
-    full_env.update(env, RECORD=str(record),
-                    PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
-    result = subprocess.run(['bash', str(TOOLS / script)] + list(args),
-                            env=full_env, capture_output=True, text=True,
-                            cwd=tmp_path)
+    full_env.update(
+        env,
+        RECORD=str(record),
+        PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+    result = subprocess.run(
+        ['bash', str(TOOLS / script)] + list(args),
+        env=full_env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path)
     assert result.returncode == expect_rc, result.stderr
     if not record.exists():
         return None, None
@@ -74,10 +79,15 @@ def launch(tmp_path, script, args, launcher, expect_rc=0, **env):
 
 def test_slurm_train_dispatches_to_train_py(tmp_path, train_tool):
     words, pythonpath = launch(
-        tmp_path, 'slurm_train.sh',
-        ['gpu', 'seg', 'cfg.py', 'work_dirs/run1', '--amp', '--cfg-options',
-         'train_dataloader.sampler.ratio=0.3'],
-        'srun', GPUS='16', GPUS_PER_NODE='8', CPUS_PER_TASK='4',
+        tmp_path,
+        'slurm_train.sh', [
+            'gpu', 'seg', 'cfg.py', 'work_dirs/run1', '--amp', '--cfg-options',
+            'train_dataloader.sampler.ratio=0.3'
+        ],
+        'srun',
+        GPUS='16',
+        GPUS_PER_NODE='8',
+        CPUS_PER_TASK='4',
         SRUN_ARGS='--quotatype=auto --time=10')
     train_py = str(TOOLS / 'train.py')
     assert words == [
@@ -105,22 +115,32 @@ def test_slurm_train_defaults_and_options_as_fourth_argument(
         '--ntasks-per-node=8', '--cpus-per-task=5', '--kill-on-bad-exit=1'
     ]
     assert words[8:] == [
-        'python', '-u', str(TOOLS / 'train.py'), 'cfg.py', '--launcher=slurm',
-        '--work-dir', 'w', '--resume'
+        'python', '-u',
+        str(TOOLS / 'train.py'), 'cfg.py', '--launcher=slurm', '--work-dir',
+        'w', '--resume'
     ]
     args = train_tool.parse_args(words[11:])
     assert (args.work_dir, args.resume, args.launcher) == ('w', True, 'slurm')
-    words, _ = launch(tmp_path, 'slurm_train.sh', ['p', 'j', 'cfg.py'],
-                      'srun', PYTHON='python3')
-    assert words[8:] == ['python3', '-u', str(TOOLS / 'train.py'), 'cfg.py',
-                         '--launcher=slurm']
+    words, _ = launch(
+        tmp_path,
+        'slurm_train.sh', ['p', 'j', 'cfg.py'],
+        'srun',
+        PYTHON='python3')
+    assert words[8:] == [
+        'python3', '-u',
+        str(TOOLS / 'train.py'), 'cfg.py', '--launcher=slurm'
+    ]
 
 
 def test_slurm_test_dispatches_to_test_py(tmp_path, test_tool):
     words, pythonpath = launch(
-        tmp_path, 'slurm_test.sh',
+        tmp_path,
+        'slurm_test.sh',
         ['gpu', 'eval', 'cfg.py', 'iter_8.pth', '--out', 'preds', '--tta'],
-        'srun', GPUS='2', GPUS_PER_NODE='2', SRUN_ARGS='--exclusive')
+        'srun',
+        GPUS='2',
+        GPUS_PER_NODE='2',
+        SRUN_ARGS='--exclusive')
     test_py = str(TOOLS / 'test.py')
     assert words == [
         '-p', 'gpu', '--job-name=eval', '--gres=gpu:2', '--ntasks=2',
@@ -136,9 +156,13 @@ def test_slurm_test_dispatches_to_test_py(tmp_path, test_tool):
 
 def test_dist_test_dispatches_through_torchrun(tmp_path, test_tool):
     words, pythonpath = launch(
-        tmp_path, 'dist_test.sh',
-        ['cfg.py', 'iter_8.pth', '4', '--show-dir', 'vis'], 'torchrun',
-        NNODES='2', NODE_RANK='1', PORT='29123', MASTER_ADDR='10.0.0.2')
+        tmp_path,
+        'dist_test.sh', ['cfg.py', 'iter_8.pth', '4', '--show-dir', 'vis'],
+        'torchrun',
+        NNODES='2',
+        NODE_RANK='1',
+        PORT='29123',
+        MASTER_ADDR='10.0.0.2')
     test_py = str(TOOLS / 'test.py')
     assert words == [
         '--nnodes=2', '--node_rank=1', '--master_addr=10.0.0.2',
@@ -150,9 +174,10 @@ def test_dist_test_dispatches_through_torchrun(tmp_path, test_tool):
     assert (args.launcher, args.show_dir) == ('pytorch', 'vis')
     words, _ = launch(tmp_path, 'dist_test.sh', ['c.py', 'k.pth', '1'],
                       'torchrun')
-    assert words[:5] == ['--nnodes=1', '--node_rank=0',
-                         '--master_addr=127.0.0.1', '--nproc_per_node=1',
-                         '--master_port=29600']
+    assert words[:5] == [
+        '--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1',
+        '--nproc_per_node=1', '--master_port=29600'
+    ]
 
 
 def test_dist_train_dispatches_through_torchrun(tmp_path, train_tool):
@@ -187,11 +212,13 @@ def checkpoint(tmp_path):
 
 
 def test_test_tool_options_set_the_config(test_tool, checkpoint, tmp_path):
-    cfg = test_tool.build_config(test_tool.parse_args([
-        str(DEMO_CONFIG), checkpoint, '--out', 'preds', '--show-dir', 'vis',
-        '--work-dir', str(tmp_path / 'wd'), '--cfg-options',
-        'test_dataloader.batch_size=2'
-    ]))
+    cfg = test_tool.build_config(
+        test_tool.parse_args([
+            str(DEMO_CONFIG), checkpoint, '--out', 'preds', '--show-dir',
+            'vis', '--work-dir',
+            str(tmp_path / 'wd'), '--cfg-options',
+            'test_dataloader.batch_size=2'
+        ]))
     assert cfg.load_from == checkpoint
     assert cfg.work_dir == str(tmp_path / 'wd')
     assert cfg.launcher == 'none'
@@ -205,8 +232,9 @@ def test_test_tool_options_set_the_config(test_tool, checkpoint, tmp_path):
 
 
 def test_test_tool_show_and_plain(test_tool, checkpoint):
-    cfg = test_tool.build_config(test_tool.parse_args(
-        [str(DEMO_CONFIG), checkpoint, '--show', '--wait-time', '0.5']))
+    cfg = test_tool.build_config(
+        test_tool.parse_args(
+            [str(DEMO_CONFIG), checkpoint, '--show', '--wait-time', '0.5']))
     hook = cfg.default_hooks.visualization
     assert (hook.draw, hook.show, hook.wait_time) == (True, True, 0.5)
     assert 'save_dir' not in cfg.visualizer
@@ -220,10 +248,9 @@ def test_test_tool_show_and_plain(test_tool, checkpoint):
 def test_test_tool_out_reaches_every_evaluator(test_tool, checkpoint,
                                                tmp_path):
     config = tmp_path / 'two_metrics.py'
-    config.write_text(
-        f"_base_ = ['{DEMO_CONFIG}']\n"
-        "test_evaluator = [dict(type='IoUMetric'), "
-        "dict(type='IoUMetric', iou_metrics=['mDice'])]\n")
+    config.write_text(f"_base_ = ['{DEMO_CONFIG}']\n"
+                      "test_evaluator = [dict(type='IoUMetric'), "
+                      "dict(type='IoUMetric', iou_metrics=['mDice'])]\n")
     cfg = test_tool.build_config(
         test_tool.parse_args([str(config), checkpoint, '--out', 'preds']))
     assert [e['output_dir'] for e in cfg.test_evaluator] == ['preds'] * 2
@@ -263,16 +290,20 @@ def test_test_tool_writes_predictions_and_drawings(test_tool, digit_root,
     out, show = tmp_path / 'preds', tmp_path / 'vis'
     metrics = test_tool.main([
         str(config_file),
-        str(checkpoint), '--out',
-        str(out), '--show-dir',
-        str(show), '--work-dir',
-        str(tmp_path / 'test'), '--cfg-options',
+        str(checkpoint),
+        '--out',
+        str(out),
+        '--show-dir',
+        str(show),
+        '--work-dir',
+        str(tmp_path / 'test'),
+        '--cfg-options',
         # mmseg's hook draws every 50th batch; this test has one batch.
         'default_hooks.visualization.interval=1'
     ])
     assert 0 <= metrics['mIoU'] <= 100
-    val_images = sorted(p.name for p in
-                        (digit_root / 'images' / 'validation').glob('*.png'))
+    val_images = sorted(
+        p.name for p in (digit_root / 'images' / 'validation').glob('*.png'))
     assert sorted(p.name for p in out.glob('*.png')) == val_images
     assert len(list(show.rglob('*.png'))) == len(val_images)
 
@@ -287,15 +318,17 @@ def test_train_tool_honours_runner_type(train_tool, tmp_path):
 
     cfg = demo_config(tmp_path / 'a', tmp_path, record=False)
     assert type(train_tool.build_runner(cfg)) is Runner
-    cfg = demo_config(tmp_path / 'b', tmp_path, record=False,
-                      runner_type='RecordingRunner')
+    cfg = demo_config(
+        tmp_path / 'b', tmp_path, record=False, runner_type='RecordingRunner')
     assert type(train_tool.build_runner(cfg)) is RecordingRunner
 
 
 def test_make_tiny_ade_tool(tmp_path, capsys):
     tool = _load_tool('make_tiny_ade')
-    tool.main([str(tmp_path), '--num-train', '3', '--num-val', '1',
-               '--size', '8', '16'])
+    tool.main([
+        str(tmp_path), '--num-train', '3', '--num-val', '1', '--size', '8',
+        '16'
+    ])
     import cv2
     images = sorted((tmp_path / 'images' / 'training').glob('*.jpg'))
     labels = sorted((tmp_path / 'annotations' / 'validation').glob('*.png'))

@@ -19,22 +19,21 @@ from conftest import REPO, TESTS
 SCRIPT_TESTS = {
     'benchmarks/gpu_check.py': ('test_tools/test_shipped_scripts.py',
                                 'test_gpu_check_smoke_prints_the_table'),
-    'benchmarks/gpu_check.sh': ('test_tools/test_shipped_scripts.py',
-                                'test_gpu_check_sh_dispatches'),
+    'benchmarks/gpu_check.sh':
+    ('test_tools/test_shipped_scripts.py', 'test_gpu_check_sh_dispatches'),
     'benchmarks/gpu_bundle.sh': ('test_tools/test_shipped_scripts.py',
                                  'test_gpu_bundle_and_offline_check'),
-    'benchmarks/gpu_offline_check.sh': (
-        'test_tools/test_shipped_scripts.py',
-        'test_gpu_bundle_and_offline_check'),
-    'benchmarks/benchmark_scale.py': (
-        'test_tools/test_benchmark_scale.py',
-        'test_benchmark_scale_quick_prints_the_table'),
-    'benchmarks/benchmark_overhead.py': (
-        'test_tools/test_shipped_scripts.py',
-        'test_benchmark_overhead_quick_prints_both_tables'),
-    'benchmarks/benchmark_scale.py': (
-        'test_tools/test_benchmark_scale.py',
-        'test_benchmark_scale_quick_prints_the_table'),
+    'benchmarks/gpu_offline_check.sh': ('test_tools/test_shipped_scripts.py',
+                                        'test_gpu_bundle_and_offline_check'),
+    'benchmarks/benchmark_scale.py':
+    ('test_tools/test_benchmark_scale.py',
+     'test_benchmark_scale_quick_prints_the_table'),
+    'benchmarks/benchmark_overhead.py':
+    ('test_tools/test_shipped_scripts.py',
+     'test_benchmark_overhead_quick_prints_both_tables'),
+    'benchmarks/benchmark_scale.py':
+    ('test_tools/test_benchmark_scale.py',
+     'test_benchmark_scale_quick_prints_the_table'),
     'tools/run_study.py': ('test_tools/test_shipped_scripts.py',
                            'test_study_smoke_writes_the_table'),
     'tools/make_digit_scenes.py': ('test_tools/test_shipped_scripts.py',
@@ -99,10 +98,14 @@ def test_every_script_has_a_test_that_runs_it():
 def run(args, timeout=600, check=True, **env):
     """Run a command from the repository root as a user would."""
     # The environment's python first on PATH, as in an activated venv.
-    path = os.pathsep.join([os.path.dirname(sys.executable),
-                            os.environ['PATH']])
+    path = os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ['PATH']])
     result = subprocess.run(
-        args, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        args,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=dict(os.environ, OMP_NUM_THREADS='1', PATH=path, **env))
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + \
@@ -118,8 +121,9 @@ def test_gpu_check_smoke_prints_the_table():
     fp32 = next(line for line in out.splitlines()
                 if line.startswith('| fp32 |'))
     assert fp32.count('|') == header.count('|')
-    cells = dict(zip(header.strip('| ').split(' | '),
-                     fp32.strip('| ').split(' | ')))
+    cells = dict(
+        zip(header.strip('| ').split(' | '),
+            fp32.strip('| ').split(' | ')))
     plain_iters, ours_iters = map(int,
                                   cells['iters plain/InfoBatch'].split('/'))
     # 8 images in batches of 2 for 3 passes; the middle pass prunes (with
@@ -140,7 +144,8 @@ def test_gpu_check_sh_dispatches():
 def test_benchmark_overhead_quick_prints_both_tables(tmp_path):
     out = run([
         sys.executable, 'benchmarks/benchmark_overhead.py', '--quick',
-        '--data-root', str(tmp_path / 'digits')
+        '--data-root',
+        str(tmp_path / 'digits')
     ]).stdout
     rows = re.findall(r'^\| ([\d,]+) \| ([\d.]+) ms \|', out, re.M)
     assert [n for n, _ in rows] == ['20,210', '1,281,167']
@@ -171,8 +176,9 @@ def test_study_smoke_writes_the_table(smoke_study):
     assert 0 <= ours['miou_mean'] <= 100
     table = (work_dir / 'results.md').read_text()
     assert table in out
-    assert re.search(r'\| full data \(ratio 0\) \| 1 \| [\d.]+ ± 0.00 \| '
-                     r'\+0.00 \| 20 / 20 \| 0.0% \|', table)
+    assert re.search(
+        r'\| full data \(ratio 0\) \| 1 \| [\d.]+ ± 0.00 \| '
+        r'\+0.00 \| 20 / 20 \| 0.0% \|', table)
 
 
 def test_analyze_draws_the_smoke_study(smoke_study):
@@ -186,8 +192,10 @@ def test_analyze_draws_the_smoke_study(smoke_study):
         str(out_dir)
     ]).stdout
     written = sorted(p.name for p in out_dir.glob('*.png'))
-    assert written == ['lr_progress.png', 'miou_iters.png', 'pruning.png',
-                       'scores.png', 'study.png'], out
+    assert written == [
+        'lr_progress.png', 'miou_iters.png', 'pruning.png', 'scores.png',
+        'study.png'
+    ], out
     assert all((out_dir / name).stat().st_size > 5000 for name in written)
 
 
@@ -197,16 +205,18 @@ def test_make_tiny_ade_as_documented(tmp_path):
         str(tmp_path / 'tiny_ade'), '--num-train', '3', '--num-val', '2'
     ]).stdout
     assert f'3 training and 2 validation images in {tmp_path}' in out
-    assert len(list((tmp_path / 'tiny_ade' / 'images' /
-                     'training').glob('*.jpg'))) == 3
-    assert len(list((tmp_path / 'tiny_ade' / 'annotations' /
-                     'validation').glob('*.png'))) == 2
+    assert len(
+        list((tmp_path / 'tiny_ade' / 'images' /
+              'training').glob('*.jpg'))) == 3
+    assert len(
+        list((tmp_path / 'tiny_ade' / 'annotations' /
+              'validation').glob('*.png'))) == 2
 
 
 def test_check_compat_subset():
     out = run([
-        sys.executable, 'tools/check_compat.py', '--only', 'ddrnet',
-        '--limit', '1'
+        sys.executable, 'tools/check_compat.py', '--only', 'ddrnet', '--limit',
+        '1'
     ]).stdout
     assert out.startswith('1 groups to check')
     line = next(line for line in out.splitlines() if 'ddrnet' in line)
@@ -230,7 +240,8 @@ def test_demo_and_test_commands_dispatch():
 
 def test_gpu_bundle_and_offline_check(tmp_path):
     bundle = tmp_path / 'bundle'
-    missing = run(['bash', 'benchmarks/gpu_offline_check.sh'], check=False,
+    missing = run(['bash', 'benchmarks/gpu_offline_check.sh'],
+                  check=False,
                   BUNDLE=str(bundle))
     assert missing.returncode == 2
     assert 'Run benchmarks/gpu_bundle.sh' in missing.stderr
@@ -244,8 +255,10 @@ def test_gpu_bundle_and_offline_check(tmp_path):
     # This python has mmcv with its ops, so the check skips the build; the
     # bundle's wheels are installed and the check's own options are shown.
     out = run(['bash', 'benchmarks/gpu_offline_check.sh', '--help'],
-              BUNDLE=str(bundle), WORK=str(tmp_path / 'work'),
-              OUT=str(tmp_path), PYTHON=sys.executable).stdout
+              BUNDLE=str(bundle),
+              WORK=str(tmp_path / 'work'),
+              OUT=str(tmp_path),
+              PYTHON=sys.executable).stdout
     assert 'mmcv with ops found: no build' in out
     assert re.search(r'mmcv 2\.1\.0 \(ops\), mmengine 0\.10\.7, mmseg 1\.2\.2',
                      out)

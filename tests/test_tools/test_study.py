@@ -59,8 +59,8 @@ def test_target_arm_replaces_the_configs_ratio():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     cfg = Config.fromfile(str(REPO / run_study.QUICK_CONFIG))
     assert cfg.train_dataloader.sampler.ratio == 0.5
-    cfg.merge_from_dict(parser.parse_args(['--cfg-options',
-                                           *opts]).cfg_options)
+    cfg.merge_from_dict(
+        parser.parse_args(['--cfg-options', *opts]).cfg_options)
     # Both given would be refused: the arm sets the ratio to None.
     assert cfg.train_dataloader.sampler.ratio is None
     assert cfg.train_dataloader.sampler.target_saving == 0.3
@@ -72,8 +72,8 @@ def test_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     opts = run_study.arm_options('full', 0) + ['train_cfg.val_interval=40']
     run_dir = tmp_path / 'full' / 'seed0'
     run_dir.mkdir(parents=True)
-    for config, options in ((run_study.QUICK_CONFIG, opts),
-                            (run_study.CONFIG, opts[:-1])):
+    for config, options in ((run_study.QUICK_CONFIG, opts), (run_study.CONFIG,
+                                                             opts[:-1])):
         (run_dir / 'result.json').write_text(
             json.dumps(dict(config=config, options=options, miou=90.0)))
         with pytest.raises(RuntimeError, match='another --work-dir'):
@@ -84,13 +84,25 @@ def test_finished_run_is_reused_only_with_the_same_settings(tmp_path):
 
 
 def _study(tmp_path):
-    def run(arm, seed, miou, iters):
-        return dict(arm=arm, seed=seed, miou=miou, iters=iters, budget=100,
-                    saved=(100 - iters) / 100, wall_s=10.0, train_s=9.0)
 
-    runs = dict(full=[run('full', 0, 90.0, 100), run('full', 1, 92.0, 100)],
-                infobatch=[run('infobatch', 0, 89.0, 75),
-                           run('infobatch', 1, 90.0, 76)])
+    def run(arm, seed, miou, iters):
+        return dict(
+            arm=arm,
+            seed=seed,
+            miou=miou,
+            iters=iters,
+            budget=100,
+            saved=(100 - iters) / 100,
+            wall_s=10.0,
+            train_s=9.0)
+
+    runs = dict(
+        full=[run('full', 0, 90.0, 100),
+              run('full', 1, 92.0, 100)],
+        infobatch=[
+            run('infobatch', 0, 89.0, 75),
+            run('infobatch', 1, 90.0, 76)
+        ])
     summary = {arm: run_study.summarize(r) for arm, r in runs.items()}
     results = tmp_path / 'results.json'
     results.write_text(json.dumps(dict(summary=summary, runs=runs)))
@@ -99,8 +111,7 @@ def _study(tmp_path):
 
 def test_table_reports_gap_to_full_data(tmp_path):
     summary, _ = _study(tmp_path)
-    table = run_study.markdown(
-        summary, dict(passes=2, max_iters=100))
+    table = run_study.markdown(summary, dict(passes=2, max_iters=100))
     row = next(line for line in table.splitlines()
                if line.startswith('| InfoBatch'))
     cells = [c.strip() for c in row.split('|')]

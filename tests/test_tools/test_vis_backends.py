@@ -30,7 +30,7 @@ def test_tensorboard_backend_receives_infobatch_scalars(digit_root, tmp_path):
                  for r in map(json.loads, f) if 'infobatch/saved_ratio' in r]
     assert len(board) == len(local) >= 3
     assert [step for step, _ in board] == [step for step, _ in local]
-    assert [value for _, value in board] == pytest.approx(
-        [value for _, value in local], rel=1e-6)
+    assert [value for _, value in board
+            ] == pytest.approx([value for _, value in local], rel=1e-6)
     # Pruning saved iterations by the end of the run.
     assert board[-1][1] > 0
