@@ -144,16 +144,20 @@ def train_subprocess(cfg,
                      *args,
                      nproc=1,
                      expect_rc=0,
-                     timeout=600):
-    """Run tools/train.py on a dumped config (torchrun when nproc > 1)."""
+                     timeout=600,
+                     train_py=REPO / 'tools' / 'train.py'):
+    """Run ``train_py`` (this repository's tools/train.py unless given) on
+    ``cfg`` dumped to ``config_file`` (on the file as it is if ``cfg`` is
+    None); torchrun when nproc > 1."""
     import socket
     import subprocess
-    cfg.dump(str(config_file))
+    if cfg is not None:
+        cfg.dump(str(config_file))
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
         OMP_NUM_THREADS='1')
-    train_py = str(REPO / 'tools' / 'train.py')
+    train_py = str(train_py)
     if nproc > 1:
         with socket.socket() as s:
             s.bind(('127.0.0.1', 0))

@@ -7,7 +7,7 @@ from conftest import unique_names
 from mmseg_infobatch.progress import batches_per_pass
 
 NUM_TRAIN, BATCH = 12, 2
-FULL_BATCHES = NUM_TRAIN // BATCH  # 6 iterations a full pass
+FULL_PASS_BATCHES = NUM_TRAIN // BATCH  # 6 iterations a full pass
 PASSES = 4
 ETA_MIN = 1e-4
 

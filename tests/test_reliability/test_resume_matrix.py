@@ -13,15 +13,12 @@ mmseg's own tools/train.py.
 import copy
 import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TESTS, load_record
-from tiny_config import BATCH, FULL_BATCHES, PASSES, tiny_config
+from conftest import REPO, load_record, train_subprocess
+from tiny_config import BATCH, FULL_PASS_BATCHES, PASSES, tiny_config
 from tiny_config import train as run
 
 
@@ -56,8 +53,8 @@ def _has_matrix_shape(ref):
     pruned = [
         n for n, p in zip(lengths, passes) if p['prunes'] and p['pass_idx'] > 0
     ]
-    return not passes[-1]['prunes'] and bool(pruned) and all(n < FULL_BATCHES
-                                                             for n in pruned)
+    return not passes[-1]['prunes'] and bool(pruned) and all(
+        n < FULL_PASS_BATCHES for n in pruned)
 
 
 def reference_run(work_dir, data_root, **options):
@@ -95,7 +92,7 @@ def test_resume_from_every_iteration(seed, workers, loop, sampler, ade_root,
         loop=loop,
         sampler=sampler)
     final = ref['final_iter']
-    assert final < PASSES * FULL_BATCHES
+    assert final < PASSES * FULL_PASS_BATCHES
     if sampler is not None:
         # The passes pruned at solved ratios, not at the default 0.5.
         weights = {w for p in ref['passes'] for w in p['weights'].tolist()}
@@ -142,36 +139,9 @@ def test_changed_fixed_seed_warns_and_the_checkpoint_wins(ade_root, tmp_path):
     assert res['batches'] == ref['batches'][8:]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _train(train_py, config_file, *args, nproc=1):
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
-        OMP_NUM_THREADS='1')
-    if nproc > 1:
-        cmd = [
-            sys.executable, '-m', 'torch.distributed.run',
-            f'--nproc_per_node={nproc}', f'--master_port={_free_port()}',
-            '--master_addr=127.0.0.1',
-            str(train_py),
-            str(config_file), '--launcher', 'pytorch'
-        ]
-    else:
-        cmd = [sys.executable, str(train_py), str(config_file)]
-    result = subprocess.run(
-        cmd + list(args),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600)
-    assert result.returncode == 0, (
-        f'exit {result.returncode}\n{result.stderr[-6000:]}')
+    result = train_subprocess(
+        None, config_file, *args, nproc=nproc, train_py=train_py)
     return result.stdout + result.stderr
 
 
@@ -185,7 +155,7 @@ def test_two_ranks_resume_at_every_kind_of_position(ade_root, tmp_path):
     _train(train_py, tmp_path / 'ref.py', nproc=2)
     refs = [load_record(ref_dir, rank) for rank in (0, 1)]
     assert refs[0]['batches'] != refs[1]['batches']  # shares differ
-    full = FULL_BATCHES // 2  # iterations of a full pass on 2 ranks
+    full = FULL_PASS_BATCHES // 2  # iterations of a full pass on 2 ranks
     starts = [p['start_iter'] for p in refs[0]['passes']]
     assert starts[1] == full
     anneal = next(p['start_iter'] for p in refs[0]['passes']
@@ -220,7 +190,8 @@ def test_resume_through_mmsegs_own_train_tool(ade_root, tmp_path):
     ref = load_record(work_dir)
     os.rename(work_dir, tmp_path / 'ref')
     ref_dir = tmp_path / 'ref'
-    for k in (FULL_BATCHES // 2, FULL_BATCHES):  # mid and end of pass 0
+    for k in (FULL_PASS_BATCHES // 2,
+              FULL_PASS_BATCHES):  # mid and end of pass 0
         res_dir = tmp_path / f'resume_{k}'
         res_dir.mkdir()
         (res_dir / 'last_checkpoint').write_text(
