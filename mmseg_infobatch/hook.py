@@ -18,7 +18,8 @@ from .consistency import agree_on_resume, check_ranks_agree, sampler_digest
 from .history import PassRecord, history_from_state, history_state
 from .loss import InfoBatchLoss
 from .progress import Progress
-from .report import SavingReport, log_pass_start, log_setup, saved_before
+from .report import (SavingReport, log_finish, log_pass_start, log_setup,
+                     saved_before)
 from .sampler import InfoBatchSampler
 
 CKPT_KEY = 'infobatch'
@@ -222,14 +223,10 @@ class InfoBatchHook(Hook):
         sampler.finish_batch()
 
     def after_train(self, runner) -> None:
-        budget = self.progress.budget_iters
-        saved = budget - runner.iter
-        runner.logger.info(
-            f'InfoBatch finished: {runner.iter} iterations instead of '
-            f'{budget} ({saved} saved, {saved / max(budget, 1):.1%}) over '
-            f'{len(self.history)} passes; {self.num_skipped_scores} image '
-            'scores were skipped (no valid pixel or non-finite loss).')
-        budget = max(budget, 1)
+        log_finish(runner, self.progress, len(self.history),
+                   self.num_skipped_scores)
+        saved = self.progress.budget_iters - runner.iter
+        budget = max(self.progress.budget_iters, 1)
         if self._keeps_schedule(runner):
             # The loop kept its end: what the passes saved in data.
             sampler = self.sampler

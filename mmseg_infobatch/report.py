@@ -214,6 +214,19 @@ def log_pass_start(runner, record: PassRecord, sampler, progress, end: int,
     runner.visualizer.add_scalars(scalars, step=runner.iter)
 
 
+def log_finish(runner, progress, num_passes: int,
+               num_skipped_scores: int) -> None:
+    """The closing line: iterations run against the budget, passes and
+    the scores that were skipped."""
+    budget = progress.budget_iters
+    saved = budget - runner.iter
+    runner.logger.info(
+        f'InfoBatch finished: {runner.iter} iterations instead of '
+        f'{budget} ({saved} saved, {saved / max(budget, 1):.1%}) over '
+        f'{num_passes} passes; {num_skipped_scores} image '
+        'scores were skipped (no valid pixel or non-finite loss).')
+
+
 def _ratio_text(sampler) -> str:
     if sampler.target_saving is None:
         return f'ratio {sampler.ratio}'
