@@ -23,10 +23,12 @@ from .report import (SavingReport, log_finish, log_pass_start, log_setup,
 from .sampler import InfoBatchSampler
 
 CKPT_KEY = 'infobatch'
-# 3: the sampler's compact tables (seen bits, weight codes, int32 order).
-# 2 (plain tables) is still read.
-CKPT_FORMAT = 3
-READ_FORMATS = (2, 3)
+# 4: what a pass decision found is in the history only (with capped and
+# expected), not in the sampler's state; the progress state holds no pass
+# length. 3 (the sampler's compact tables) and 2 (plain tables) are still
+# read; versions that read only those refuse 4 by its number.
+CKPT_FORMAT = 4
+READ_FORMATS = (2, 3, 4)
 
 
 @HOOKS.register_module()

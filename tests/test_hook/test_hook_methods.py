@@ -237,13 +237,44 @@ def test_resume_without_state_offsets_progress_and_annealing():
     assert rows[-1]['iter'] + 1 + rows[-1]['steps'] == BUDGET
 
 
+def _as_format_3(state):
+    """The InfoBatch state as version 0.1 wrote it (format 3): the pass
+    decision's statistics also in the sampler's state, the full pass length
+    in the progress state, no capped or expected in the history."""
+    last = state['history']
+    state['sampler']['pass_stats'] = dict(
+        threshold=float(last['threshold'][-1]),
+        candidates=int(last['candidates'][-1]),
+        pruned=int(last['pruned'][-1]),
+        ratio=float(last['ratio'][-1]))
+    state['progress']['full_batches'] = FULL
+    for key in ('capped', 'expected'):
+        del last[key]
+    state['format'] = 3
+
+
+def test_a_checkpoint_of_another_format_is_refused_with_the_fix():
+    runner = _runner()
+    hook = _start(runner)
+    _train(hook, runner, until=FULL + 1)
+    checkpoint = dict(meta=dict(iter=runner.iter))
+    hook.before_save_checkpoint(runner, checkpoint)
+    checkpoint['infobatch']['format'] = 99  # a later version's
+    with pytest.raises(ValueError, match='(?s)another format.*load_from'):
+        _start(_runner(iteration=FULL + 1), checkpoint)
+
+
+@pytest.mark.parametrize('old_format', [False, True])
 @pytest.mark.parametrize('resume_at', [FULL + 3, 2 * FULL])
-def test_checkpoint_round_trip_continues_the_same_run(resume_at, tmp_path):
+def test_checkpoint_round_trip_continues_the_same_run(resume_at, old_format,
+                                                      tmp_path):
     runner = _runner()
     hook = _start(runner)
     _train(hook, runner, until=resume_at)
     checkpoint = dict(meta=dict(iter=runner.iter))
     hook.before_save_checkpoint(runner, checkpoint)
+    if old_format:
+        _as_format_3(checkpoint['infobatch'])
     path = tmp_path / 'ckpt.pth'
     torch.save(checkpoint, path)
     loaded = torch.load(path, weights_only=True)
@@ -261,6 +292,10 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, tmp_path):
     assert (sampler.seed, sampler.pass_idx, sampler.trained_batches) == (
         3, loaded['infobatch']['sampler']['pass_idx'], position)
     assert other.progress.state_dict() == hook.progress.state_dict()
+    fields = [(r.pass_idx, r.start_iter, r.kept, r.iters, r.ratio)
+              for r in other.history]
+    assert fields == [(r.pass_idx, r.start_iter, r.kept, r.iters, r.ratio)
+                      for r in hook.history[:len(fields)]]
     # mmengine draws resume_at batches: filler up to the saved position,
     # then the saved pass from its start.
     replay = list(iter(sampler))
