@@ -182,8 +182,8 @@ class InfoBatchSampler(PassSampler):
         if self.schedule is None:
             raise ValueError(
                 'InfoBatchSampler target_saving needs the schedule it is a '
-                'share of, which InfoBatchHook passes to configure(). Add '
-                f'the hook to the config:{CONFIG_HINT}')
+                'share of, which InfoBatchHook passes to set_schedule(). '
+                f'Add the hook to the config:{CONFIG_HINT}')
         solved = solve_pass_ratio(self.target_saving, profile, self.schedule,
                                   self.pass_idx, self.saved_iters,
                                   self.max_ratio)
