@@ -121,8 +121,9 @@ class InfoBatchHook(Hook):
         if state is not None:
             self._restore(runner, state)
         if runner.iter > 0:
-            self._land_resume(runner)
+            self._land_resume(runner, state)
         log_setup(runner, self.sampler, self.progress)
+        self.report.check_reachable(runner.logger, self.sampler)
         if self.sampler.pass_idx >= 0:
             self._update_end(runner)
         self._check_ranks_agree(runner, 'at the start of training')
@@ -165,18 +166,23 @@ class InfoBatchHook(Hook):
             if self.anneal else math.inf
         sampler.set_schedule(self.progress, prune_stop)
 
-    def _land_resume(self, runner) -> None:
+    def _land_resume(self, runner, state: Optional[dict]) -> None:
         """Continue a resumed run where its InfoBatch state left off."""
         sampler = self.sampler
         if isinstance(runner.train_loop, IterBasedTrainLoop):
             # mmengine now draws runner.iter batches to skip what was
             # trained: land them on the saved pass at its saved position.
             sampler.prepare_replay(runner.iter - sampler.trained_batches)
-        elif sampler.trained_batches < sampler.pass_batches:
-            runner.logger.warning(
-                'Resumed an epoch-based run mid-epoch: mmengine starts the '
-                'next epoch, so InfoBatch starts the next pass.')
-            sampler.skip_rest_of_pass()
+        elif sampler.pass_idx >= 0 and _reruns_saved_epoch(
+                runner, state, sampler):
+            rest = sampler.pass_batches - sampler.trained_batches
+            runner.logger.info(
+                'Resumed an epoch-based run from an iteration checkpoint: '
+                f'mmengine runs epoch {runner.train_loop.epoch} again from '
+                'its start, '
+                f'and InfoBatch serves in it the {rest} untrained batches of '
+                f'pass {sampler.pass_idx}.')
+            sampler.prepare_rest()
 
     # -- per iteration ---------------------------------------------------
     def before_train_iter(self,
@@ -244,6 +250,9 @@ class InfoBatchHook(Hook):
             return
         checkpoint[CKPT_KEY] = dict(
             format=CKPT_FORMAT,
+            # The loop's epoch at the save: an epoch-based resume that runs
+            # it again (an iteration checkpoint) serves the pass's rest.
+            epoch=runner.train_loop.epoch,
             sampler=self.sampler.state_dict(),
             progress=self.progress.state_dict(),
             history=history_state(self.history),
@@ -304,13 +313,15 @@ class InfoBatchHook(Hook):
         next one on (exact from the last pass's start). An adjusted
         iteration-based loop is moved there, so the last checkpoint,
         validation and ETA come at the true end; gradient accumulation
-        always learns it, so the last partial group is applied."""
+        always learns it, so the last partial group is applied and an
+        open group is scaled by its final size."""
         sampler, loop = self.sampler, runner.train_loop
         if self._keeps_schedule(runner):
             return loop.max_iters
         end = self.progress.end_iter(sampler.position, runner.iter)
-        if isinstance(loop, IterBasedTrainLoop):
-            set_train_end(loop, end)
+        # An epoch-based loop ends by its epochs: its max_iters only
+        # informs the ETA, the logs and the last iteration checkpoint.
+        set_train_end(loop, end)
         set_accumulation_end(runner.optim_wrapper, end)
         return end
 
@@ -323,6 +334,17 @@ def _check_single_hook(hooks) -> None:
             f'The runner has {count} InfoBatchHook entries; InfoBatch needs '
             "exactly one. Keep one dict(type='InfoBatchHook', ...) in "
             'custom_hooks (a base config may already add one).')
+
+
+def _reruns_saved_epoch(runner, state: Optional[dict], sampler) -> bool:
+    """Whether the resumed epoch-based loop runs the saved pass's epoch
+    again: the checkpoint was saved within that epoch (by iteration), not
+    after it (by epoch, when mmengine starts the next one)."""
+    saved_epoch = (state or {}).get('epoch')
+    if saved_epoch is None:
+        # Older checkpoints: an epoch checkpoint always holds a whole pass.
+        return sampler.trained_batches < sampler.pass_batches
+    return runner.train_loop.epoch == int(saved_epoch)
 
 
 def _seed_fixed(cfg) -> bool:

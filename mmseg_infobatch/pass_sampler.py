@@ -77,6 +77,9 @@ class PassSampler(Sampler):
         self.weight_codes = torch.zeros(self.num_samples, dtype=torch.uint8)
         self.weight_table = torch.ones(1, dtype=torch.float32)
         self._replay_batches: Optional[int] = None
+        # Set by prepare_rest(): the next __iter__ serves the untrained
+        # rest of the current pass.
+        self._serve_rest = False
 
     # -- set-up ----------------------------------------------------------
     @property
@@ -136,6 +139,10 @@ class PassSampler(Sampler):
             return iter(())
         if self._replay_batches is not None:
             return self._replay()
+        if self._serve_rest:
+            self._serve_rest = False
+            trained = self.trained_batches * self.batch_size
+            return _ints(self.rank_indices()[trained:])
         if self.pass_idx < 0 or self.trained_batches >= self.pass_batches:
             self._decide_next_pass()
         elif self.trained_batches > 0:
@@ -242,10 +249,17 @@ class PassSampler(Sampler):
         """Count the batch from :meth:`batch_indices` as trained."""
         self.trained_batches += 1
 
-    def skip_rest_of_pass(self) -> None:
-        """Count the current pass as trained to its end (an epoch-based
-        loop resumed mid-epoch starts the next epoch)."""
-        self.trained_batches = self.pass_batches
+    def prepare_rest(self) -> None:
+        """Make the next ``__iter__`` yield only the untrained rest of the
+        current pass: nothing if it was trained to its end.
+
+        mmengine resumes an epoch-based loop from an iteration checkpoint
+        by running the saved epoch again from its start (the checkpoint
+        stores the epoch in progress). Serving the rest of the saved pass
+        in that epoch trains each batch once, as the uninterrupted run did.
+        """
+        assert self.padded_order is not None, 'no pass has started yet'
+        self._serve_rest = True
 
     def prepare_replay(self, num_batches: int) -> None:
         """Make the next ``__iter__`` yield ``num_batches`` batches of

@@ -76,8 +76,7 @@ class Progress:
         iteration ``now`` at ``position``, assuming every pass after the
         current one is full (it is once pruning has annealed)."""
         full, pass_batches = self.full_pass_batches, position.pass_batches
-        # Where the pass's batches began (after an epoch-based resume
-        # mid-epoch, the skipped rest of the pass counts as trained).
+        # Where the pass's batches began.
         pass_start_iter = now - position.trained_batches
         remaining = self.budget_iters - (
             self.offset + position.pass_idx * full)

@@ -10,7 +10,7 @@ from typing import List, Optional
 import numpy as np
 
 from .history import PassRecord
-from .target import expected_saving, ratio_for_saving
+from .target import expected_saving, max_expected_saving, ratio_for_saving
 from .target_profile import Profile, RelativeLosses
 
 # The savings the estimate names a ratio for.
@@ -25,6 +25,9 @@ class SavingReport:
     def __init__(self) -> None:
         self.estimate: Optional[dict] = None  # pass_idx, ratio, saving
         self.cap_warned = False
+        # The most target_saving's run could save, where that is below the
+        # target (said once, before the first pass that could prune).
+        self.out_of_reach = math.nan
         # Pass 0's losses relative to their batch, until the estimate.
         self.relative = RelativeLosses()
 
@@ -34,6 +37,36 @@ class SavingReport:
         if pass_idx == 0 and self.estimate is None:
             self.relative.add(scores)
 
+    def check_reachable(self, logger, sampler) -> None:
+        """Say once, before the first pass that could prune, that the
+        passes allowed to prune cannot save ``target_saving`` at all:
+        not even if every sample were pruned at ``max_ratio``."""
+        target, schedule = sampler.target_saving, sampler.schedule
+        if target is None or schedule is None or \
+                not math.isnan(self.out_of_reach):
+            return
+        # The next pass decided from scores: pass 0 has none.
+        first = max(sampler.pass_idx + 1, 1)
+        saved = sampler.saved_iters + sampler.pass_saving()
+        most = max_expected_saving(schedule, first, saved, sampler.max_ratio)
+        if most >= target:
+            return
+        self.out_of_reach = most
+        passes = schedule.pruning_share(first)
+        stop = sampler.prune_stop
+        limit = f'passes t < {stop:.2f}' if math.isfinite(stop) else \
+            'every pass'
+        logger.warning(
+            f'InfoBatch: target_saving {target:.1%} cannot be reached. '
+            f'Only {limit} may prune' +
+            (' and pass 0 has no scores' if first == 1 else '') +
+            f', which leaves {passes:.2f} pruning passes from pass {first} '
+            'on: even pruning every sample at max_ratio '
+            f'{sampler.max_ratio} in them, the run would save {most:.1%} '
+            f'of its {schedule.budget_iters} full-data iterations. Raise '
+            "InfoBatchHook's delta (more passes prune) or the number of "
+            'passes, lower target_saving or raise max_ratio.')
+
     def after_pass_start(self, logger, sampler, record: PassRecord) -> None:
         """Say once that ``max_ratio`` stops ``target_saving`` short, and
         estimate the run's saving at the first pass with candidates.
@@ -41,7 +74,9 @@ class SavingReport:
         Called at the pass's first iteration, when the score table is the
         one the pass was decided from.
         """
-        if record.capped and not self.cap_warned:
+        # Not where the start already said the target is out of reach.
+        if record.capped and not self.cap_warned and math.isnan(
+                self.out_of_reach):
             self.cap_warned = True
             logger.warning(
                 f'InfoBatch: target_saving {sampler.target_saving:.1%} '
@@ -59,8 +94,13 @@ class SavingReport:
         schedule, start = sampler.schedule, record.pass_idx
         saved = sampler.saved_iters
         later, share = self._later_profile(sampler)
-        saving = expected_saving(record.ratio, profile, schedule, start, saved,
-                                 later)
+        if sampler.target_saving is not None:
+            # What the solver planned: it solves each pass again, so it
+            # holds no pass's ratio fixed.
+            saving = record.expected
+        else:
+            saving = expected_saving(record.ratio, profile, schedule, start,
+                                     saved, later)
         self.estimate = dict(pass_idx=start, ratio=record.ratio, saving=saving)
         wants = []
         for target in ESTIMATE_TARGETS:
@@ -75,14 +115,18 @@ class SavingReport:
             assumed = (f'relative to their own batch, pass 0\'s losses put '
                        f'{share:.1%} below the mean, which later passes are '
                        'assumed to have')
+        if sampler.target_saving is None:
+            plan = f'Ratio {record.ratio:.3g} is expected to save'
+        else:
+            plan = (f'target_saving solved ratio {record.ratio:.3g} for this '
+                    'pass (and solves each pass again), planning to save')
         logger.info(
             f'InfoBatch estimate at the start of pass {start}: '
             f'{profile.candidates} of {sampler.num_samples} samples are '
             f'candidates ({profile.candidates / sampler.num_samples:.1%}); '
-            f'{assumed}. Ratio {record.ratio:.3g} is expected to save '
-            f'{saving:.1%} of the {schedule.budget_iters} full-data '
-            'iterations over the run. The ratio that saves ' +
-            ', '.join(wants) + '.')
+            f'{assumed}. {plan} {saving:.1%} of the '
+            f'{schedule.budget_iters} full-data iterations over the run. '
+            'One ratio for every pass that saves ' + ', '.join(wants) + '.')
 
     def _later_profile(self, sampler):
         """The candidates assumed for the passes after the first pruning
@@ -102,10 +146,16 @@ class SavingReport:
         the target and the estimate."""
         if sampler.target_saving is not None:
             target = sampler.target_saving
+            if not math.isnan(self.out_of_reach):
+                short = ('; it was out of reach of the passes that may prune '
+                         f'(at most {self.out_of_reach:.1%}).')
+            elif self.cap_warned:
+                short = f'; max_ratio {sampler.max_ratio} stopped it short.'
+            else:
+                short = '.'
             logger.info(f'InfoBatch target_saving {target:.1%}: the run saved '
-                        f'{reached:.1%} ({_points(reached - target)} points)' +
-                        (f'; max_ratio {sampler.max_ratio} stopped it short.'
-                         if self.cap_warned else '.'))
+                        f'{reached:.1%} ({_points(reached - target)} points)'
+                        f'{short}')
         if self.estimate is not None:
             estimate = self.estimate['saving']
             logger.info(
@@ -122,6 +172,7 @@ class SavingReport:
             estimate_ratio=float(estimate['ratio']),
             estimate_saving=float(estimate['saving']),
             cap_warned=self.cap_warned,
+            out_of_reach=self.out_of_reach,
             relative=self.relative.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
@@ -133,6 +184,7 @@ class SavingReport:
                 ratio=float(state['estimate_ratio']),
                 saving=float(state['estimate_saving']))
         self.cap_warned = bool(state.get('cap_warned', False))
+        self.out_of_reach = float(state.get('out_of_reach', math.nan))
         self.relative.load_state_dict(state.get('relative') or {})
 
 

@@ -7,7 +7,7 @@ import torch
 from mmengine.dist import get_dist_info, sync_random_seed
 from mmseg.registry import DATA_SAMPLERS
 
-from .history import PassRecord
+from .history import PassRecord, history_from_state, history_state
 from .pass_layout import packed_size, set_bits, unpack_bits
 from .pass_sampler import CONFIG_HINT, PassSampler
 from .progress import Progress
@@ -243,6 +243,20 @@ class InfoBatchSampler(PassSampler):
             capped=bool(solved['capped']),
             expected=float(solved['expected']))
 
+    def _record_of_restored_pass(self) -> PassRecord:
+        """What is known of a decided, untrained pass from a checkpoint
+        that does not hold its decision (older versions)."""
+        kept = self.order.numel()
+        return PassRecord(
+            pass_idx=self.pass_idx,
+            start_iter=-1,
+            kept=kept,
+            pruned=self.num_samples - kept,
+            candidates=self.num_samples - kept,
+            iters=self.pass_batches,
+            threshold=math.nan,
+            may_prune=self.prunes_now)
+
     @property
     def seen(self) -> torch.Tensor:
         """Which samples were ever scored (bool, N; a new tensor)."""
@@ -274,7 +288,15 @@ class InfoBatchSampler(PassSampler):
             seed=self.seed,
             scores=self.scores.clone(),
             seen_bits=self.seen_bits.clone(),
-            saved_iters=self.saved_iters)
+            saved_iters=self.saved_iters,
+            decision=history_state([self.decision])
+            if self._decision_pending else None)
+
+    @property
+    def _decision_pending(self) -> bool:
+        """The current pass was decided, and InfoBatchHook has not yet
+        recorded its decision (it does at the pass's first batch)."""
+        return self.decision is not None and self.trained_batches == 0
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a configured sampler; the checkpoint's seed wins."""
@@ -285,8 +307,14 @@ class InfoBatchSampler(PassSampler):
         self._load_pass_state(state)
         self.scores = state['scores'].clone().float()
         self.seen_bits = state['seen_bits'].clone()
-        # The decision's record is in InfoBatchHook's history.
+        # The decision's record is in InfoBatchHook's history, unless the
+        # checkpoint came before the pass's first batch.
         self.decision = None
+        pending = state.get('decision')
+        if pending is not None:
+            self.decision = history_from_state(pending)[0]
+        elif self.order is not None and self.trained_batches == 0:
+            self.decision = self._record_of_restored_pass()
         # Older checkpoints lack the saving before the pass: NaN, which
         # InfoBatchHook fills from its pass history.
         self.saved_iters = float(state.get('saved_iters', math.nan))

@@ -173,6 +173,17 @@ def expected_saving(ratio: float,
     return (saved_iters + left) / schedule.budget_iters
 
 
+def max_expected_saving(schedule: Schedule, pass_idx: int, saved_iters: float,
+                        max_ratio: float) -> float:
+    """The most a run can be expected to save when the passes from
+    ``pass_idx`` on may prune: every sample a candidate at ``max_ratio``
+    in every pruning pass (no policy makes more candidates)."""
+    everyone = Profile(schedule.num_samples, float(schedule.num_samples),
+                       float(schedule.num_samples))
+    return expected_saving(max_ratio, everyone, schedule, pass_idx,
+                           saved_iters)
+
+
 def solve_pass_ratio(target: float,
                      profile: Profile,
                      schedule: Schedule,

@@ -26,11 +26,14 @@ def tiny_config(work_dir,
                 drop_last=False,
                 accumulative_counts=1,
                 val_interval=None,
-                loop='NoPauseIterBasedTrainLoop'):
+                loop='NoPauseIterBasedTrainLoop',
+                checkpoint_by_epoch=None):
     """A tiny segmentor on tiny ADE-layout data (the first ``num_train``
     images), with InfoBatch and the recorder hook. Nothing is random but
     the data order and the model's first weights: no dropout, no
-    augmentation, so a resumed run can be compared exactly."""
+    augmentation, so a resumed run can be compared exactly. A checkpoint
+    is saved every epoch or iteration, as the loop counts
+    (``checkpoint_by_epoch`` None) or as given."""
     from mmengine.config import Config
     norm_cfg = dict(type='BN', requires_grad=True)
     pipeline = [
@@ -119,7 +122,10 @@ def tiny_config(work_dir,
             logger=dict(type='LoggerHook', interval=1),
             param_scheduler=dict(type='ParamSchedulerHook'),
             checkpoint=dict(
-                type='CheckpointHook', by_epoch=by_epoch, interval=1),
+                type='CheckpointHook',
+                by_epoch=by_epoch
+                if checkpoint_by_epoch is None else checkpoint_by_epoch,
+                interval=1),
             sampler_seed=dict(type='DistSamplerSeedHook')),
         env_cfg=dict(
             cudnn_benchmark=False,

@@ -84,6 +84,7 @@ def _runner(seed=3, iteration=0, by_epoch=False):
         loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
         loop._max_iters = BUDGET
     loop.dataloader = dataloader
+    loop._epoch = 0
     return SimpleNamespace(
         train_loop=loop,
         model=_Heads(),

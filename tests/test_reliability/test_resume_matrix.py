@@ -127,6 +127,70 @@ def test_resume_at_every_epoch_boundary(ade_root, tmp_path):
         assert runner.epoch == PASSES
 
 
+@pytest.mark.parametrize('accumulative_counts', [1, 2])
+def test_epoch_based_resume_from_every_iteration_checkpoint(
+        accumulative_counts, ade_root, tmp_path):
+    """An epoch-based loop with iteration checkpoints: mmengine runs the
+    saved epoch again from its start. Resumed mid-epoch or after an
+    epoch's last batch, the run ends at the same iteration with the same
+    weights and scores. With accumulation, from every group boundary
+    (mmengine does not save a group in progress)."""
+    options = dict(
+        by_epoch=True,
+        checkpoint_by_epoch=False,
+        accumulative_counts=accumulative_counts)
+    ref_dir, ref = reference_run(tmp_path, ade_root, **options)
+    ends = {p['start_iter'] for p in ref['passes'][1:]}
+    positions = [
+        k for k in range(1, ref['final_iter']) if k % accumulative_counts == 0
+    ]
+    assert ends & set(positions) and set(positions) - ends
+    for k in positions:
+        res_dir = tmp_path / f'resume_{k}'
+        cfg = tiny_config(res_dir, ade_root, **options)
+        runner = run(cfg, resume_from=ref_dir / f'iter_{k}.pth')
+        assert_continues(ref, load_record(res_dir), k)
+        assert runner.epoch == PASSES
+        text = ''.join(p.read_text() for p in res_dir.glob('*/*.log'))
+        assert 'again from its start' in text
+
+
+@pytest.mark.parametrize('train_tool', ['project', 'mmseg'])
+def test_epoch_based_resume_through_both_train_tools(train_tool, ade_root,
+                                                     tmp_path):
+    """Mid-epoch and at an epoch's last batch, with accumulation, through
+    this project's and mmseg's own tools/train.py."""
+    import mmseg
+    train_py = REPO / 'tools' / 'train.py'
+    if train_tool == 'mmseg':
+        train_py = Path(mmseg.__file__).parent / '.mim' / 'tools' / 'train.py'
+        if not train_py.exists():
+            pytest.skip(f'mmseg ships no tools/train.py at {train_py}')
+    options = dict(
+        seed=0,
+        by_epoch=True,
+        checkpoint_by_epoch=False,
+        accumulative_counts=2)
+    ref_dir = tmp_path / 'ref'
+    cfg = tiny_config(ref_dir, ade_root, **options)
+    _train(train_py, cfg_file(cfg, tmp_path / 'ref.py'), '--work-dir',
+           str(ref_dir))
+    ref = load_record(ref_dir)
+    for k in (2, FULL_PASS_BATCHES):  # mid-epoch, end of the first epoch
+        res_dir = tmp_path / f'resume_{k}'
+        cfg = tiny_config(res_dir, ade_root, **options)
+        cfg.load_from = str(ref_dir / f'iter_{k}.pth')
+        log = _train(train_py, cfg_file(cfg, tmp_path / f'resume_{k}.py'),
+                     '--resume', '--work-dir', str(res_dir))
+        assert f'resumed epoch: 0, iter: {k}' in log
+        assert_continues(ref, load_record(res_dir), k)
+
+
+def cfg_file(cfg, path):
+    cfg.dump(str(path))
+    return path
+
+
 def test_changed_fixed_seed_warns_and_the_checkpoint_wins(ade_root, tmp_path):
     ref_dir = tmp_path / 'ref'
     run(tiny_config(ref_dir, ade_root, seed=1))
