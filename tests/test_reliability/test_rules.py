@@ -677,8 +677,11 @@ def test_a_checkpoint_before_a_passs_first_batch_keeps_its_decision():
 def test_the_estimate_under_target_saving_is_the_solvers_plan(caplog):
     """The solver solves each pass again, so the estimate at pass 1 is
     what it planned there (the pass record's ``expected``)."""
+    # (Here pass 0's relative losses suggest other candidates for later
+    # passes than pass 1 has, so a fixed-ratio forecast would differ.)
     runner = _runner(
-        n=16,
+        n=20,
+        seed=2,
         logger='test_rules_plan',
         sampler_args=dict(ratio=None, target_saving=0.2))
     with caplog.at_level(logging.INFO, logger=runner.logger.name):
