@@ -186,6 +186,65 @@ def test_epoch_based_resume_through_both_train_tools(train_tool, ade_root,
         assert_continues(ref, load_record(res_dir), k)
 
 
+def test_epoch_based_two_rank_resume_through_dist_train(ade_root, tmp_path):
+    """tools/dist_train.sh, 2 ranks, accumulation 2: resumed mid-epoch
+    and after an epoch's last batch (one that ends a group), every rank
+    continues as the uninterrupted run did."""
+    options = dict(
+        seed=0,
+        world_size=2,
+        by_epoch=True,
+        checkpoint_by_epoch=False,
+        accumulative_counts=2)
+    ref_dir = tmp_path / 'ref'
+    cfg = tiny_config(ref_dir, ade_root, **options)
+    _dist_train(cfg_file(cfg, tmp_path / 'ref.py'), ref_dir)
+    refs = [load_record(ref_dir, rank) for rank in (0, 1)]
+    epoch_ends = [p['start_iter'] for p in refs[0]['passes'][1:]]
+    positions = [2] + [k for k in epoch_ends if k % 2 == 0][:1]
+    assert len(positions) == 2, epoch_ends
+    for k in positions:
+        res_dir = tmp_path / f'resume_{k}'
+        cfg = tiny_config(res_dir, ade_root, **options)
+        cfg.load_from = str(ref_dir / f'iter_{k}.pth')
+        log = _dist_train(
+            cfg_file(cfg, tmp_path / f'resume_{k}.py'), res_dir, '--resume')
+        assert 'resumed epoch: ' in log and f'iter: {k}' in log
+        for rank in (0, 1):
+            assert_continues(refs[rank], load_record(res_dir, rank), k)
+
+
+def _dist_train(config_file, work_dir, *args):
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = dict(
+        os.environ,
+        PORT=str(port),
+        OMP_NUM_THREADS='1',
+        PYTHONPATH=os.pathsep.join([str(REPO / 'tests'),
+                                    str(REPO)]),
+        PATH=os.pathsep.join(
+            [os.path.dirname(sys.executable), os.environ['PATH']]))
+    result = subprocess.run([
+        'bash',
+        str(REPO / 'tools' / 'dist_train.sh'),
+        str(config_file), '2', '--work-dir',
+        str(work_dir), *args
+    ],
+                            capture_output=True,
+                            text=True,
+                            cwd=REPO,
+                            env=env,
+                            timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    return log
+
+
 def cfg_file(cfg, path):
     cfg.dump(str(path))
     return path
