@@ -41,9 +41,10 @@ PACKAGE = 'mmseg_infobatch'
 MIN_SCORE = 0.95
 TIMEOUT_S = 600  # a mutant that hangs the subset counts as killed
 
-# Unit-level tests (no runner training) and one 2-process probe of the
-# sampler's seed (test_rank_seed.py, about 20 s of it): together they kill
-# every non-equivalent mutant below.
+# Unit-level tests (no runner training), one 2-process probe of the
+# sampler's seed (test_rank_seed.py, about 20 s of it) and one import in a
+# subprocess (test_guards.py): together they kill every non-equivalent
+# mutant below.
 FAST_TESTS = [
     'tests/test_sampler/test_infobatch_sampler.py',
     'tests/test_pruning/test_decide_pass.py',
@@ -56,6 +57,7 @@ FAST_TESTS = [
     'tests/test_reliability/test_rank_seed.py',
     'tests/test_pruning/test_target.py',
     'tests/test_sampler/test_target_saving.py',
+    'tests/test_hook/test_guards.py',
 ]
 # The tests of a mutated file run first: with -x, a killed mutant stops at
 # its first failure, so most of them cost little more than start-up.
@@ -83,6 +85,11 @@ FIRST_FOR = {
                 'tests/test_reliability/test_rules.py'],
     'loss_kinds.py': ['tests/test_loss/test_loss_families.py',
                       'tests/test_loss/test_infobatch_loss.py'],
+    'checks.py': ['tests/test_hook/test_guards.py'],
+    'report.py': ['tests/test_hook/test_guards.py'],
+    'sampler_state.py': ['tests/test_hook/test_guards.py',
+                         'tests/test_sampler/test_infobatch_sampler.py'],
+    'strategies.py': ['tests/test_hook/test_guards.py'],
 }
 # yapf: enable
 
@@ -547,6 +554,32 @@ MUTANTS = [
       "            buckets = scale_buckets(self.buckets, solved['ratio'])\n",
       '            pass\n',
       'target: quantile buckets scaled together'),
+    # -- guards on stock set-ups (checks.py, report.py, sampler_state.py)
+    M('batch_identity_img_path_skipped', 'checks.py',
+      "    if 'img_path' in samples[0] and hasattr(dataset, 'get_data_info'):",
+      '    if False:',
+      'each batch holds the images the sampler chose (stock PackSegInputs)'),
+    M('recipe_batch_auto_scale_lr_ignored', 'report.py',
+      "    if scale.get('base_batch_size') is not None:",
+      '    if False:',
+      'start-up log: the recipe\'s total batch of the shipped configs'),
+    M('quantile_setup_names_ratio', 'report.py',
+      "    if sampler.policy == 'quantile':", '    if False:',
+      'start-up log: the buckets decide under policy \'quantile\''),
+    M('fingerprint_absolute_paths', 'sampler_state.py',
+      "f'{key}={_relative(value, root, prefixes.get(key))}'",
+      "f'{key}={value}'",
+      'resume: a moved copy of the data is the same data'),
+    M('old_fingerprint_compared', 'sampler_state.py',
+      "if key == 'fingerprint' and not isinstance(saved[key], dict):",
+      'if False:',
+      'resume: older checkpoints\' fingerprints of absolute paths'),
+    M('fsdp_imported_unguarded', 'strategies.py',
+      'if FSDPStrategy is not None:\n'
+      '    from torch.distributed.fsdp import FullyShardedDataParallel\n',
+      'from torch.distributed.fsdp import FullyShardedDataParallel\n'
+      'if FSDPStrategy is not None:\n',
+      'import: where mmengine has no FSDPStrategy'),
     # -- argued equivalent ----------------------------------------------
     M('pad_without_early_return', 'pass_layout.py',
       '    if total == indices.numel():\n        return indices\n', '',

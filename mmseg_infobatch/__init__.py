@@ -1,11 +1,13 @@
 """InfoBatch (ICLR 2024) unbiased dynamic data pruning for MMSegmentation.
 
-Importing the package registers, into mmseg's registries, exactly:
+Importing the package registers exactly:
 
-- ``InfoBatchSampler`` (DATA_SAMPLERS): prunes each pass;
-- ``InfoBatchHook`` (HOOKS): anneals, tracks scores, aligns the schedule;
-- ``InfoBatchLoss`` (MODELS): per-image scores and rescaling;
-- ``NoPauseIterBasedTrainLoop`` (LOOPS): passes without mmengine's 2 s pause;
+- ``InfoBatchSampler`` (mmseg's DATA_SAMPLERS): prunes each pass;
+- ``InfoBatchHook`` (mmseg's HOOKS): anneals, tracks scores, aligns the
+  schedule;
+- ``InfoBatchLoss`` (mmseg's MODELS): per-image scores and rescaling;
+- ``NoPauseIterBasedTrainLoop`` (mmengine's LOOPS, which mmseg's LOOPS
+  falls back to): passes without mmengine's 2 s pause;
 - ``ResumableFSDPStrategy`` (mmengine's STRATEGIES, where torch has FSDP):
   FlexibleRunner's FSDPStrategy with a working resume.
 

@@ -107,7 +107,7 @@ def check_batch(data_batch, indices: torch.Tensor, dataset,
             f'{num_images}: sample indices cannot reach the batch. Do not '
             'replace the sampler or batch_sampler of train_dataloader while '
             'InfoBatch is on.')
-    _check_sample_idx(data_batch, indices, dataset)
+    _check_identity(data_batch, indices, dataset)
 
 
 def _batch_len(data_batch) -> Optional[int]:
@@ -118,21 +118,40 @@ def _batch_len(data_batch) -> Optional[int]:
     return None
 
 
-def _check_sample_idx(data_batch, indices: torch.Tensor, dataset) -> None:
-    """Cross-check against mmengine's own ``sample_idx`` where it is
-    meaningful: present in the metainfo and the dataset is not a wrapper
-    (wrappers renumber it)."""
-    if not isinstance(data_batch, dict) or hasattr(dataset, 'datasets') or \
-            hasattr(dataset, 'times') or hasattr(dataset, 'dataset'):
+def _check_identity(data_batch, indices: torch.Tensor, dataset) -> None:
+    """Each image of the batch is the one the sampler chose: its
+    ``img_path``, which mmseg's ``PackSegInputs`` packs by default, is the
+    dataset's for the chosen index (one ``get_data_info`` per image, which
+    dataset wrappers map to the inner dataset's sample). Where no
+    ``img_path`` is packed, mmengine's ``sample_idx`` where it is packed
+    and meaningful (not renumbered by a wrapper)."""
+    samples = data_batch.get('data_samples') if isinstance(data_batch,
+                                                           dict) else None
+    if not samples or len(samples) != indices.numel():
         return
-    samples = data_batch.get('data_samples') or []
-    # PackSegInputs drops sample_idx unless it is in meta_keys: then skip
-    # at the cost of one lookup.
-    if not samples or 'sample_idx' not in samples[0]:
+    chosen = indices.tolist()
+    if 'img_path' in samples[0] and hasattr(dataset, 'get_data_info'):
+        for j, (index, sample) in enumerate(zip(chosen, samples)):
+            expected = dataset.get_data_info(index).get('img_path')
+            if sample.img_path != expected:
+                raise RuntimeError(
+                    f'InfoBatch expected image {j} of this batch to be '
+                    f'sample {index}, {expected}, but it is '
+                    f'{sample.img_path}: sample indices cannot reach the '
+                    'batch. Keep shuffling in InfoBatchSampler and do not '
+                    'reorder batches.')
         return
-    seen = [s.sample_idx for s in samples]
-    if seen != indices.tolist():
+    if 'sample_idx' not in samples[0] or _renumbers(dataset):
+        return
+    held = [s.sample_idx for s in samples]
+    if held != chosen:
         raise RuntimeError(
-            f'InfoBatch expected samples {indices.tolist()} but the batch '
-            f'holds {seen}: sample indices cannot reach the batch. Keep '
-            'shuffling in InfoBatchSampler and do not reorder batches.')
+            f'InfoBatch expected samples {chosen} but the batch holds '
+            f'{held}: sample indices cannot reach the batch. Keep shuffling '
+            'in InfoBatchSampler and do not reorder batches.')
+
+
+def _renumbers(dataset) -> bool:
+    """A dataset wrapper, whose samples carry their inner index."""
+    return any(
+        hasattr(dataset, name) for name in ('datasets', 'times', 'dataset'))

@@ -33,8 +33,8 @@ def check_mmengine_version() -> None:
 
 def fsdp_strategy_class() -> Optional[type]:
     """mmengine's ``FSDPStrategy`` (from its registry: the class lives in
-    the private ``mmengine._strategy``), or None where torch < 2.0 has no
-    FSDP support in mmengine."""
+    the private ``mmengine._strategy``), or None where mmengine has none:
+    torch < 2.0, or a torch without distributed support."""
     import mmengine.runner  # noqa: F401  registers the strategies
     from mmengine.registry import STRATEGIES
     return STRATEGIES.get('FSDPStrategy')

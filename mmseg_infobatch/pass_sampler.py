@@ -38,9 +38,10 @@ class PassSampler(Sampler):
     current one was trained to its end, and otherwise iterates the current
     pass again from its start: mmengine's infinite iterator restarts its
     epoch count after a resume, so no pass number is taken from
-    ``set_epoch``. No pass is decided before :meth:`configure`: worker
-    processes that prefetch before the hook runs get an empty pass, and the
-    loop starts the next one.
+    ``set_epoch``. No pass is decided before :meth:`configure`: a dataloader
+    with worker processes draws indices for them as soon as the loop builds
+    its iterator (in the main process, before the hook runs); that draw gets
+    an empty pass, and the loop starts the next one.
 
     Subclasses decide each pass in ``_decide_next_pass`` and hand it over
     with :meth:`_hold_pass`.
@@ -62,8 +63,8 @@ class PassSampler(Sampler):
         self.batch_size: Optional[int] = None
         self.drop_last = False
         self.fingerprint = 0
-        # Iterations asked for before configure(): worker processes
-        # prefetch as soon as the loop builds its iterator, once.
+        # Iterations asked for before configure(): with worker processes,
+        # the loop's iterator draws indices once, as soon as it is built.
         self._unconfigured_iters = 0
         # The current pass.
         self.pass_idx = -1
@@ -127,9 +128,11 @@ class PassSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         if not self.configured:
-            # Worker processes prefetch once, before InfoBatchHook runs:
-            # that pass is empty, and the loop starts the next, configured,
-            # one. A second means no hook configures the sampler.
+            # With num_workers > 0 the dataloader's iterator draws indices
+            # for its workers once, when the loop builds it, before
+            # InfoBatchHook runs: that pass is empty, and the loop starts
+            # the next, configured, one. A second means no hook configures
+            # the sampler.
             self._unconfigured_iters += 1
             if self._unconfigured_iters > 1:
                 raise RuntimeError(

@@ -5,7 +5,7 @@ the cap on ``target_saving``'s ratio, and at the end how close both came
 import math
 import os.path as osp
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -209,7 +209,7 @@ def saved_before(history: List[PassRecord], sampler) -> float:
 
 def log_setup(runner, sampler, progress) -> None:
     """The start-up lines: the layout, the passes, where pruning stops,
-    and a warning when the total batch differs from the config name's."""
+    and a warning when the total batch differs from the recipe's."""
     total_batch = sampler.world_size * sampler.batch_size
     stop = sampler.prune_stop
     runner.logger.info(
@@ -220,11 +220,12 @@ def log_setup(runner, sampler, progress) -> None:
         f'{stop:.2f} ({_ratio_text(sampler)}, policy '
         f'{sampler.policy!r}), full-data annealing from pass '
         f'{max(math.ceil(stop), 0) if math.isfinite(stop) else "never"}.')
-    recipe = _recipe_total_batch(getattr(runner.cfg, 'filename', None))
+    recipe, source = _recipe_total_batch(runner.cfg)
     if recipe is not None and recipe != total_batch:
         runner.logger.warning(
-            f'InfoBatch: the config name says a total batch of {recipe}, '
-            f'but this run trains with {total_batch}: the same max_iters '
+            f'InfoBatch: the config\'s {source} says a total batch of '
+            f'{recipe}, but this run trains with {total_batch}: the same '
+            f'max_iters '
             f'now make {progress.num_passes:.2f} passes over the data, '
             'so the annealing point and the LR per sample change. Scale '
             'max_iters (and the schedule) with the batch, or use '
@@ -280,15 +281,26 @@ def log_finish(runner, progress, num_passes: int,
 
 
 def _ratio_text(sampler) -> str:
-    if sampler.target_saving is None:
-        return f'ratio {sampler.ratio}'
-    return (f'target_saving {sampler.target_saving:.1%}: a ratio per pass, '
-            f'at most {sampler.max_ratio}')
+    if sampler.target_saving is not None:
+        return (f'target_saving {sampler.target_saving:.1%}: a ratio per '
+                f'pass, at most {sampler.max_ratio}')
+    if sampler.policy == 'quantile':
+        # The buckets decide; the sampler's ratio is unused.
+        return 'buckets ' + ', '.join(f'(q {q:g}, r {r:g})'
+                                      for q, r in sampler.buckets)
+    return f'ratio {sampler.ratio}'
 
 
-def _recipe_total_batch(filename: Optional[str]) -> Optional[int]:
-    """The total batch that an mmseg config name states, '4xb4' -> 16."""
-    if not filename:
-        return None
-    match = re.search(r'(\d+)xb(\d+)', osp.basename(filename))
-    return int(match.group(1)) * int(match.group(2)) if match else None
+def _recipe_total_batch(cfg) -> Tuple[Optional[int], str]:
+    """The total batch the config's recipe was made for, and where the
+    config states it: ``auto_scale_lr.base_batch_size`` (mmengine's field
+    for it, set by the shipped configs), else an mmseg config name's
+    'NxbM' ('4xb4' -> 16); (None, '') where neither does."""
+    scale = cfg.get('auto_scale_lr') or {}
+    if scale.get('base_batch_size') is not None:
+        return int(scale['base_batch_size']), 'auto_scale_lr.base_batch_size'
+    filename = getattr(cfg, 'filename', None)
+    match = re.search(r'(\d+)xb(\d+)', osp.basename(filename or ''))
+    if match is None:
+        return None, ''
+    return int(match.group(1)) * int(match.group(2)), 'name'

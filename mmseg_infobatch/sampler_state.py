@@ -2,11 +2,19 @@
 that a resume keeps the layout that shapes a pass, the dataset fingerprint
 in that layout, the upgrade of older formats, and the tables as plain
 tensors for analysis."""
+import logging
 import zlib
 
 import torch
+from mmengine.logging import print_log
 
 from .pass_layout import pack_bits, unpack_bits
+
+# The dataset fingerprint of the layout is dict(version=2, crc=...), a CRC32
+# of every sample's file paths relative to its dataset's data_root (or
+# data_prefix), so that a copy of the data at another place resumes. Formats
+# 2 to 4 of older versions stored a bare CRC32 of the absolute paths.
+FINGERPRINT_VERSION = 2
 
 _LAYOUT_FIXES = dict(
     num_samples='Resume with the same dataset',
@@ -15,13 +23,23 @@ _LAYOUT_FIXES = dict(
     batch_size='Resume with the same train_dataloader.batch_size: the saved '
     'pass is split into batches of the old size',
     drop_last='Resume with the same train_dataloader.drop_last',
-    fingerprint='Resume with the same data (the image and label paths of '
-    'the train dataset changed)')
+    fingerprint='Resume with the same data (the train dataset holds other '
+    'images or labels: their paths relative to data_root differ)')
 
 
 def check_layout(saved: dict, current: dict) -> None:
     """Refuse a resume that would cut the saved pass differently."""
     for key, fix in _LAYOUT_FIXES.items():
+        if key == 'fingerprint' and not isinstance(saved[key], dict):
+            # A CRC32 of absolute paths, which would refuse moved data.
+            print_log(
+                'The checkpoint holds a dataset fingerprint of an older '
+                'mmseg_infobatch (of absolute paths), which is not '
+                'compared: only the dataset size is checked. Resume with '
+                'the same data.',
+                logger='current',
+                level=logging.WARNING)
+            continue
         if saved[key] != current[key]:
             raise ValueError(
                 f'The checkpoint holds InfoBatch state made with {key}='
@@ -30,31 +48,48 @@ def check_layout(saved: dict, current: dict) -> None:
                 'load_from=CHECKPOINT instead of --resume.')
 
 
-def dataset_fingerprint(dataset) -> int:
-    """A cheap CRC32 of the sample list (image and label paths and the
-    rest of each sample's info), looking through dataset wrappers."""
+def dataset_fingerprint(dataset) -> dict:
+    """A CRC32 of the sample list: each sample's file paths (``*_path``
+    of its data info) relative to its dataset's ``data_root`` (or, where
+    they are not below it, to its ``data_prefix``), looking through
+    dataset wrappers; the same for a copy of the data at another place."""
     crc = zlib.crc32(str(len(dataset)).encode())
     for part in _sample_lists(dataset):
         crc = zlib.crc32(part, crc)
-    return crc
+    return dict(version=FINGERPRINT_VERSION, crc=crc)
 
 
 def _sample_lists(dataset):
     """Byte strings that describe the samples of ``dataset``."""
-    data_bytes = getattr(dataset, 'data_bytes', None)
-    if data_bytes is not None:
-        # mmengine's BaseDataset keeps its sample list serialized here.
-        yield memoryview(data_bytes)
+    inner = getattr(dataset, 'datasets', None)
+    if inner:  # ConcatDataset
+        for part in inner:
+            yield from _sample_lists(part)
         return
-    data_list = getattr(dataset, 'data_list', None)
-    if data_list:
-        yield '\n'.join(f"{info.get('img_path')}|{info.get('seg_map_path')}"
-                        for info in data_list).encode()
-    for inner in getattr(dataset, 'datasets', None) or []:
-        yield from _sample_lists(inner)
     inner = getattr(dataset, 'dataset', None)
-    if inner is not None and inner is not dataset:
+    if inner is not None and inner is not dataset:  # RepeatDataset, ...
         yield from _sample_lists(inner)
+        return
+    if hasattr(dataset, 'get_data_info'):
+        # mmengine's BaseDataset; serialized or not, one info at a time.
+        infos = (dataset.get_data_info(i) for i in range(len(dataset)))
+    else:
+        infos = getattr(dataset, 'data_list', None) or []
+    prefixes = getattr(dataset, 'data_prefix', None) or {}
+    root = getattr(dataset, 'data_root', None) or ''
+    for info in infos:
+        yield '|'.join(
+            f'{key}={_relative(value, root, prefixes.get(key))}'
+            for key, value in sorted(info.items())
+            if key.endswith('_path') and isinstance(value, str)).encode()
+
+
+def _relative(path: str, *bases) -> str:
+    """``path`` below the first of ``bases`` it is below, or as it is."""
+    for base in bases:
+        if isinstance(base, str) and base and path.startswith(base):
+            return path[len(base):].lstrip('/\\')
+    return path
 
 
 def upgrade_state(state: dict) -> dict:

@@ -12,13 +12,15 @@ accept. Use it by config::
     strategy = dict(type='ResumableFSDPStrategy')
 """
 from mmengine.registry import STRATEGIES
-from torch.distributed.fsdp import FullyShardedDataParallel
 
 from .compat import fsdp_strategy_class
 
-FSDPStrategy = fsdp_strategy_class()  # None where torch has no FSDP
+# None where torch has no FSDP (no distributed support, or torch < 2.0):
+# mmengine registers its FSDPStrategy only where FSDP imports.
+FSDPStrategy = fsdp_strategy_class()
 
 if FSDPStrategy is not None:
+    from torch.distributed.fsdp import FullyShardedDataParallel
 
     @STRATEGIES.register_module()
     class ResumableFSDPStrategy(FSDPStrategy):

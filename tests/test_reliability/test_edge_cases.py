@@ -1,6 +1,7 @@
 """Unusual but legal set-ups, each a named regression test."""
 import copy
 import re
+import shutil
 
 import pytest
 from conftest import load_record
@@ -41,11 +42,13 @@ def test_full_passes_never_end_in_a_one_image_batch(num_train, ratio,
         range(num_train))
 
 
-@pytest.mark.parametrize('sampler', [
-    dict(policy='random', ratio=0.99),
-    dict(policy='quantile', buckets=[(1.0, 0.99)]),
+@pytest.mark.parametrize('sampler,setup', [
+    (dict(policy='random', ratio=0.99), "(ratio 0.99, policy 'random')"),
+    (dict(policy='quantile', buckets=[
+        (1.0, 0.99)
+    ]), "(buckets (q 1, r 0.99), policy 'quantile')"),
 ])
-def test_a_pass_that_prunes_everything_still_trains(sampler, ade20_root,
+def test_a_pass_that_prunes_everything_still_trains(sampler, setup, ade20_root,
                                                     tmp_path):
     cfg = tiny_config(
         tmp_path,
@@ -60,6 +63,8 @@ def test_a_pass_that_prunes_everything_still_trains(sampler, ade20_root,
     assert record['final_iter'] == runner.iter
     assert all(p['rank_indices'].numel() >= 2 for p in record['passes'])
     assert record['final_lr'] == pytest.approx(ETA_MIN, rel=1e-6)
+    # The start-up line names what decides the passes.
+    assert setup in _log(tmp_path)
 
 
 def _count_steps(cfg):
@@ -111,13 +116,26 @@ def test_resume_refuses_a_batch_size_with_the_same_pass_length(
 
 
 def test_resume_refuses_other_images_of_the_same_count(ade20_root, tmp_path):
+    # The same files plus one: the resumed run trains on images 1 to 20.
     other = make_ade_layout(
-        tmp_path / 'other', num_train=20, num_val=2, size=(32, 32), seed=1)
+        tmp_path / 'other', num_train=21, num_val=2, size=(32, 32), seed=0)
     _train(tiny_config(tmp_path / 'a', ade20_root, num_train=20, passes=2))
     resumed = tiny_config(tmp_path / 'b', other, num_train=20, passes=2)
+    resumed.train_dataloader.dataset.indices = list(range(1, 21))
     resumed.resume, resumed.load_from = True, str(tmp_path / 'a/iter_12.pth')
     with pytest.raises(ValueError, match='fingerprint.*same data'):
         _train(resumed)
+
+
+def test_a_copy_of_the_data_at_another_root_resumes(ade20_root, tmp_path):
+    moved = shutil.copytree(ade20_root, tmp_path / 'moved')
+    first = _train(
+        tiny_config(tmp_path / 'a', ade20_root, num_train=20, passes=2))
+    resumed = tiny_config(tmp_path / 'b', moved, num_train=20, passes=2)
+    resumed.resume, resumed.load_from = True, str(tmp_path / 'a/iter_12.pth')
+    runner = _train(resumed)
+    assert 'InfoBatch resumed in pass 1' in _log(tmp_path / 'b')
+    assert runner.iter == first.iter
 
 
 def test_two_infobatch_hooks_are_refused(ade20_root, tmp_path):
@@ -164,4 +182,4 @@ def test_recipe_batch_mismatch_is_named(ade20_root, tmp_path):
     _train(Config.fromfile(str(named)))
     text = _log(tmp_path)
     assert 'total batch 2 (1 x 2)' in text
-    assert 'config name says a total batch of 16' in text
+    assert "the config's name says a total batch of 16" in text

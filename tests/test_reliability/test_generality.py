@@ -136,8 +136,8 @@ def test_indices_reach_the_right_images(wrapper, digit_root, tmp_path):
 
 def test_amp_optimizer_wrapper_runs(digit_root, tmp_path):
     """mmengine's AmpOptimWrapper refuses CPUs, so a test-only subclass of
-    OptimWrapper autocasts to bfloat16 on CPU the same way; the CUDA
-    --amp run is in tools/gpu_check.sh."""
+    OptimWrapper autocasts to bfloat16 on CPU the same way; the CUDA AMP
+    runs (fp16 and bf16) are in benchmarks/gpu_check.sh."""
     import cpu_amp_optim_wrapper  # noqa: F401
     cfg = demo_config(tmp_path, digit_root, passes=3, delta=0.5)
     cfg.optim_wrapper.type = 'CpuAmpOptimWrapper'

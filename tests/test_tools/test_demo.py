@@ -1,8 +1,12 @@
-"""tools/demo.py end to end, on the demo data with a short schedule."""
+"""tools/demo.py end to end: on the demo data with a short schedule, and
+in full against the README's summary block."""
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 
-from conftest import TOOLS
+from conftest import REPO, TOOLS
 
 
 def test_demo_summary_matches_the_run(tmp_path, capsys, monkeypatch):
@@ -42,3 +46,49 @@ def test_demo_summary_matches_the_run(tmp_path, capsys, monkeypatch):
     # Each pass visits every scene, kept or pruned.
     assert seen == 4 * 40 and 0 < pruned < seen
     assert re.search(r'mIoU \(val\)     : \d+\.\d\d', out)
+
+
+# The lines of the demo's summary that a run repeats exactly: the data's
+# size, the passes, the iterations and what was saved and pruned (not the
+# mIoU's last digits, the wall time or the log folder).
+EXACT_LINES = ('data', 'passes', 'iterations', 'saved')
+
+
+def _exact_lines(lines):
+    found = {}
+    for line in lines:
+        key, sep, value = line.strip().partition(':')
+        if sep and key.strip() in EXACT_LINES:
+            # The data line ends with the data folder, which may differ.
+            found[key.strip()] = value.strip().rsplit(', ', 1)[0] \
+                if key.strip() == 'data' else value.strip()
+    return found
+
+
+def test_readme_demo_block_is_what_the_demo_prints(tmp_path):
+    """The demo in full (minutes), on one thread as the README's block was
+    made: its summary's exact lines are the block's, so the block cannot
+    go stale."""
+    readme = (REPO / 'README.md').read_text()
+    block = re.search(
+        r'```\n=+\nInfoBatch demo summary.*?\n```', readme, flags=re.S)
+    assert block, 'README.md has no demo summary block'
+    documented = _exact_lines(block.group(0).splitlines())
+    assert set(documented) == set(EXACT_LINES)
+    result = subprocess.run([
+        sys.executable,
+        str(TOOLS / 'demo.py'), '--data-root',
+        str(tmp_path / 'data'), '--work-dir',
+        str(tmp_path / 'work')
+    ],
+                            capture_output=True,
+                            text=True,
+                            cwd=REPO,
+                            env=dict(
+                                os.environ,
+                                OMP_NUM_THREADS='1',
+                                MKL_NUM_THREADS='1'),
+                            timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _exact_lines(result.stdout.splitlines()) == documented, \
+        result.stdout[-1500:]

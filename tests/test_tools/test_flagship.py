@@ -82,6 +82,15 @@ def test_flagship_trains_shortened_to_eta_min(flagship_run):
     assert re.search(r'Iter\(val\) \[\d+/\d+\].*mIoU', log)
 
 
+def test_flagship_warns_of_a_total_batch_other_than_the_recipe(flagship_run):
+    # One process at batch 2 instead of the recipe's 4 x 4. The stock
+    # pipeline packs img_path, by which every batch's images were checked.
+    _, log = flagship_run
+    assert 'total batch 2 (1 x 2)' in log
+    assert ("the config's auto_scale_lr.base_batch_size says a total batch "
+            'of 16, but this run trains with 2') in log
+
+
 def test_flagship_resume_continues(flagship_run, ade_root):
     work_dir, _ = flagship_run
     final = _final_iter(work_dir)
