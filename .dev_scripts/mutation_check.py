@@ -56,6 +56,7 @@ FAST_TESTS = [
     'tests/test_reliability/test_rank_seed.py',
     'tests/test_pruning/test_target.py',
     'tests/test_sampler/test_target_saving.py',
+    'tests/test_config/test_add_infobatch.py',
 ]
 # The tests of a mutated file run first: with -x, a killed mutant stops at
 # its first failure, so most of them cost little more than start-up.
@@ -83,6 +84,7 @@ FIRST_FOR = {
                 'tests/test_reliability/test_rules.py'],
     'loss_kinds.py': ['tests/test_loss/test_loss_families.py',
                       'tests/test_loss/test_infobatch_loss.py'],
+    'config.py': ['tests/test_config/test_add_infobatch.py'],
 }
 # yapf: enable
 
@@ -499,6 +501,22 @@ MUTANTS = [
       "            buckets = scale_buckets(self.buckets, solved['ratio'])\n",
       '            pass\n',
       'target: quantile buckets scaled together'),
+    # -- adding InfoBatch to a config (config.py) ------------------------
+    M('wrap_drops_loss_options', 'config.py',
+      "wrapped = dict(type='InfoBatchLoss', loss=copy.deepcopy(term))",
+      "wrapped = dict(type='InfoBatchLoss', loss=dict(type=term['type']))",
+      'add_infobatch: inner loss options kept exactly'),
+    M('per_image_mode_not_set', 'config.py',
+      "                wrapped['mode'] = mode\n", '',
+      'add_infobatch: per_image where the default mode refuses'),
+    M('sampler_seed_dropped', 'config.py',
+      'sampler.update({k: old[k] for k in KEPT_SAMPLER_KEYS if k in old})',
+      'sampler.update({})',
+      'add_infobatch: the train sampler\'s shuffle and seed kept'),
+    M('hook_added_again', 'config.py',
+      "found = [h for h in hooks if _is_type(h, 'InfoBatchHook')]",
+      'found = []',
+      'add_infobatch: a second call changes nothing'),
     # -- argued equivalent ----------------------------------------------
     M('pad_without_early_return', 'pass_layout.py',
       '    if total == indices.numel():\n        return indices\n', '',
