@@ -58,6 +58,7 @@ FAST_TESTS = [
     'tests/test_pruning/test_target.py',
     'tests/test_sampler/test_target_saving.py',
     'tests/test_hook/test_guards.py',
+    'tests/test_config/test_add_infobatch.py',
 ]
 # The tests of a mutated file run first: with -x, a killed mutant stops at
 # its first failure, so most of them cost little more than start-up.
@@ -90,6 +91,7 @@ FIRST_FOR = {
     'sampler_state.py': ['tests/test_hook/test_guards.py',
                          'tests/test_sampler/test_infobatch_sampler.py'],
     'strategies.py': ['tests/test_hook/test_guards.py'],
+    'config.py': ['tests/test_config/test_add_infobatch.py'],
 }
 # yapf: enable
 
@@ -580,6 +582,22 @@ MUTANTS = [
       'from torch.distributed.fsdp import FullyShardedDataParallel\n'
       'if FSDPStrategy is not None:\n',
       'import: where mmengine has no FSDPStrategy'),
+    # -- adding InfoBatch to a config (config.py) ------------------------
+    M('wrap_drops_loss_options', 'config.py',
+      "wrapped = dict(type='InfoBatchLoss', loss=copy.deepcopy(term))",
+      "wrapped = dict(type='InfoBatchLoss', loss=dict(type=term['type']))",
+      'add_infobatch: inner loss options kept exactly'),
+    M('per_image_mode_not_set', 'config.py',
+      "                wrapped['mode'] = mode\n", '',
+      'add_infobatch: per_image where the default mode refuses'),
+    M('sampler_seed_dropped', 'config.py',
+      'sampler.update({k: old[k] for k in KEPT_SAMPLER_KEYS if k in old})',
+      'sampler.update({})',
+      'add_infobatch: the train sampler\'s shuffle and seed kept'),
+    M('hook_added_again', 'config.py',
+      "found = [h for h in hooks if _is_type(h, 'InfoBatchHook')]",
+      'found = []',
+      'add_infobatch: a second call changes nothing'),
     # -- argued equivalent ----------------------------------------------
     M('pad_without_early_return', 'pass_layout.py',
       '    if total == indices.numel():\n        return indices\n', '',

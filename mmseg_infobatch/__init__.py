@@ -11,10 +11,15 @@ Importing the package registers exactly:
 - ``ResumableFSDPStrategy`` (mmengine's STRATEGIES, where torch has FSDP):
   FlexibleRunner's FSDPStrategy with a working resume.
 
+``add_infobatch(cfg, **knobs)`` adds all of them to a config (the sampler,
+the hook and every head's loss wrapped), as ``tools/train.py --infobatch``
+does.
+
 The demo dataset lives in :mod:`mmseg_infobatch.demo`, imported by the demo
 configs only.
 """
 from . import strategies  # noqa: F401  registers ResumableFSDPStrategy
+from .config import add_infobatch
 from .hook import InfoBatchHook
 from .loops import NoPauseIterBasedTrainLoop
 from .loss import InfoBatchLoss
@@ -23,5 +28,5 @@ from .version import __version__
 
 __all__ = [
     'InfoBatchSampler', 'InfoBatchHook', 'InfoBatchLoss',
-    'NoPauseIterBasedTrainLoop', '__version__'
+    'NoPauseIterBasedTrainLoop', 'add_infobatch', '__version__'
 ]

@@ -2,17 +2,19 @@
 
 Configs are grouped by segmentor, backbone, heads and losses (with the loss
 options that change a reduction); the lightest of each group is checked, as
-a user would set it up, by config alone: ``custom_imports`` and every loss
-term of every head wrapped in ``InfoBatchLoss`` (with ``mode='per_image'``
-where the default refuses at build, as its message says). On CPU (SyncBN as
-BN, no pretrained checkpoint, ``--size`` inputs) the plain and the wrapped
-model, with the same weights and random state, run a training step on
-generated images of the config's classes: at image weights 1 every loss
-term and gradient must match; at other weights the loss must be
-``sum_i w_i * loss(e_i)``; then a few steps must train. Results: ``equal``,
-``per-image``, ``refused`` (even per image), ``not buildable`` (here,
-without InfoBatch; reason named), ``no loss_decode`` (MaskFormer), and
-``DIFFERENT`` / ``ERROR``, which make the exit status 1.
+a user would set it up: the stock config through
+``mmseg_infobatch.add_infobatch`` (as ``tools/train.py --infobatch`` does),
+which wraps every loss term of every head in ``InfoBatchLoss``, with
+``mode='per_image'`` where the default refuses at build, as its message
+says. On CPU (SyncBN as BN, no pretrained checkpoint, ``--size`` inputs)
+the plain and the wrapped model, with the same weights and random state,
+run a training step on generated images of the config's classes: at image
+weights 1 every loss term and gradient must match; at other weights the
+loss must be ``sum_i w_i * loss(e_i)``; then a few steps must train.
+Results: ``equal``, ``per-image``, ``refused`` (by ``add_infobatch`` or
+when built, with the reason), ``not buildable`` (here, without InfoBatch;
+reason named), ``no loss_decode`` (MaskFormer), and ``DIFFERENT`` /
+``ERROR``, which make the exit status 1.
 
 Example::
 
@@ -21,7 +23,6 @@ Example::
 import argparse
 import copy
 import glob
-import inspect
 import logging
 import os
 import os.path as osp
@@ -38,12 +39,13 @@ from mmengine.config import Config, ConfigDict
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
-from mmengine.utils import import_modules_from_strings
+
+from mmseg_infobatch import add_infobatch
+from mmseg_infobatch.config import loss_terms, walk, with_default_losses
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from cpu_runtime import sync_bn_to_bn  # noqa: E402
 
-CUSTOM_IMPORTS = dict(imports=['mmseg_infobatch'], allow_failed_imports=False)
 STATUSES = ('equal', 'per-image', 'refused', 'not buildable', 'no loss_decode',
             'DIFFERENT', 'ERROR')
 NUM_IMAGES = 2
@@ -75,75 +77,10 @@ def find_configs(root: str, only: Optional[str] = None) -> List[str]:
     return files
 
 
-def walk(node, visit):
-    """Call ``visit`` on every dict of a config tree, parents first."""
-    if isinstance(node, dict):
-        visit(node)
-        for value in list(node.values()):
-            walk(value, visit)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            walk(value, visit)
-
-
 def _dicts(node) -> List[dict]:
     found = []
-    walk(node, found.append)
+    walk(node, lambda d, path: found.append(d))
     return found
-
-
-def loss_terms(head: dict) -> Dict[str, list]:
-    """A head's loss configs by key: ``loss_decode`` and others such as
-    EncHead's ``loss_se_decode``."""
-    terms = {}
-    for key, value in head.items():
-        values = value if isinstance(value, (list, tuple)) else [value]
-        if key.startswith('loss_') and key.endswith('_decode') and all(
-                isinstance(v, dict) and 'type' in v for v in values):
-            terms[key] = list(values)
-    return terms
-
-
-def default_loss_decode(cls, node: dict) -> Optional[dict]:
-    """The ``loss_decode`` a head of class ``cls`` gets when its config
-    ``node`` names none: the default of the first ``__init__`` in the MRO
-    that takes it, if the ones before pass their keywords on."""
-    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
-    for klass in cls.__mro__:
-        if '__init__' not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters
-        if 'loss_decode' in params:
-            # KNet's IterativeDecodeHead skips BaseDecodeHead's __init__,
-            # which needs num_classes: no num_classes, no loss of its own.
-            if klass is BaseDecodeHead and 'num_classes' not in node:
-                return None
-            return copy.deepcopy(params['loss_decode'].default)
-        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            return None
-    return None
-
-
-def with_default_losses(model: dict) -> dict:
-    """Write out the loss of heads that use their class's default
-    (BiSeNetV1's auxiliary heads): a config can only wrap what it names."""
-    from mmseg.registry import MODELS
-    model = copy.deepcopy(model)
-
-    def visit(node):
-        if 'loss_decode' in node or not isinstance(node.get('type'), str):
-            return
-        try:
-            cls = MODELS.get(node['type'])
-        except Exception:  # e.g. a type of a package not installed
-            return
-        default = default_loss_decode(cls, node) \
-            if isinstance(cls, type) else None
-        if isinstance(default, dict):
-            node['loss_decode'] = default
-
-    walk(model, visit)
-    return model
 
 
 def signature(model: dict) -> tuple:
@@ -151,7 +88,7 @@ def signature(model: dict) -> tuple:
     each head with its pixel sampler and its losses' reduction options."""
     heads = []
 
-    def visit(node):
+    def visit(node, path):
         terms = loss_terms(node)
         if terms:
             sampler = (node.get('sampler') or {}).get('type')
@@ -184,7 +121,7 @@ def weight_of(path: str, model: dict) -> tuple:
 def describe_losses(model: dict) -> str:
     names = []
 
-    def visit(node):
+    def visit(node, path):
         for terms in loss_terms(node).values():
             for t in terms:
                 name = t['type'].split('.')[-1]
@@ -222,7 +159,7 @@ def prepare_for_cpu(model: dict, size: int) -> dict:
     model = copy.deepcopy(model)
     sync_bn_to_bn(model)
 
-    def visit(node):
+    def visit(node, path):
         if 'pretrained' in node and isinstance(node['pretrained'], str):
             node['pretrained'] = None
         init_cfg = node.get('init_cfg')
@@ -242,43 +179,31 @@ def prepare_for_cpu(model: dict, size: int) -> dict:
     return model
 
 
-def wrap_losses(model: dict, per_image=()) -> dict:
-    """Wrap every loss term of every head, as a user's config does; the
-    loss types in ``per_image`` get ``mode='per_image'``."""
-    model = copy.deepcopy(model)
-
-    def wrap(term):
-        wrapped = dict(type='InfoBatchLoss', loss=term)
-        if term['type'] in per_image:
-            wrapped['mode'] = 'per_image'
-        return wrapped
-
-    def visit(node):
-        for key, terms in loss_terms(node).items():
-            if isinstance(node[key], dict):
-                node[key] = wrap(node[key])
-            else:
-                node[key] = [wrap(t) for t in terms]
-
-    walk(model, visit)
-    return model
+def with_infobatch(path: str, model: dict) -> dict:
+    """The model of the stock config ``path`` with ``model`` in it, through
+    ``add_infobatch``: what ``tools/train.py --infobatch`` trains."""
+    cfg = Config.fromfile(osp.join(config_root(), path))
+    cfg.model = model
+    return add_infobatch(cfg).model.to_dict()
 
 
-def refused_types(model: dict) -> List[str]:
-    """Loss types that ``InfoBatchLoss`` refuses in its default mode."""
+def per_image_terms(model: dict) -> List[dict]:
+    """The inner loss configs that the wrapping gave ``mode='per_image'``."""
+    return [
+        d['loss'] for d in _dicts(model)
+        if d.get('type') == 'InfoBatchLoss' and d.get('mode') == 'per_image'
+    ]
+
+
+def refusal(loss: dict) -> str:
+    """Why ``InfoBatchLoss`` in its default mode refuses ``loss``; ''
+    where it serves it."""
     from mmseg.registry import MODELS
-    refused = []
-
-    def visit(node):
-        for terms in loss_terms(node).values():
-            for t in terms:
-                try:
-                    MODELS.build(dict(type='InfoBatchLoss', loss=t))
-                except ValueError:
-                    refused.append(t['type'])
-
-    walk(model, visit)
-    return sorted(set(refused))
+    try:
+        MODELS.build(dict(type='InfoBatchLoss', loss=loss))
+    except ValueError as e:
+        return str(e)
+    return ''
 
 
 def build(model_cfg: dict):
@@ -292,15 +217,6 @@ def build(model_cfg: dict):
         raise RuntimeError('init_weights needs the pretrained checkpoint, '
                            f'a download: {_reason(e)}') from e
     return revert_sync_batchnorm(model).train()
-
-
-def build_error(model_cfg: dict) -> str:
-    """The message of the error that building ``model_cfg`` raises."""
-    try:
-        build(model_cfg)
-    except Exception as e:
-        return str(e)
-    return ''
 
 
 def num_classes(model: dict) -> int:
@@ -494,16 +410,23 @@ def check(path: str, model: dict, size: int, steps: int) -> Result:
     except Exception as e:
         result.status, result.detail = 'not buildable', _reason(e)
         return result
-    import_modules_from_strings(**CUSTOM_IMPORTS)
-    per_image = refused_types(model)
-    if per_image and "mode='per_image'" not in build_error(wrap_losses(model)):
+    try:
+        wrapped_cfg = with_infobatch(path, model)
+    except (TypeError, ValueError) as e:  # refused, with the reason
+        result.status, result.detail = 'refused', _reason(e)
+        return result
+    terms = per_image_terms(wrapped_cfg)
+    # add_infobatch chose the mode that InfoBatchLoss's own refusal names:
+    # a user who wraps by hand is told the same.
+    if any("mode='per_image'" not in refusal(term) for term in terms):
         result.detail = 'a refusal at build does not name the option'
         return result
     try:
-        wrapped = build(wrap_losses(model, per_image))
+        wrapped = build(wrapped_cfg)
     except Exception as e:
         result.status, result.detail = 'refused', _reason(e)
         return result
+    per_image = sorted({term['type'] for term in terms})
     try:
         wrapped.load_state_dict(plain.state_dict())
         differs = compare(plain, wrapped, batch)

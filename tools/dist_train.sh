@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Usage: bash tools/dist_train.sh CONFIG GPUS [train.py args...]
+#   e.g. --infobatch --infobatch-options ratio=0.3 delta=0.9 (any config)
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
 set -euo pipefail
 CONFIG=$1

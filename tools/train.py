@@ -1,4 +1,5 @@
-"""Train a segmentor (mmseg's tools/train.py, plus CPU and resume support).
+"""Train a segmentor (mmseg's tools/train.py, plus CPU and resume support,
+and ``--infobatch`` to train any config with InfoBatch).
 
 Runs from any folder; ``tools/`` is on ``sys.path`` when run as a script,
 which is how ``cpu_runtime`` is found.
@@ -15,7 +16,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
-import mmseg_infobatch  # noqa: F401  registers the InfoBatch components
+from mmseg_infobatch import add_infobatch  # registers the components too
 from mmseg_infobatch.checkpoint_types import allow_mmengine_checkpoint_types
 
 
@@ -38,7 +39,26 @@ def parse_args(argv=None):
         default=False,
         help='enable automatic-mixed-precision training (a GPU flag: '
         "mmengine's AmpOptimWrapper refuses a CPU-only machine)")
-    return parse_common_args(parser, argv)
+    parser.add_argument(
+        '--infobatch',
+        action='store_true',
+        default=False,
+        help='train the config with InfoBatch (mmseg_infobatch.'
+        'add_infobatch): InfoBatchSampler, InfoBatchHook and every head '
+        'loss wrapped. The work_dir (default ./work_dirs/CONFIG_infobatch) '
+        'gets the config as trained; give the flag again with --resume')
+    parser.add_argument(
+        '--infobatch-options',
+        nargs='+',
+        action=DictAction,
+        metavar='KEY=VALUE',
+        help='knobs for --infobatch, arguments of InfoBatchSampler and '
+        'InfoBatchHook; e.g. ratio=0.3 delta=0.9')
+    args = parse_common_args(parser, argv)
+    if args.infobatch_options and not args.infobatch:
+        parser.error('--infobatch-options sets the knobs of --infobatch; '
+                     'add --infobatch')
+    return args
 
 
 def parse_common_args(parser, argv=None):
@@ -61,8 +81,14 @@ def parse_common_args(parser, argv=None):
     return args
 
 
-def load_config(config: str, cfg_options, work_dir, launcher) -> Config:
-    """Read a config and apply the command line, as mmseg's tools do."""
+def load_config(config: str,
+                cfg_options,
+                work_dir,
+                launcher,
+                work_dir_suffix: str = '') -> Config:
+    """Read a config and apply the command line, as mmseg's tools do; the
+    default work_dir is ``./work_dirs/`` + the config's name +
+    ``work_dir_suffix``."""
     if not osp.isfile(config):
         raise FileNotFoundError(f'Config file not found: {config}')
     cfg = Config.fromfile(config)
@@ -72,14 +98,18 @@ def load_config(config: str, cfg_options, work_dir, launcher) -> Config:
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(config))[0])
+        name = osp.splitext(osp.basename(config))[0] + work_dir_suffix
+        cfg.work_dir = osp.join('./work_dirs', name)
     return cfg
 
 
 def build_config(args) -> Config:
+    # --infobatch runs get a work_dir of their own: the plain run's
+    # checkpoints and dumped config stay apart, and --resume finds its own.
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
-                      args.launcher)
+                      args.launcher, '_infobatch' if args.infobatch else '')
+    if args.infobatch:
+        cfg = add_infobatch(cfg, **(args.infobatch_options or {}))
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.type
         if optim_wrapper == 'AmpOptimWrapper':

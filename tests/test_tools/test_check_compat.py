@@ -92,18 +92,36 @@ def test_signature_groups_by_model_heads_and_losses():
 
 
 def test_prepare_and_wrap_as_a_user_config_would():
-    model = _model('encnet/encnet_r50-d8_4xb2-40k_cityscapes-512x1024.py')
+    path = 'encnet/encnet_r50-d8_4xb2-40k_cityscapes-512x1024.py'
+    model = _model(path)
     cpu = check_compat.prepare_for_cpu(model, 64)
     assert 'SyncBN' not in str(cpu) and 'SyncBN' in str(model)
     assert cpu['pretrained'] is None
     assert cpu['data_preprocessor']['size'] == (64, 64)
-    wrapped = check_compat.wrap_losses(cpu, per_image=['CrossEntropyLoss'])
+    # The package's add_infobatch, as tools/train.py --infobatch runs it.
+    wrapped = check_compat.with_infobatch(path, cpu)
     head = wrapped['decode_head']
     for key in ('loss_decode', 'loss_se_decode'):
-        assert head[key]['type'] == 'InfoBatchLoss'
-        assert head[key]['mode'] == 'per_image'
-        assert head[key]['loss'] == cpu['decode_head'][key]
+        assert head[key] == dict(
+            type='InfoBatchLoss', loss=cpu['decode_head'][key])
     assert wrapped['auxiliary_head']['loss_decode']['type'] == 'InfoBatchLoss'
+    assert check_compat.per_image_terms(wrapped) == []
+
+
+def test_a_config_add_infobatch_refuses_is_reported_refused():
+    """A loss from outside mmseg: the plain model trains, add_infobatch
+    refuses it with the fix, and the sweep reports that refusal."""
+    from mmseg.models.losses import CrossEntropyLoss
+    from mmseg.registry import MODELS
+
+    @MODELS.register_module(force=True)
+    class UserLossForCheckCompat(CrossEntropyLoss):
+        pass
+
+    model = _with_decode_loss(dict(type='UserLossForCheckCompat'))
+    result = check_compat.check(FCN, model, size=64, steps=1)
+    assert result.status == 'refused', result.detail
+    assert 'a loss from outside mmseg' in result.detail
 
 
 def test_markdown_section_is_replaced(tmp_path):

@@ -193,6 +193,18 @@ def test_dist_train_dispatches_through_torchrun(tmp_path, train_tool):
     assert (args.launcher, args.resume) == ('pytorch', True)
 
 
+def test_dist_train_passes_the_infobatch_flag(tmp_path, train_tool):
+    words, _ = launch(tmp_path, 'dist_train.sh', [
+        'cfg.py', '2', '--infobatch', '--infobatch-options', 'ratio=0.3',
+        'delta=0.9'
+    ], 'torchrun')
+    train_py = str(TOOLS / 'train.py')
+    args = train_tool.parse_args(words[words.index(train_py) + 1:])
+    assert (args.config, args.launcher, args.infobatch) == \
+        ('cfg.py', 'pytorch', True)
+    assert args.infobatch_options == dict(ratio=0.3, delta=0.9)
+
+
 @pytest.mark.parametrize('script,args,launcher', [
     ('slurm_train.sh', ['p', 'j'], 'srun'),
     ('slurm_test.sh', ['p', 'j', 'cfg.py'], 'srun'),
