@@ -353,6 +353,8 @@ def _valid_mean(values: torch.Tensor, target: torch.Tensor,
             valid = None
     if valid is None:
         return values.flatten(1).mean(1)
-    count = valid.flatten(1).sum(1) * per_pixel
+    count = valid.flatten(1).sum(1)
+    if per_pixel > 1:
+        count = count * per_pixel
     total = torch.where(valid, values, 0).flatten(1).sum(1)
     return total / count  # 0 / 0: NaN where no pixel is valid
