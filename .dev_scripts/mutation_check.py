@@ -248,19 +248,66 @@ MUTANTS = [
       '        scores = losses.detach().float()\n',
       "score: the head's ignore_index"),
     M('pixel_weight_in_scores', 'loss.py',
-      "        kwargs['reduction_override'] = 'none'\n",
       "        kwargs['reduction_override'] = 'none'\n"
-      "        kwargs['weight'] = weight\n",
-      'score: pixel weights left out'),
+      "        ignore_index = kwargs.get('ignore_index', self._ignore_index)\n"
+      '        num_images',
+      "        kwargs['reduction_override'] = 'none'\n"
+      "        kwargs['weight'] = weight\n"
+      "        ignore_index = kwargs.get('ignore_index', self._ignore_index)\n"
+      '        num_images',
+      'score: pixel weights left out (two calls)'),
+    M('pixel_weight_in_scores_one_call', 'loss.py',
+      "        kwargs['reduction_override'] = 'none'\n"
+      '        values = self._unit_loss(',
+      "        kwargs['reduction_override'] = 'none'\n"
+      "        kwargs['weight'] = weight\n"
+      '        values = self._unit_loss(',
+      'score: pixel weights left out (one call)'),
     M('score_over_all_pixels', 'loss.py',
-      "    return torch.where(count > 0, total / count.clamp(min=1), "
-      "float('nan'))",
-      '    return values.flatten(1).mean(1)',
+      '    return total / count  #',
+      '    return values.flatten(1).mean(1)  #',
       'score: mean over valid pixels'),
     M('empty_image_scores_zero', 'loss.py',
-      "total / count.clamp(min=1), float('nan'))",
-      'total / count.clamp(min=1), 0.0)',
+      '    return total / count  #',
+      '    return total / count.clamp(min=1)  #',
       'score: no valid pixel keeps old'),
+    # -- the one-call reduction (loss.py, loss_kinds.py) ----------------
+    M('one_call_weighted_scores', 'loss.py',
+      '_valid_mean(values, target, ignore_index))',
+      '_valid_mean(values * weights.to(values).view(\n'
+      '            (-1, ) + (1, ) * (values.dim() - 1)), target, '
+      'ignore_index))',
+      'score: unweighted by the image weights'),
+    M('one_call_weights_twice', 'loss.py',
+      '        return loss_weight * weight_reduce_loss(\n'
+      '            values,',
+      '        return loss_weight * weight_reduce_loss(\n'
+      '            values * image_weight,',
+      'rescale: each image weight applied once'),
+    M('one_call_loss_weight_twice', 'loss.py',
+      'values = self._unit_loss(pred, target, **kwargs)',
+      'values = self.loss(pred, target, **kwargs)',
+      'reduction: loss_weight applied once, after the reduction'),
+    M('one_call_avg_factor_dropped', 'loss.py',
+      'avg_factor=reduction.avg_factor)',
+      'avg_factor=None)',
+      'reduction: the inner loss\'s divisor'),
+    M('divisor_ignores_avg_non_ignore', 'loss_kinds.py',
+      '            if loss.avg_non_ignore else 0',
+      '            if False else 0',
+      'reduction: avg_non_ignore divides by the valid pixels'),
+    M('divisor_without_class_weights', 'loss_kinds.py',
+      '    if loss.class_weight is None:',
+      '    if True:',
+      'reduction: class weights enter the divisor'),
+    M('sigmoid_divisor_per_pixel', 'loss_kinds.py',
+      '            valid = valid.unsqueeze(1).expand(pred.shape)\n',
+      '            pass\n',
+      'reduction: sigmoid divisor counts classes'),
+    M('sigmoid_pixel_weight_one_call', 'loss_kinds.py',
+      '    if loss.use_mask or loss.use_sigmoid and weight is not None:',
+      '    if loss.use_mask:',
+      'reduction: sigmoid folds a pixel weight into its mask'),
     M('per_image_empty_scored', 'loss.py',
       "            scores = torch.where(has_valid, scores, float('nan'))\n",
       '', 'score: no valid pixel keeps old'),

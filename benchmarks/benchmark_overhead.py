@@ -6,7 +6,14 @@
    Python list of kept indices; the same algorithm vectorised in numpy
    (``random.choice`` over the well-learned indices, no lists); and a naive
    one that sorts the scores.
-2. The per-iteration cost of hook + loss wrapper on the demo model: plain
+2. The loss wrapper against its inner loss, forward and backward, timed
+   in turns (one thread): cross-entropy at ADE20K's 150 classes
+   (2 x 150 x 128 x 128, label 255 on an eighth of the pixels) and each
+   other loss that the wrapper serves in its 'weight' mode, with the number
+   of inner-loss evaluations per wrapped call; then the peak memory of
+   the cross-entropy step at 8 x 150 x 192 x 192, plain and wrapped (the
+   growth of the process's peak RSS during the step).
+3. The per-iteration cost of hook + loss wrapper on the demo model: plain
    mmseg training and InfoBatch training (ratio 0, so both see every
    sample) alternate in blocks, and the hook's and wrapper's own time is
    measured directly.
@@ -23,12 +30,15 @@ import uuid
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mmseg_infobatch.pass_layout import cycle_to, rank_share
 from mmseg_infobatch.pruning import decide_pass
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 WORLD, BATCH = 8, 16
+IGNORE = 255
+TARGETS = dict(ce_ratio=1.03, share=0.005, memory=1.02)
 
 
 def padded_share(indices):
@@ -140,6 +150,200 @@ def bench_decisions(sizes, repeats):
     return rows
 
 
+def served_losses(num_images, num_classes, size, device='cpu'):
+    """(name, inner loss config, pred, target, call keywords) for each loss
+    the wrapper serves in its 'weight' mode, on logits of the given size
+    with label 255 on an eighth of the pixels."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(num_images, num_classes, size, size, generator=g)
+    label = torch.randint(
+        0, num_classes, (num_images, size, size), generator=g)
+    label[:, :size // 8] = IGNORE
+    # FocalLoss takes class labels only on CUDA, one-hot targets elsewhere.
+    onehot = F.one_hot(label.clamp(max=num_classes - 1), num_classes)
+    focal_target = label if device == 'cuda' else \
+        onehot.permute(0, 3, 1, 2).float()
+    depth = torch.rand(num_images, 1, size, size, generator=g) * 5
+    depth_pred = torch.rand(num_images, 1, size, size, generator=g) + 0.1
+    seg = dict(ignore_index=IGNORE)
+    cases = [
+        ('CrossEntropyLoss', dict(type='CrossEntropyLoss'), logits, label,
+         seg),
+        ('CrossEntropyLoss(avg_non_ignore)',
+         dict(type='CrossEntropyLoss',
+              avg_non_ignore=True), logits, label, seg),
+        ('CrossEntropyLoss(sigmoid)',
+         dict(type='CrossEntropyLoss', use_sigmoid=True), logits, label, seg),
+        ('FocalLoss', dict(type='FocalLoss'), logits, focal_target, seg),
+        ('DiceLoss', dict(type='DiceLoss'), logits, label, seg),
+        ('SiLogLoss', dict(type='SiLogLoss'), depth_pred, depth, {}),
+    ]
+    return [(name, inner, pred.to(device), target.to(device), kwargs)
+            for name, inner, pred, target, kwargs in cases]
+
+
+def loss_step(loss, pred, target, kwargs, weights=None):
+    """One forward and backward of ``loss``; with ``weights``, as the hook
+    drives the wrapper (weights in, scores out)."""
+    pred = pred.detach().requires_grad_()
+    if weights is not None:
+        loss.set_batch_weights(weights)
+    loss(pred, target, **kwargs).backward()
+    if weights is not None:
+        loss.set_batch_weights(None)
+        loss.pop_scores()
+
+
+def inner_calls(wrapped, pred, target, kwargs, weights):
+    """How many times one wrapped call evaluates an mmseg loss module."""
+    calls = []
+    handles = [
+        m.register_forward_pre_hook(lambda *_: calls.append(1))
+        for m in (wrapped.loss, getattr(wrapped, '_unit_loss', None))
+        if m is not None
+    ]
+    loss_step(wrapped, pred, target, kwargs, weights)
+    for handle in handles:
+        handle.remove()
+    return len(calls)
+
+
+def time_loss(inner,
+              pred,
+              target,
+              kwargs,
+              repeats,
+              device='cpu',
+              control=False):
+    """Plain and wrapped forward + backward, timed in turns after a warm-up
+    call: medians in ms and the median of the per-turn ratios, and the
+    wrapped call's inner-loss evaluations. On CPU the time is the thread's
+    CPU time (one thread does all the work), which other processes on a
+    shared machine disturb less than wall time; on CUDA it is synchronised
+    wall time. With ``control`` the plain loss runs in both arms, to show
+    the harness's own spread."""
+    from mmseg.registry import MODELS
+    plain = MODELS.build(dict(inner)).to(device)
+    wrapped = MODELS.build(dict(type='InfoBatchLoss',
+                                loss=dict(inner))).to(device)
+    weights = torch.ones(pred.shape[0])
+    weights[0] = 2.0  # a kept low-score image (r = 0.5)
+
+    def clock():
+        if device == 'cuda':
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.thread_time()
+
+    def run_plain():
+        loss_step(plain, pred, target, kwargs)
+
+    def run_wrapped():
+        if control:
+            return run_plain()
+        loss_step(wrapped, pred, target, kwargs, weights)
+
+    calls = 0 if control else inner_calls(wrapped, pred, target, kwargs,
+                                          weights)
+    run_plain()
+    run_wrapped()
+    # Back to back in alternating order; the ratio of each pair is what a
+    # drifting load disturbs least.
+    times = {run_plain: [], run_wrapped: []}
+    ratios = []
+    for r in range(repeats):
+        for fn in (run_plain, run_wrapped) if r % 2 else (run_wrapped,
+                                                          run_plain):
+            start = clock()
+            fn()
+            times[fn].append(clock() - start)
+        ratios.append(times[run_wrapped][-1] / times[run_plain][-1])
+    return dict(
+        plain=statistics.median(times[run_plain]) * 1e3,
+        wrapped=statistics.median(times[run_wrapped]) * 1e3,
+        ratio=statistics.median(ratios),
+        calls=calls)
+
+
+def print_loss_table(rows, title):
+    print(f'\n## {title}\n')
+    print('| loss | plain ms | wrapped ms | wrapped/plain (median of '
+          'turns) | inner-loss evaluations per call |')
+    print('|---|---|---|---|---|')
+    for name, r in rows:
+        print(f"| {name} | {r['plain']:.2f} | {r['wrapped']:.2f} | "
+              f"{r['ratio']:.3f} | {r['calls']} |")
+
+
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} is not in /proc/self/status')
+
+
+def peak_growth_mib(step) -> float:
+    """Growth of the process's peak RSS while ``step`` runs (Linux)."""
+    import gc
+    gc.collect()
+    before = _status_kib('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # VmHWM starts again from the current RSS
+    step()
+    return (_status_kib('VmHWM') - before) / 1024
+
+
+def bench_losses(quick):
+    """Section 2: each served loss plain vs wrapped, then CE's peak."""
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    import mmseg_infobatch  # noqa: F401
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    repeats = 5 if quick else 61
+    size = 64 if quick else 128
+    cases = served_losses(2, 150, size)
+    rows = [(name, time_loss(inner, pred, target, kwargs, repeats))
+            for name, inner, pred, target, kwargs in cases]
+    _, inner, pred, target, kwargs = cases[0]
+    rows.append(('control: CrossEntropyLoss plain in both arms',
+                 time_loss(inner, pred, target, kwargs, repeats,
+                           control=True)))
+    print_loss_table(
+        rows, f'Loss wrapper, forward + backward (CPU time, 1 thread, '
+        f'2 x 150 x {size} x {size}, median of {repeats} in turns)')
+    ce = rows[0][1]
+    print(f"\nCE wrapped/plain: {ce['ratio']:.3f} "
+          f"(target <= {TARGETS['ce_ratio']})")
+    memory = None
+    if osp.exists('/proc/self/clear_refs'):
+        memory = bench_peak_memory(4 if quick else 8, 96 if quick else 192)
+    torch.set_num_threads(threads)
+    return dict(losses=dict(rows), memory=memory)
+
+
+def bench_peak_memory(num_images, size):
+    from mmseg.registry import MODELS
+    name, inner, pred, target, kwargs = served_losses(num_images, 150, size)[0]
+    plain = MODELS.build(dict(inner))
+    wrapped = MODELS.build(dict(type='InfoBatchLoss', loss=dict(inner)))
+    weights = torch.ones(num_images)
+    growth = {False: [], True: []}
+    for _ in range(3):
+        growth[False].append(
+            peak_growth_mib(lambda: loss_step(plain, pred, target, kwargs)))
+        growth[True].append(
+            peak_growth_mib(
+                lambda: loss_step(wrapped, pred, target, kwargs, weights)))
+    plain_mib, wrapped_mib = max(growth[False]), max(growth[True])
+    print(f'\nPeak memory of a {name} step at {num_images} x 150 x {size} '
+          f'x {size} (peak RSS growth, max of 3): plain {plain_mib:.1f} MiB, '
+          f'wrapped {wrapped_mib:.1f} MiB, wrapped/plain '
+          f"{wrapped_mib / plain_mib:.3f} (target <= {TARGETS['memory']})")
+    return dict(plain=plain_mib, wrapped=wrapped_mib)
+
+
 def _demo_cfg(data_root, work_dir, infobatch, iters):
     from mmengine.config import Config
     cfg = Config.fromfile(
@@ -204,7 +408,6 @@ def _register_timed():
 
 def bench_iterations(data_root, blocks, iters):
     from mmengine.runner import Runner
-    from mmseg.registry import MODELS
 
     import mmseg_infobatch  # noqa: F401
     from mmseg_infobatch.demo import ensure_digit_scenes
@@ -225,27 +428,22 @@ def bench_iterations(data_root, blocks, iters):
     num_iters = len(times[True]) + blocks * skip
     hook_ms = timed_hook.spent / num_iters * 1e3
     # The wrapper's own share: the same logits through the plain loss and
-    # the wrapper, timed side by side.
+    # the wrapper, forward and backward, timed in turns, for each head.
     crop = runner.cfg.crop_size
     batch = runner.cfg.train_dataloader.batch_size
-    logits = torch.randn(batch, 11, *crop)
-    label = torch.randint(0, 11, (batch, *crop))
-    plain_ce = MODELS.build(dict(type='CrossEntropyLoss'))
-    wrapped = MODELS.build(
-        dict(type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss')))
-
-    def run_plain(_):
-        plain_ce(logits, label, ignore_index=255)
-
-    def run_wrapped(_):
-        wrapped.set_batch_weights(torch.ones(batch))
-        wrapped(logits, label, ignore_index=255)
-        wrapped.pop_scores()
-
-    extra = []
-    for _ in range(5):
-        extra.append(time_median(run_wrapped, 30) - time_median(run_plain, 30))
-    wrapper_ms = max(statistics.median(extra), 0.0) * 1e3 * 2  # two heads
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(batch, 11, *crop, generator=g)
+    label = torch.randint(0, 11, (batch, *crop), generator=g)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    wrapper_ms = 0.0
+    for head in (runner.cfg.model.decode_head,
+                 runner.cfg.model.auxiliary_head):
+        inner = head.loss_decode.loss
+        cost = time_loss(
+            inner, logits, label, dict(ignore_index=IGNORE), repeats=200)
+        wrapper_ms += max(cost['ratio'] - 1, 0.0) * cost['plain']
+    torch.set_num_threads(threads)
     print(f'\n## Per-iteration cost, demo model (batch {batch}, '
           f'{crop[0]}x{crop[1]}), '
           f'{blocks} alternating blocks of {iters} iterations\n')
@@ -278,6 +476,7 @@ def main(argv=None):
     sizes = [20_210, 1_281_167
              ] if args.quick else [20_210, 1_281_167, 10_000_000]
     bench_decisions(sizes, repeats=3 if args.quick else 11)
+    bench_losses(args.quick)
     if not args.skip_iterations:
         bench_iterations(
             args.data_root,

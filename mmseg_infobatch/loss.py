@@ -5,13 +5,21 @@ image's loss) and a way to multiply each image's share of the batch loss by
 its weight. mmseg's losses reduce in different ways, so the wrapper serves
 each in one of two modes:
 
-- ``'weight'``: the per-image weights go in through the inner loss's own
-  ``weight=`` argument (multiplied into any pixel weight the head passes,
-  e.g. from ``OHEMPixelSampler``) and the loss reduces itself. Its divisor
-  never depends on the weights, so with every weight at 1 the result is the
-  plain loss, whatever its shape or options. The scores come from a second,
-  gradient-free call with ``reduction_override='none'``, one image at a
-  time so that it adds no batch-sized temporary.
+- ``'weight'``: each image's share is multiplied by its weight before the
+  loss's own reduction, whose divisor never depends on the weights, so
+  with every weight at 1 the result is the plain loss bit for bit, whatever
+  its shape or options. Where the table below says "one", the loss is
+  evaluated once: its per-element values (from the inner loss at
+  ``loss_weight`` 1, with ``reduction_override='none'``) give the detached
+  scores, and the wrapper reduces them as the inner loss does, with mmseg's
+  ``weight_reduce_loss``, the same divisor (``avg_factor``,
+  ``avg_non_ignore``, class weights) and ``loss_weight`` last
+  (``loss_kinds.one_call``). Elsewhere the image weights go in through the
+  inner loss's own ``weight=`` (multiplied into any pixel weight the head
+  passes, e.g. from ``OHEMPixelSampler``) and the loss reduces itself; the
+  scores then come from a second, gradient-free call with
+  ``reduction_override='none'``, one image at a time so that it adds no
+  batch-sized temporary.
 - ``'per_image'``: the inner loss runs once per image and the batch loss is
   the mean over images of ``w_i * loss_i``. For losses that already average
   per-image values this is exact too. For losses that couple the images of
@@ -22,20 +30,33 @@ each in one of two modes:
 cannot serve exactly is refused when the model is built, with a message
 that names the option to set.
 
-=====================================  ===========  ==========================
-mmseg loss                             auto mode    with all weights 1
-=====================================  ===========  ==========================
-CrossEntropyLoss (softmax or sigmoid)  weight       exact
-CrossEntropyLoss(use_mask=True)        per_image    exact (mean of images)
-FocalLoss, DiceLoss, SiLogLoss         weight       exact
-LovaszLoss(per_image=True)             per_image    exact (mean of images)
-TverskyLoss, HuasdorffDisstanceLoss    per_image    exact (mean of images)
-KLDivLoss                              per_image    exact (mean of images)
-OhemCrossEntropy, BoundaryLoss         refused      set ``mode='per_image'``
-LovaszLoss(per_image=False)            refused      set ``mode='per_image'``
-a loss outside mmseg                   refused      set ``mode='weight'`` or
-                                                    ``mode='per_image'``
-=====================================  ===========  ==========================
+=====================================  =========  ========  ===============
+mmseg loss                             auto mode  calls     at weights 1
+=====================================  =========  ========  ===============
+CrossEntropyLoss (softmax or sigmoid)  weight     one       bitwise
+sigmoid CE with a head's pixel weight  weight     two       bitwise
+DiceLoss, SiLogLoss                    weight     one       bitwise
+FocalLoss                              weight     two       bitwise
+CrossEntropyLoss(use_mask=True)        per_image  one each  mean of images
+LovaszLoss(per_image=True)             per_image  one each  mean of images
+TverskyLoss, HuasdorffDisstanceLoss    per_image  one each  mean of images
+KLDivLoss                              per_image  one each  mean of images
+OhemCrossEntropy, BoundaryLoss         refused    -         set ``mode=``
+LovaszLoss(per_image=False)            refused    -         set ``mode=``
+a loss outside mmseg                   refused    -         set ``mode=``
+=====================================  =========  ========  ===============
+
+A refused loss's message names the mode to set: ``mode='per_image'`` (one
+call each) for the batch-coupled ones; ``mode='weight'`` (two calls) or
+``mode='per_image'`` for a loss outside mmseg.
+
+"Two" calls, in ``'weight'`` mode, also serve any call with
+``reduction='none'`` or a keyword the wrapper does not know. FocalLoss
+takes two because its ``'none'`` output is transposed back from the
+(pixels, classes) layout it reduces, so a sum of it would add in another
+order; sigmoid cross-entropy with a pixel weight because it folds that
+weight into its valid mask, out of the wrapper's reach. "One each": one
+evaluation per image.
 
 ``LovaszLoss(per_image=True, reduction='sum')`` is refused too: it adds the
 images' values where the per-image mode averages them.
@@ -44,10 +65,11 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+from mmseg.models.losses.utils import weight_reduce_loss
 from mmseg.registry import MODELS
 
-from .loss_kinds import (WEIGHT_LAYOUTS, default_ignore_index, exact_mode,
-                         mmseg_loss_name)
+from .loss_kinds import (ONE_CALL, WEIGHT_LAYOUTS, default_ignore_index,
+                         exact_mode, mmseg_loss_name, one_call)
 
 MODES = ('auto', 'weight', 'per_image')
 
@@ -105,6 +127,14 @@ class InfoBatchLoss(nn.Module):
         name = mmseg_loss_name(self.loss)
         self._layout = WEIGHT_LAYOUTS.get(name, 'label')
         self._ignore_index = default_ignore_index(self.loss)
+        # The inner loss at loss_weight 1: its 'none' values are then the
+        # ones its own reduction sums, and loss_weight multiplies the
+        # reduced value last, as in the inner loss. A plain attribute, not
+        # a submodule: it holds no tensors, and the model's printout and
+        # module tree stay those of the inner loss.
+        self.__dict__['_unit_loss'] = MODELS.build(
+            dict(loss, loss_weight=1.0)) \
+            if self.mode == 'weight' and name in ONE_CALL else None
         # Set by InfoBatchHook before each training iteration, cleared after.
         self.batch_weights: Optional[torch.Tensor] = None
         self._scores: Optional[torch.Tensor] = None
@@ -186,7 +216,39 @@ class InfoBatchLoss(nn.Module):
                   target: torch.Tensor,
                   weight: Optional[torch.Tensor] = None,
                   **kwargs) -> torch.Tensor:
-        """The inner loss with the image weights in its ``weight=``."""
+        """One evaluation of the inner loss where its reduction is known:
+        its per-element values at loss_weight 1, with gradient, give the
+        scores and are reduced here as the inner loss reduces them, with
+        the image weights multiplied into its pixel weights."""
+        reduction = one_call(self.loss, pred, target, weight, **kwargs)
+        if reduction is None:
+            return self._weighted_two_calls(weights, pred, target, weight,
+                                            **kwargs)
+        kwargs.pop('avg_factor', None)
+        kwargs['reduction_override'] = 'none'
+        values = self._unit_loss(pred, target, **kwargs)
+        ignore_index = kwargs.get('ignore_index', self._ignore_index)
+        loss_weight = self.loss.loss_weight
+        self._add_scores(loss_weight *
+                         _valid_mean(values, target, ignore_index))
+        image_weight = weights.to(device=values.device, dtype=torch.float32)
+        image_weight = image_weight.view((-1, ) + (1, ) * (values.dim() - 1))
+        if reduction.weight is not None:
+            image_weight = reduction.weight * image_weight
+        return loss_weight * weight_reduce_loss(
+            values,
+            weight=image_weight,
+            reduction=reduction.reduction,
+            avg_factor=reduction.avg_factor)
+
+    def _weighted_two_calls(self,
+                            weights: torch.Tensor,
+                            pred: torch.Tensor,
+                            target: torch.Tensor,
+                            weight: Optional[torch.Tensor] = None,
+                            **kwargs) -> torch.Tensor:
+        """The inner loss with the image weights in its ``weight=``, and
+        a second, gradient-free call for the scores."""
         image_weight = self._layout_weights(weights, pred, target)
         if weight is not None:
             image_weight = image_weight * weight
@@ -279,15 +341,20 @@ def _valid_mean(values: torch.Tensor, target: torch.Tensor,
     if values.dim() == 1:
         return values
     valid = None
+    per_pixel = 1
     if ignore_index is not None and not target.is_floating_point():
         valid = target != ignore_index
         if values.dim() == valid.dim() + 1 and \
                 values.shape[2:] == valid.shape[1:]:
-            valid = valid.unsqueeze(1).expand_as(values)
+            # Add up the class axis first: one pass over the values.
+            per_pixel = values.shape[1]
+            values = values.sum(1)
         elif values.shape != valid.shape:
             valid = None
     if valid is None:
         return values.flatten(1).mean(1)
     count = valid.flatten(1).sum(1)
+    if per_pixel > 1:
+        count = count * per_pixel
     total = torch.where(valid, values, 0).flatten(1).sum(1)
-    return torch.where(count > 0, total / count.clamp(min=1), float('nan'))
+    return total / count  # 0 / 0: NaN where no pixel is valid

@@ -5,8 +5,9 @@ How each reduces, and so which mode of InfoBatchLoss serves it exactly
 ``weight=`` argument, and which label it ignores by default.
 """
 import inspect
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
+import torch
 import torch.nn as nn
 
 # How the losses that take per-image weights lay out their ``weight=``:
@@ -19,6 +20,16 @@ WEIGHT_LAYOUTS = {
     'DiceLoss': 'image',
     'SiLogLoss': 'image',
 }
+
+# Losses whose 'none' output at loss_weight 1 holds the values that their
+# 'mean' and 'sum' hand to mmseg's ``weight_reduce_loss``, in the same
+# layout, and whose loss_weight multiplies the reduced value last. For
+# them InfoBatchLoss evaluates the loss once: scores from those values,
+# and its own reduction with the image weights (see ``one_call``).
+# FocalLoss is not among them: its 'none' output is transposed back from
+# the (pixels, classes) layout it reduces, so a reduction of it would add
+# in another order.
+ONE_CALL = ('CrossEntropyLoss', 'DiceLoss', 'SiLogLoss')
 
 # mmseg losses whose batch value is the mean of their per-image values, so
 # evaluating them image by image is exact.
@@ -74,3 +85,76 @@ def default_ignore_index(loss: nn.Module) -> Optional[int]:
         if isinstance(getattr(loss, attr, None), int):
             return getattr(loss, attr)
     return None
+
+
+class Reduction(NamedTuple):
+    """How an inner loss reduces its element-wise values ``v``:
+    ``loss_weight * weight_reduce_loss(v, weight, reduction, avg_factor)``.
+    ``weight`` is the head's pixel weight as the loss multiplies it in
+    (None for none)."""
+    reduction: str
+    weight: Optional[torch.Tensor]
+    avg_factor: Optional[float]
+
+
+def one_call(loss: nn.Module,
+             pred: torch.Tensor,
+             target: torch.Tensor,
+             weight: Optional[torch.Tensor] = None,
+             avg_factor: Optional[float] = None,
+             reduction_override: Optional[str] = None,
+             ignore_index: Optional[int] = None,
+             **kwargs) -> Optional[Reduction]:
+    """The reduction ``loss`` would apply to this call, where the wrapper
+    can apply it itself to the loss's 'none' values; None where it can't:
+    a loss outside ``ONE_CALL``, a reduction of 'none', sigmoid
+    cross-entropy with a pixel weight (which it folds into its valid mask),
+    SiLog on shapes it would refuse, or keywords this function does not
+    know. The divisors follow mmseg's ``cross_entropy`` and
+    ``binary_cross_entropy`` (``avg_non_ignore``); the other losses take
+    ``avg_factor`` as given."""
+    name = mmseg_loss_name(loss)
+    if name not in ONE_CALL:
+        return None
+    reduction = reduction_override or loss.reduction
+    if reduction not in ('mean', 'sum'):
+        return None
+    if name == 'DiceLoss':  # any keyword; it multiplies weight as given
+        return Reduction(reduction, weight, avg_factor)
+    if kwargs or name == 'SiLogLoss' and ignore_index is not None:
+        return None
+    if weight is not None:
+        weight = weight.float()
+    if name == 'SiLogLoss':
+        return Reduction(reduction, weight, avg_factor) \
+            if pred.shape == target.shape else None
+    if loss.use_mask or loss.use_sigmoid and weight is not None:
+        return None
+    if ignore_index is None:
+        ignore_index = default_ignore_index(loss)
+    if avg_factor is None and reduction == 'mean':
+        avg_factor = _ce_divisor(loss, pred, target, ignore_index)
+    return Reduction(reduction, weight, avg_factor)
+
+
+def _ce_divisor(loss: nn.Module, pred: torch.Tensor, target: torch.Tensor,
+                ignore_index: int):
+    """What mmseg's ``cross_entropy`` and ``binary_cross_entropy`` divide
+    the sum by for 'mean' without ``avg_factor``, computed as they compute
+    it: the same tensors give the same rounding. None where the sigmoid
+    form takes a plain mean."""
+    if loss.use_sigmoid:
+        if not loss.avg_non_ignore:
+            return None
+        valid = (target >= 0) & (target != ignore_index)
+        if pred.shape[1] != 1 and pred.dim() != target.dim():
+            valid = valid.unsqueeze(1).expand(pred.shape)
+        return valid.float().sum().item()
+    if loss.class_weight is None:
+        ignored = (target == ignore_index).sum().item() \
+            if loss.avg_non_ignore else 0
+        return target.numel() - ignored
+    label_weights = pred.new_tensor(loss.class_weight)[target]
+    if loss.avg_non_ignore:
+        label_weights[target == ignore_index] = 0
+    return label_weights.sum()

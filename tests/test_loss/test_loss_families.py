@@ -151,19 +151,43 @@ def test_every_registered_mmseg_loss_has_a_case():
     assert registered and registered <= covered, registered - covered
 
 
+# The 'weight'-mode cases that take two evaluations of the inner loss: one
+# weighted, one for the scores (loss.py's table says why).
+TWO_CALLS = ('sigmoid_ce_19_pixel_weight', 'focal', 'focal_class_weight')
+
+
+def _inner_calls(wrapped):
+    """A list that grows by one at each evaluation of an mmseg loss module
+    inside ``wrapped``."""
+    calls = []
+    for module in (wrapped.loss, wrapped._unit_loss):
+        if module is not None:
+            module.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
 @pytest.mark.parametrize('name,inner,make', EXACT, ids=_ids(EXACT))
 def test_unit_weights_equal_inner_loss(name, inner, make):
+    """At weights 1 the 'weight' mode is the inner loss bit for bit, value
+    and gradient, in one evaluation where the table says so; the per-image
+    mode (a mean of image losses) to float rounding."""
     args, kwargs = make()
     plain = MODELS.build(inner)
     wrapped = _build(inner)
     expected = plain(*args, **kwargs)
     expected_grad = _grad(expected, args[0])
+    calls = _inner_calls(wrapped)
     got = _call(wrapped, args, kwargs, torch.ones(N))
-    # Values as the runner sums them (parse_losses takes the mean).
-    torch.testing.assert_close(
-        got.mean(), expected.mean(), rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(
-        _grad(got, args[0]), expected_grad, rtol=1e-5, atol=1e-8)
+    grad = _grad(got, args[0])
+    if wrapped.mode == 'weight':
+        assert len(calls) == (N + 1 if name in TWO_CALLS else 1)
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+        assert torch.equal(grad, expected_grad)
+    else:
+        # Values as the runner sums them (parse_losses takes the mean).
+        torch.testing.assert_close(
+            got.mean(), expected.mean(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-8)
     scores = wrapped.pop_scores()
     assert scores.shape == (N, ) and scores.dtype == torch.float32
     assert torch.isfinite(scores).all()
@@ -171,6 +195,42 @@ def test_unit_weights_equal_inner_loss(name, inner, make):
     # Without weights (no hook) it is the inner loss, bit for bit.
     assert torch.equal(_call(wrapped, args, kwargs), expected)
     assert wrapped.pop_scores() is None
+
+
+def _reference_scores(inner, args, kwargs):
+    """Each image's mean over its valid elements of the inner loss's 'none'
+    output, without the head's pixel weight, from a loss of its own."""
+    kwargs = {
+        k: v
+        for k, v in kwargs.items() if k not in ('weight', 'avg_factor')
+    }
+    values = MODELS.build(inner)(
+        *args, reduction_override='none', **kwargs).detach()
+    if values.dim() == 1:
+        return values
+    target = args[1]
+    if target.is_floating_point():  # one-hot (Focal) or depth: no ignore
+        return values.flatten(1).mean(1)
+    valid = target != IGNORE
+    if values.dim() == valid.dim() + 1:
+        valid = valid.unsqueeze(1).expand_as(values)
+    return (values * valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
+
+
+@pytest.mark.parametrize('name,inner,make', EXACT, ids=_ids(EXACT))
+def test_scores_are_unweighted_valid_means(name, inner, make):
+    """Scores are the mean over valid elements of the per-element loss (to
+    float32 rounding: rtol 1e-6), whatever the image weights."""
+    args, kwargs = make()
+    wrapped = _build(inner)
+    if wrapped.mode != 'weight':
+        pytest.skip('per-image mode: its scores are the image losses')
+    _call(wrapped, args, kwargs, torch.ones(N))
+    scores = wrapped.pop_scores()
+    torch.testing.assert_close(
+        scores, _reference_scores(inner, args, kwargs), rtol=1e-6, atol=0)
+    _call(wrapped, args, kwargs, torch.tensor([2.0, 0.0, 0.5]))
+    assert torch.equal(wrapped.pop_scores(), scores)
 
 
 @pytest.mark.parametrize('name,inner,make', EXACT, ids=_ids(EXACT))

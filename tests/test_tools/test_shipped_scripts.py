@@ -134,6 +134,20 @@ def test_gpu_check_smoke_prints_the_table():
     assert cells['finite'].startswith('True (8 scored')
     assert 'fp16: skipped, AMP needs CUDA' in out
     assert re.search(r'target saving \(0.95\): met in \d/1', out)
+    _check_loss_table(out)
+
+
+def _check_loss_table(out):
+    """The loss wrapper's table: each served loss timed, cross-entropy in
+    one evaluation, FocalLoss in two (one weighted, one per image)."""
+    rows = dict(
+        re.findall(
+            r'^\| ((?:\w|[()])+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| '
+            r'(\d+) \|$', out, re.M))
+    assert rows['CrossEntropyLoss'] == rows['DiceLoss'] == '1'
+    assert rows['CrossEntropyLoss(sigmoid)'] == rows['SiLogLoss'] == '1'
+    assert rows['FocalLoss'] == '3'  # batch 2: one weighted, two scored
+    assert re.search(r'CE wrapped/plain.*: [\d.]+', out)
 
 
 def test_gpu_check_sh_dispatches():
@@ -153,6 +167,9 @@ def test_benchmark_overhead_quick_prints_both_tables(tmp_path):
     share = re.search(r'hook \+ wrapper share of an iteration \| ([\d.]+)%',
                       out)
     assert share and float(share.group(1)) > 0
+    _check_loss_table(out)
+    memory = re.search(r'wrapped/plain ([\d.]+) \(target <= 1.02\)', out)
+    assert memory and float(memory.group(1)) > 0
 
 
 @pytest.fixture(scope='module')
