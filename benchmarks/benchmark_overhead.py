@@ -31,6 +31,7 @@ import uuid
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peak_rss import reset_peak_rss, status_kib
 
 from mmseg_infobatch.pass_layout import cycle_to, rank_share
 from mmseg_infobatch.pruning import decide_pass
@@ -275,23 +276,14 @@ def print_loss_table(rows, title):
               f"{r['ratio']:.3f} | {r['calls']} |")
 
 
-def _status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} is not in /proc/self/status')
-
-
 def peak_growth_mib(step) -> float:
     """Growth of the process's peak RSS while ``step`` runs (Linux)."""
     import gc
     gc.collect()
-    before = _status_kib('VmRSS')
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # VmHWM starts again from the current RSS
+    before = status_kib('VmRSS')
+    reset_peak_rss()
     step()
-    return (_status_kib('VmHWM') - before) / 1024
+    return (status_kib('VmHWM') - before) / 1024
 
 
 def bench_losses(quick):

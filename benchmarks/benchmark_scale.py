@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 
+from peak_rss import reset_peak_rss, status_kib
+
 SIZES = [1_280_000, 10_000_000, 50_000_000]
 QUICK_SIZES = [100_000]
 BATCH_SIZE = 16
@@ -44,20 +46,6 @@ class _Sized:
 
     def __len__(self) -> int:
         return self.n
-
-
-def _status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} is not in /proc/self/status')
-
-
-def _reset_peak_rss() -> None:
-    """Start VmHWM again from the current RSS (Linux >= 4.0)."""
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
 
 
 def _held_bytes(sampler) -> int:
@@ -86,12 +74,12 @@ def measure(num_samples: int) -> dict:
         torch.arange(num_samples),
         torch.rand(num_samples, generator=generator))
     held_before = _held_bytes(sampler)
-    rss_before = _status_kib('VmRSS')
-    _reset_peak_rss()
+    rss_before = status_kib('VmRSS')
+    reset_peak_rss()
     start = time.perf_counter()
     share = iter(sampler)  # decides the pruning pass
     seconds = time.perf_counter() - start
-    growth = max(_status_kib('VmHWM') - rss_before, 0) * 1024
+    growth = max(status_kib('VmHWM') - rss_before, 0) * 1024
     resident = _held_bytes(sampler)
     buffer = io.BytesIO()
     torch.save(sampler.state_dict(), buffer)
