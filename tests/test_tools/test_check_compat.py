@@ -65,9 +65,13 @@ def test_losses_no_stock_config_uses(loss, status):
 def test_a_wrong_rescale_is_reported_different(monkeypatch):
     """The sweep must catch what the old wrapper did: C times the loss."""
     from mmseg_infobatch import InfoBatchLoss
-    layout = InfoBatchLoss._layout_weights
-    monkeypatch.setattr(InfoBatchLoss, '_layout_weights',
-                        lambda *a: 19 * layout(*a))
+    forward = InfoBatchLoss.forward
+
+    def times_classes(self, *args, **kwargs):
+        loss = forward(self, *args, **kwargs)
+        return loss if self.batch_weights is None else 19 * loss
+
+    monkeypatch.setattr(InfoBatchLoss, 'forward', times_classes)
     result = check_compat.check(FCN, _model(FCN), size=64, steps=1)
     assert result.status == 'DIFFERENT'
     assert 'decode.loss_ce' in result.detail
