@@ -105,12 +105,31 @@ def _mean_threshold(values: np.ndarray, seen: SeenMask) -> float:
     return float(total / num_seen)
 
 
+def float32_bound(threshold: float, prune_high: bool) -> np.float32:
+    """The float32 that float32 scores compare with exactly as with the
+    float64 ``threshold``: the smallest float32 at or above it for
+    ``score < threshold``, the largest at or below it for ``score >
+    threshold``.
+
+    Comparing float32 scores with a float64 scalar is not the same under
+    every numpy: numpy 1.x casts the scalar to float32 first (rounding to
+    nearest), numpy 2 compares in float64. With this bound both compare
+    float32 with float32, and give the float64 answer.
+    """
+    bound = np.float32(threshold)
+    # Python floats: compared in float64 under every numpy.
+    if float(bound) > threshold if prune_high else float(bound) < threshold:
+        bound = np.nextafter(bound,
+                             np.float32(-np.inf if prune_high else np.inf))
+    return bound
+
+
 def _below(values: np.ndarray, seen_np: Optional[np.ndarray],
-           exact: np.float64, prune_high: bool, all_seen: bool) -> np.ndarray:
+           bound: np.float32, prune_high: bool, all_seen: bool) -> np.ndarray:
     """Candidates of the 'mean' policy among one chunk of scores."""
     # Low scores are well learned (paper); prune_high flips the side. The
     # rule is strict, so a sample exactly at the mean is never a candidate.
-    candidates = values > exact if prune_high else values < exact
+    candidates = values > bound if prune_high else values < bound
     if not all_seen:
         candidates &= seen_np
     return candidates
@@ -134,10 +153,9 @@ class MeanCandidates:
         self.threshold = _mean_threshold(self.values, seen)
         if not math.isnan(self.threshold):
             self.kind = 'mean'
-        # A float64 scalar: numpy 2 would round a Python float to the
-        # scores' float32 first, and a score just below the mean would
-        # count as a tie.
-        self.exact = np.float64(self.threshold)
+        # Not the float64 mean itself: numpy 1.x would round it to the
+        # scores' float32, and a score just below the mean would tie.
+        self.bound = float32_bound(self.threshold, prune_high)
 
     def chunk(self, start: int, stop: int) -> np.ndarray:
         if self.kind == 'none':
@@ -145,7 +163,7 @@ class MeanCandidates:
         if self.kind == 'seen':
             return self.seen.chunk(start, stop).copy()
         seen_np = None if self.seen.all else self.seen.chunk(start, stop)
-        return _below(self.values[start:stop], seen_np, self.exact,
+        return _below(self.values[start:stop], seen_np, self.bound,
                       self.prune_high, self.seen.all)
 
 

@@ -290,3 +290,16 @@ def test_a_score_just_below_the_mean_is_a_candidate():
     # The float64 mean, 1 + step / 3, lies above both ones.
     assert float(one) < threshold < float(up)
     assert prob.tolist() == [0.5, 0.5, 0.0]
+
+
+def test_a_score_just_above_the_mean_is_a_candidate_with_prune_high():
+    # The same under numpy 1.x, which rounds a float64 scalar to the
+    # scores' float32 before comparing: the mean, up - step / 3, would
+    # round to up and tie with both ups.
+    one = torch.tensor(1.0)
+    up = torch.nextafter(one, torch.tensor(2.0))
+    scores = torch.stack([up, up, one])
+    seen = torch.ones(3, dtype=torch.bool)
+    prob, threshold = prune_probabilities(scores, seen, 0.5, prune_high=True)
+    assert float(one) < threshold < float(up)
+    assert prob.tolist() == [0.5, 0.5, 0.0]

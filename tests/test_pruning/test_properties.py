@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from mmseg_infobatch.pass_layout import cycle_to, rank_share
 from mmseg_infobatch.progress import PassPosition, Progress, batches_per_pass
-from mmseg_infobatch.prune_rule import prune_probabilities
+from mmseg_infobatch.prune_rule import float32_bound, prune_probabilities
 from mmseg_infobatch.pruning import decide_pass
 from mmseg_infobatch.sampler import InfoBatchSampler
 
@@ -560,3 +560,38 @@ def test_progress_ends_at_the_budget_in_full_data_iterations(run, delta):
     assert steps == budget - offset
     if all(length == full for length in lengths):
         assert iteration == budget
+
+
+# -- the mean threshold under numpy 1.x and 2.x ---------------------------
+
+
+@st.composite
+def scores_and_a_threshold(draw):
+    """float32 scores and a float64 threshold among them, often at the
+    midpoint of two neighbouring float32s, where numpy 1.x's rounding of
+    a float64 scalar to float32 would decide differently from numpy 2."""
+    base = np.float32(draw(st.floats(-1e3, 1e3, width=32)))
+    steps = draw(st.lists(st.integers(-3, 3), min_size=1, max_size=12))
+    values = np.array([base] * len(steps), dtype=np.float32)
+    for i, step in enumerate(steps):
+        for _ in range(abs(step)):
+            values[i] = np.nextafter(values[i], np.float32(step))
+    low = float(draw(st.sampled_from(list(values))))
+    step = float(np.nextafter(np.float32(low), np.float32(np.inf))) - low
+    threshold = draw(
+        st.sampled_from([low, low + step / 2, low + step / 3, low - step / 3]))
+    return values, threshold
+
+
+@given(scores_and_a_threshold(), st.booleans())
+def test_the_mean_rule_compares_in_float64_under_either_numpy(case, high):
+    values, threshold = case
+    bound = float32_bound(threshold, high)
+    exact = (values.astype(np.float64) > threshold) if high else \
+        (values.astype(np.float64) < threshold)
+    # numpy 1.x compares a float32 array with a scalar in float32, numpy 2
+    # in the scalar's width: both rules, written out, agree with float64.
+    for as_numpy in (np.float32, np.float64):
+        side = values.astype(as_numpy)
+        found = side > as_numpy(bound) if high else side < as_numpy(bound)
+        assert np.array_equal(found, exact), (values, threshold, bound)
