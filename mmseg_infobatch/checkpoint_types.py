@@ -17,6 +17,12 @@ and optimizer state are ``ShardedTensor`` objects: the shard's tensor and
 plain metadata (offsets, sizes, placement, sharding spec). Those classes
 are allowed as well; they rebuild only data, and a ShardedTensor refuses to
 load into a process group of another rank or size.
+
+torch < 2.4 has no allow-list, so there a whole mmengine checkpoint cannot
+be read with ``weights_only=True``; mmengine itself loads with torch's
+default (``weights_only=False``) on those versions.
+``load_trusted_checkpoint`` does the same there, for checkpoints the user
+wrote, and loads safely where torch can.
 """
 import builtins
 
@@ -63,7 +69,21 @@ def _fsdp_checkpoint_types() -> list:
 def allow_mmengine_checkpoint_types() -> None:
     """Add the types of mmengine's checkpoints (those of FlexibleRunner's
     FSDPStrategy included) to torch's safe-load allow-list."""
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is not None:  # torch >= 2.4
-        add_safe_globals(_mmengine_checkpoint_types() +
-                         _fsdp_checkpoint_types())
+    if can_load_mmengine_checkpoints_safely():
+        torch.serialization.add_safe_globals(_mmengine_checkpoint_types() +
+                                             _fsdp_checkpoint_types())
+
+
+def can_load_mmengine_checkpoints_safely() -> bool:
+    """Whether this torch can allow-list mmengine's types (torch >= 2.4)."""
+    return hasattr(torch.serialization, 'add_safe_globals')
+
+
+def load_trusted_checkpoint(path: str, map_location='cpu') -> dict:
+    """A whole mmengine checkpoint, from a file the user trusts (their
+    own work_dir): safely where torch has the allow-list, else as mmengine
+    loads it on that torch."""
+    if not can_load_mmengine_checkpoints_safely():
+        return torch.load(path, map_location=map_location)
+    allow_mmengine_checkpoint_types()
+    return torch.load(path, map_location=map_location, weights_only=True)

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mmseg_infobatch.checkpoint_types import \
-    allow_mmengine_checkpoint_types  # noqa: E402
+    load_trusted_checkpoint  # noqa: E402
 from mmseg_infobatch.history import PassRecord  # noqa: E402
 from mmseg_infobatch.history import history_from_state  # noqa: E402
 from mmseg_infobatch.progress import PassPosition  # noqa: E402
@@ -192,9 +192,7 @@ def _load_infobatch_state(work_dir: str):
     if ckpt is None:
         return None
     # A whole mmengine checkpoint holds a few non-tensor types besides ours.
-    allow_mmengine_checkpoint_types()
-    return torch.load(
-        ckpt, map_location='cpu', weights_only=True).get('infobatch')
+    return load_trusted_checkpoint(ckpt).get('infobatch')
 
 
 def as_columns(records: list) -> dict:

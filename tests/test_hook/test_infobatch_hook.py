@@ -4,6 +4,8 @@ import pytest
 import torch
 from conftest import demo_config, load_record, run_config
 
+from mmseg_infobatch.checkpoint_types import \
+    can_load_mmengine_checkpoints_safely
 from mmseg_infobatch.sampler_state import sample_tables
 
 
@@ -70,6 +72,10 @@ def test_batches_get_the_samples_the_sampler_chose(runs):
         assert batch == by_pass[pass_idx][pos * 4:(pos + 1) * 4]
 
 
+@pytest.mark.skipif(
+    not can_load_mmengine_checkpoints_safely(),
+    reason='torch < 2.4 has no safe-load allow-list '
+    '(torch.serialization.add_safe_globals) for mmengine checkpoints')
 def test_checkpoint_state_loads_with_weights_only(runs):
     ib = runs['infobatch']
     ckpt_file = ib['work_dir'] / f"iter_{ib['record']['final_iter']}.pth"

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import demo_config, run_config
 
+from mmseg_infobatch.checkpoint_types import load_trusted_checkpoint
 from mmseg_infobatch.target import Schedule, expected_saving
 from mmseg_infobatch.target_profile import Profile
 
@@ -63,10 +64,7 @@ def test_each_pass_logs_and_records_its_ratio(target_run):
         r['infobatch/ratio'] for r in scalars if 'infobatch/ratio' in r
     ]
     assert [round(r, 3) for r in by_scalar] == logged
-    ckpt = torch.load(
-        sorted(work_dir.glob('iter_*.pth'))[-1],
-        map_location='cpu',
-        weights_only=True)
+    ckpt = load_trusted_checkpoint(sorted(work_dir.glob('iter_*.pth'))[-1])
     history = ckpt['infobatch']['history']
     assert history['ratio'].round(decimals=3).tolist() == logged
     assert ckpt['infobatch']['target']['estimate_pass'] == 1
@@ -80,10 +78,7 @@ def test_estimate_under_target_saving_is_the_solvers_plan(target_run):
         r'target_saving solved ratio (\d\.\d+) for this pass \(and solves '
         r'each pass again\), planning to save (\d+\.\d)% of the 80', text)
     assert len(found) == 1, text[-3000:]
-    ckpt = torch.load(
-        sorted(work_dir.glob('iter_*.pth'))[-1],
-        map_location='cpu',
-        weights_only=True)
+    ckpt = load_trusted_checkpoint(sorted(work_dir.glob('iter_*.pth'))[-1])
     history = ckpt['infobatch']['history']
     assert float(found[0][0]) == pytest.approx(
         float(history['ratio'][1]), abs=5e-4)

@@ -12,6 +12,8 @@ from conftest import load_record
 from tiny_config import BATCH, NUM_TRAIN, tiny_config
 from tiny_config import train as run
 
+from mmseg_infobatch.checkpoint_types import load_trusted_checkpoint
+
 
 def test_load_from_starts_infobatch_fresh_in_a_real_run(ade_root, tmp_path):
     first = tiny_config(tmp_path / 'first', ade_root, seed=0, passes=2)
@@ -19,7 +21,7 @@ def test_load_from_starts_infobatch_fresh_in_a_real_run(ade_root, tmp_path):
     checkpoints = sorted(
         (tmp_path / 'first').glob('iter_*.pth'),
         key=lambda p: int(p.stem.split('_')[1]))
-    saved = torch.load(checkpoints[-1], weights_only=True)
+    saved = load_trusted_checkpoint(checkpoints[-1])
     assert saved['infobatch']['sampler']['pass_idx'] == 1
 
     loaded = tiny_config(tmp_path / 'loaded', ade_root, seed=1, passes=2)

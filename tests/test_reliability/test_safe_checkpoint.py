@@ -5,7 +5,14 @@ import pickle
 import pytest
 import torch
 
-from mmseg_infobatch.checkpoint_types import allow_mmengine_checkpoint_types
+from mmseg_infobatch import checkpoint_types
+from mmseg_infobatch.checkpoint_types import (
+    allow_mmengine_checkpoint_types, can_load_mmengine_checkpoints_safely)
+
+needs_allow_list = pytest.mark.skipif(
+    not can_load_mmengine_checkpoints_safely(),
+    reason='torch < 2.4 has no safe-load allow-list '
+    '(torch.serialization.add_safe_globals)')
 
 allow_mmengine_checkpoint_types()
 
@@ -16,18 +23,43 @@ class _Exploit:
         return (os.system, ('echo pwned', ))
 
 
-def test_mmengine_message_hub_round_trips_with_weights_only(tmp_path):
+def _message_hub_checkpoint(path):
     import numpy as np
     from mmengine.logging import MessageHub
     hub = MessageHub.get_instance('safe_ckpt_test')
     hub.update_scalar('train/loss', np.float64(0.5))
     hub.update_info('eta', np.float64(3.0))
-    path = tmp_path / 'ckpt.pth'
     torch.save(dict(message_hub=hub.state_dict()), path)
-    loaded = torch.load(path, weights_only=True)
+
+
+@needs_allow_list
+def test_mmengine_message_hub_round_trips_with_weights_only(tmp_path):
+    _message_hub_checkpoint(tmp_path / 'ckpt.pth')
+    loaded = torch.load(tmp_path / 'ckpt.pth', weights_only=True)
     assert loaded['message_hub']['log_scalars']['train/loss'].current() == 0.5
 
 
+@pytest.mark.parametrize('allow_list', [True, False])
+def test_a_trusted_checkpoint_loads_on_every_torch(tmp_path, monkeypatch,
+                                                   allow_list):
+    """The analysis tool reads a whole run's checkpoint: safely where
+    torch has the allow-list, as mmengine does where it has none."""
+    if allow_list and not can_load_mmengine_checkpoints_safely():
+        pytest.skip('torch < 2.4 has no safe-load allow-list')
+    monkeypatch.setattr(checkpoint_types,
+                        'can_load_mmengine_checkpoints_safely',
+                        lambda: allow_list)
+    calls = []
+    load = torch.load
+    monkeypatch.setattr(torch, 'load',
+                        lambda *a, **k: calls.append(k) or load(*a, **k))
+    _message_hub_checkpoint(tmp_path / 'ckpt.pth')
+    loaded = checkpoint_types.load_trusted_checkpoint(tmp_path / 'ckpt.pth')
+    assert loaded['message_hub']['log_scalars']['train/loss'].current() == 0.5
+    assert calls[-1].get('weights_only', False) is allow_list
+
+
+@needs_allow_list
 def test_arbitrary_callables_are_still_refused(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save(dict(payload=_Exploit()), path)

@@ -11,12 +11,11 @@ import torch
 from conftest import REPO, as_cli_options, tiny_ade_options
 from cpu_runtime import sync_bn_to_bn
 
-from mmseg_infobatch.checkpoint_types import allow_mmengine_checkpoint_types
+from mmseg_infobatch.checkpoint_types import load_trusted_checkpoint
 from mmseg_infobatch.sampler_state import sample_tables
 
-# The checkpoints below are read with torch's safe loading, as --resume does.
-allow_mmengine_checkpoint_types()
-
+# The checkpoints below are read with torch's safe loading where torch can
+# (>= 2.4), as --resume does.
 FLAGSHIP = REPO / 'configs' / 'upernet_r50_ade20k_infobatch.py'
 FLAGSHIP_80K = REPO / 'configs' / 'upernet_r50_ade20k_80k_infobatch.py'
 ITERS_PER_PASS = 6  # 12 training images, batch 2
@@ -71,7 +70,7 @@ def test_flagship_trains_shortened_to_eta_min(flagship_run):
     assert final < BUDGET, log[-3000:]
     assert f'InfoBatch finished: {final} iterations instead of {BUDGET}' \
         in log
-    ckpt = torch.load(work_dir / f'iter_{final}.pth', weights_only=True)
+    ckpt = load_trusted_checkpoint(work_dir / f'iter_{final}.pth')
     assert ckpt['meta']['iter'] == final
     assert 'infobatch' in ckpt
     assert sample_tables(ckpt['infobatch']['sampler'])['seen'].all()
@@ -94,15 +93,15 @@ def test_flagship_warns_of_a_total_batch_other_than_the_recipe(flagship_run):
 def test_flagship_resume_continues(flagship_run, ade_root):
     work_dir, _ = flagship_run
     final = _final_iter(work_dir)
-    ref = torch.load(work_dir / f'iter_{final}.pth', weights_only=True)
+    ref = load_trusted_checkpoint(work_dir / f'iter_{final}.pth')
     (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_8.pth'))
     os.remove(work_dir / f'iter_{final}.pth')
     log = train(work_dir, ade_root, '--resume')
     assert 'resumed epoch: 0, iter: 8' in log
     assert 'InfoBatch resumed in pass 1 at batch 2/5' in log
     assert 'InfoBatch finished' in log
-    again = torch.load(
-        work_dir / f'iter_{_final_iter(work_dir)}.pth', weights_only=True)
+    again = load_trusted_checkpoint(work_dir /
+                                    f'iter_{_final_iter(work_dir)}.pth')
     # The pass the resume lands in is the original's. Later passes may
     # differ: the stock pipeline's random augmentation is not restored.
     for key, column in ref['infobatch']['history'].items():

@@ -10,9 +10,7 @@ import torch
 from conftest import REPO, TOOLS, train_subprocess
 from mmengine.config import Config
 
-from mmseg_infobatch.checkpoint_types import allow_mmengine_checkpoint_types
-
-allow_mmengine_checkpoint_types()  # read checkpoints as --resume does
+from mmseg_infobatch.checkpoint_types import load_trusted_checkpoint
 
 ITERS_PER_PASS = 6  # 12 training images, batch 2
 BUDGET = 2 * ITERS_PER_PASS  # delta 0.875 x 2 passes: pass 1 prunes
@@ -64,7 +62,7 @@ def _final(work_dir):
         if (m := re.fullmatch(r'iter_(\d+)\.pth', p.name))
     ]
     final = max(iters)
-    return final, torch.load(work_dir / f'iter_{final}.pth', weights_only=True)
+    return final, load_trusted_checkpoint(work_dir / f'iter_{final}.pth')
 
 
 def _run_config(work_dir, name='tiny_pspnet.py'):
