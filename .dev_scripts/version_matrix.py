@@ -8,12 +8,14 @@ Usage (from a clean clone, with python3.11 and pip; no GPU)::
     python3.11 .dev_scripts/version_matrix.py --record       # and write
                                                              # docs/version_matrix.md
 
-Each set gets its own venv under ``.matrix/<set>/`` (ignored by git). mmcv
-2.1.0 has no CPU wheel with compiled ops on PyPI, so it is built once per
-torch version into ``.matrix/wheels/torch-<version>-<python>/`` and
-installed from there on later runs: a wheel built against one torch is
-never offered to another (its ops would fail to load with an undefined
-symbol). ``import mmcv.ops`` is checked after every install.
+Each set is built by tools/bootstrap_env.sh, the script behind the
+README's two commands, with the set's torch and pins: 'default' is .venv
+itself, the others get a venv under ``.matrix/<set>/`` (ignored by git).
+mmcv 2.1.0 has no CPU wheel with compiled ops on PyPI, so that script
+builds it once per torch version into a wheel folder keyed by the torch
+version and installs it from there later: a wheel built against one torch
+is never offered to another (its ops would fail to load with an undefined
+symbol), and ``import mmcv.ops`` is checked after every install.
 
 The table printed at the end gives, per set, the versions that were really
 installed and the suite's passed, failed and skipped counts, with each skip
@@ -37,42 +39,34 @@ REPO = Path(__file__).resolve().parents[1]
 MATRIX = REPO / '.matrix'
 RECORD = REPO / 'docs' / 'version_matrix.md'
 
-# The libraries pinned alike in every set: the versions pyproject.toml's
-# bounds name as the oldest supported.
-COMMON = ['mmengine==0.10.7', 'mmsegmentation==1.2.2']
-MMCV = '2.1.0'
-# mmcv 2.1.0's setup.py imports pkg_resources, gone in setuptools 81.
-BUILD_TOOLS = ['setuptools>=64,<81', 'wheel', 'ninja']
-
-# name -> pins of the set. 'oldest' is what mim serves prebuilt mmcv 2.1.0
-# for (torch <= 2.1) with the numpy 1.x that goes with it; PyPI's torch
-# 2.1.2 for Linux is the CUDA 12.1 build, so this set downloads torch and
-# its nvidia-* libraries (about 2.6 GB), though the suite runs on the CPU.
-# 'newest' is the newest torch this index offers that mmcv 2.1.0 builds
-# against, with numpy 2.
+# name -> (torch pin, further pins) of each set; tools/bootstrap_env.sh
+# builds every set as it builds .venv, so mmcv's wheel is built once per
+# torch version and kept in that script's wheel folder. 'oldest' is what
+# mim serves prebuilt mmcv 2.1.0 for (torch <= 2.1) with the numpy 1.x that
+# goes with it; PyPI's torch 2.1.2 for Linux is the CUDA 12.1 build, so it
+# downloads torch and its nvidia-* libraries (about 2.6 GB), though the
+# suite runs on the CPU. 'newest' is the newest torch this index offers
+# that mmcv 2.1.0 builds against (the CUDA build, about 5.5 GB), with
+# numpy 2. 'default' is .venv's own set, as the README's commands build it.
 SETS = {
-    'oldest': ['torch==2.1.2', 'numpy==1.26.4', 'opencv-python<4.11'],
-    'newest': ['torch==2.13.0', 'numpy>=2'],
+    'oldest': ('torch==2.1.2', 'numpy==1.26.4'),
+    'default': ('torch==2.13.0', ''),
+    'newest': ('torch==2.14.1', ''),
 }
 
 
-def sh(args, venv=None, log=None, check=True, **env):
-    """Run a command, its output to ``log`` (appended) or the terminal."""
-    full_env = dict(os.environ, **env)
-    if venv is not None:
-        full_env['PATH'] = f'{venv}/bin{os.pathsep}{full_env["PATH"]}'
-        full_env['VIRTUAL_ENV'] = str(venv)
+def sh(args, log, check=True, **env):
+    """Run a command with its output appended to ``log``."""
     print('  $', ' '.join(str(a) for a in args), flush=True)
-    with open(log, 'a') if log else open(os.devnull, 'w') as out:
+    with open(log, 'a') as out:
         result = subprocess.run([str(a) for a in args],
                                 cwd=REPO,
-                                env=full_env,
-                                stdout=out if log else None,
-                                stderr=subprocess.STDOUT if log else None)
+                                env=dict(os.environ, **env),
+                                stdout=out,
+                                stderr=subprocess.STDOUT)
     if check and result.returncode:
-        raise SystemExit(
-            f'failed ({result.returncode}): {" ".join(map(str, args))}' +
-            (f'\n  see {log}' if log else ''))
+        raise SystemExit(f'failed ({result.returncode}): '
+                         f'{" ".join(map(str, args))}; see {log}')
     return result.returncode
 
 
@@ -84,45 +78,15 @@ def output(venv, code):
 
 
 def build(name, python, log):
-    """Create or update the set's venv; return its path."""
-    home = MATRIX / name
-    venv = home / 'venv'
-    home.mkdir(parents=True, exist_ok=True)
-    if not (venv / 'bin' / 'python').exists():
-        sh([python, '-m', 'venv', venv], log=log)
-    py = venv / 'bin' / 'python'
-    pip = [py, '-m', 'pip', '--disable-pip-version-check', 'install', '-q']
-    constraints = home / 'constraints.txt'
-    constraints.write_text('\n'.join(SETS[name]) + '\n')
-    sh(pip + BUILD_TOOLS + ['-c', constraints], log=log)
-    sh(pip + SETS[name] + ['-c', constraints], log=log)
-    torch = output(venv, 'import torch; print(torch.__version__)')
-    tag = output(venv, 'import sys; print("cp%d%d" % sys.version_info[:2])')
-    wheels = MATRIX / 'wheels' / f'torch-{torch}-{tag}'
-    wheels.mkdir(parents=True, exist_ok=True)
-    if sh([py, '-c', 'import mmcv.ops'], log=log, check=False):
-        if not list(wheels.glob(f'mmcv-{MMCV}-*.whl')):
-            print(f'[{name}] building mmcv {MMCV} with ops against torch '
-                  f'{torch} (tens of minutes, once per torch version)')
-            # mmcv's setup.py imports torch and numpy, so no isolation.
-            sh(pip[:-2] + ['install', '-q', 'mmengine==0.10.7'] +
-               ['-c', constraints],
-               log=log)
-            sh(pip[:-2] + [
-                'wheel', '-q', '--no-deps', '--no-build-isolation',
-                '--no-binary', 'mmcv', '--no-cache-dir', '-w', wheels,
-                f'mmcv=={MMCV}'
-            ],
-               log=log,
-               MMCV_WITH_OPS='1',
-               MAX_JOBS=os.environ.get('MAX_JOBS', '2'))
-        wheel, = wheels.glob(f'mmcv-{MMCV}-*.whl')
-        sh(pip + ['--force-reinstall', '--no-deps', wheel], log=log)
-    sh(pip + [f'mmcv=={MMCV}', '-e', '.[tests,demo]'] + COMMON +
-       ['-c', constraints, '--no-build-isolation'],
-       log=log)
-    # A wheel built for another torch imports mmcv but fails here.
-    sh([py, '-c', 'import mmcv.ops'], log=log)
+    """Create or update the set's venv with tools/bootstrap_env.sh."""
+    venv = REPO / '.venv' if name == 'default' else MATRIX / name / 'venv'
+    torch, pins = SETS[name]
+    sh(['bash', 'tools/bootstrap_env.sh'],
+       log,
+       INFOBATCH_VENV=str(venv),
+       INFOBATCH_TORCH=torch,
+       INFOBATCH_PINS=pins,
+       PYTHON=python)
     return venv
 
 
@@ -190,6 +154,13 @@ def dependency_bounds():
     return re.findall(r'^\s*"([^"]+)"', deps.group(1), re.M)
 
 
+def commit():
+    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                          cwd=REPO,
+                          capture_output=True,
+                          text=True).stdout.strip() or 'unknown'
+
+
 def record(rows, command):
     RECORD.write_text(
         '# Version matrix\n\n'
@@ -198,6 +169,7 @@ def record(rows, command):
         'tests/test_tools/test_version_claims.py holds pyproject.toml, the '
         "README's \"Tested with\" line and docs/compat.md to this table.\n\n"
         f'Date: {datetime.date.today().isoformat()}  \n'
+        f'Commit: {commit()}  \n'
         f'Command: `{command}`  \n'
         'Run on: CPU only, Python from the command above, '
         'OMP_NUM_THREADS=1.\n\n'
@@ -241,7 +213,19 @@ def main():
         log = MATRIX / name / 'matrix.log'
         (MATRIX / name).mkdir(parents=True, exist_ok=True)
         print(f'[{name}] building (log: {log.relative_to(REPO)})')
-        venv = build(name, args.python, log)
+        try:
+            venv = build(name, args.python, log)
+        except SystemExit as failure:
+            # Recorded, not fatal: which torch mmcv does not build against
+            # is a result too.
+            print(f'[{name}] build failed: {failure}')
+            rows.append((name, [SETS[name][0]] + ['-'] * 5,
+                         dict(
+                             counts=Counter(),
+                             skips=Counter(),
+                             failures=[f'build failed, see {log}'],
+                             minutes=0.0)))
+            continue
         found = versions(venv)
         print(f'[{name}] Python {found[0]}, torch {found[1]}, numpy '
               f'{found[2]}, mmcv {found[3]}, mmengine {found[4]}, mmseg '
@@ -255,7 +239,7 @@ def main():
         print(table(rows))
     if args.record:
         record(rows, 'python3.11 .dev_scripts/version_matrix.py --record')
-    failed = any(result['counts']['failed'] for _, _, result in rows)
+    failed = any(result['failures'] for _, _, result in rows)
     sys.exit(1 if failed else 0)
 
 

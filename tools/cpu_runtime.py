@@ -66,6 +66,17 @@ def is_flexible_runner(cfg: Config) -> bool:
         runner_type, FlexibleRunner)
 
 
+def cpu_fsdp_supported() -> bool:
+    """Whether FSDP can set up on the CPU: it creates
+    ``torch.cpu.Stream(priority=...)``, a stub that takes no arguments
+    before torch 2.2."""
+    try:
+        torch.cpu.Stream(priority=0)
+    except TypeError:
+        return False
+    return True
+
+
 def place_strategy_on_cpu(cfg: Config) -> None:
     """Point a FlexibleRunner strategy's model wrapper at the CPU: DDP
     without ``device_ids``, FSDP with ``device_id='cpu'``. Keys the config
@@ -80,6 +91,13 @@ def place_strategy_on_cpu(cfg: Config) -> None:
         return
     wrapper = dict(strategy.get('model_wrapper') or {})
     if issubclass(kind, FSDPStrategy):
+        if not cpu_fsdp_supported():
+            raise RuntimeError(
+                f'FSDP on the CPU needs torch >= 2.2; this is torch '
+                f'{torch.__version__}, whose torch.cpu.Stream takes no '
+                'priority, which FSDP passes at set-up. Use '
+                "strategy=dict(type='DDPStrategy') on the CPU, run FSDP on "
+                'GPUs, or install torch >= 2.2.')
         wrapper.setdefault('type', 'MMFullyShardedDataParallel')
         wrapper.setdefault('device_id', 'cpu')
     elif issubclass(kind, DDPStrategy):

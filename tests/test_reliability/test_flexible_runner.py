@@ -5,6 +5,8 @@ import copy
 import pytest
 import torch
 from conftest import load_record, train_subprocess
+from cpu_runtime import cpu_fsdp_supported, place_strategy_on_cpu
+from mmengine.config import Config
 from test_resume_matrix import assert_continues
 from tiny_config import tiny_config
 
@@ -25,7 +27,16 @@ def _moved(cfg, work_dir):
     return cfg
 
 
-@pytest.mark.parametrize('strategy', ['DDPStrategy', 'ResumableFSDPStrategy'])
+CPU_FSDP = pytest.mark.skipif(
+    not cpu_fsdp_supported(),
+    reason='FSDP on the CPU needs torch >= 2.2 (torch.cpu.Stream with a '
+    'priority)')
+
+
+@pytest.mark.parametrize(
+    'strategy',
+    ['DDPStrategy',
+     pytest.param('ResumableFSDPStrategy', marks=CPU_FSDP)])
 def test_flexible_runner_trains_and_resumes_exactly(strategy, ade_root,
                                                     tmp_path):
     ref_dir = tmp_path / 'ref'
@@ -60,3 +71,16 @@ def test_flexible_runner_trains_and_resumes_exactly(strategy, ade_root,
         assert resumed[1]['loaded_keys'] == ['format', 'on_rank0']
     else:
         assert resumed[1]['loaded_keys'] == full  # the one shared file
+
+
+@pytest.mark.parametrize('supported', [True, False])
+def test_cpu_fsdp_is_refused_where_torch_cannot_run_it(monkeypatch, supported):
+    import cpu_runtime
+    monkeypatch.setattr(cpu_runtime, 'cpu_fsdp_supported', lambda: supported)
+    cfg = Config(dict(strategy=dict(type='ResumableFSDPStrategy')))
+    if supported:
+        place_strategy_on_cpu(cfg)
+        assert cfg.strategy['model_wrapper']['device_id'] == 'cpu'
+        return
+    with pytest.raises(RuntimeError, match=r'torch >= 2\.2.*DDPStrategy'):
+        place_strategy_on_cpu(cfg)

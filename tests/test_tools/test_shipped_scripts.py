@@ -283,3 +283,21 @@ def test_gpu_bundle_and_offline_check(tmp_path):
     assert 'set-up took' in out and '--precisions' in out
     assert (tmp_path / 'work' / 'site' / 'mmseg').is_dir()
     assert (tmp_path / 'gpu_check.log').read_text() == out
+
+
+def test_version_matrix_builds_a_set_and_prints_its_table():
+    # The default set is .venv itself, brought up to date by
+    # tools/bootstrap_env.sh as the README's commands do; one test file
+    # stands in for the suite.
+    out = run([
+        sys.executable, '.dev_scripts/version_matrix.py', '--set', 'default',
+        '--', 'tests/test_tools/test_packaging.py'
+    ]).stdout
+    row = re.search(
+        r'^\| default \| (3\.\d+\.\d+) \| (\S+) \| (\S+) \| 2\.1\.0 '
+        r'\| 0\.10\.7 \| 1\.2\.2 \| (\d+) \| (\d+) \| (\d+) \|', out, re.M)
+    assert row, out
+    pin = re.search(r'INFOBATCH_TORCH:-torch==([\d.]+)',
+                    (REPO / 'tools' / 'bootstrap_env.sh').read_text())
+    assert row.group(2).split('+')[0] == pin.group(1)
+    assert int(row.group(4)) >= 4 and row.group(5) == '0'
