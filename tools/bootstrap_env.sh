@@ -66,7 +66,7 @@ print("torch-%s-cp%d%d" % ((torch.__version__,) + sys.version_info[:2]))')"
             addict packaging Pillow pyyaml yapf
         if ! ls "$WHEELS"/mmcv-$MMCV_VERSION-*.whl >/dev/null 2>&1; then
             echo "[bootstrap] building $MMCV_SPEC with ops against" \
-                "$TORCH_KEY into $WHEELS (once; 10-60 min on 2 cores)"
+                "$TORCH_KEY into $WHEELS (once; 3-60 min on 2 cores)"
             MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" \
                 "${PIP[@]}" wheel -q --no-deps --no-build-isolation \
                 --no-binary mmcv --no-cache-dir -w "$WHEELS" "$MMCV_SPEC"

@@ -128,7 +128,9 @@ def test_custom_batch_sampler_cannot_carry_indices():
         _Model(_wrapped()),
         sampler=sampler,
         batch_sampler=MyBatchSampler(sampler, 4, False))
-    runner.train_loop.dataloader.sampler  # the loader keeps our sampler
+    # The InfoBatch sampler sits behind the custom batch sampler, where
+    # the set-up check must look for it.
+    assert runner.train_loop.dataloader.batch_sampler.sampler is sampler
     with pytest.raises(
             TypeError,
             match='needs the default torch '
@@ -218,7 +220,6 @@ def test_resume_without_infobatch_state_starts_fresh(tmp_path, digit_root,
     cfg = demo_config(tmp_path, digit_root, passes=4, delta=0.6, record=False)
     cfg.resume = True
     runner = run_config(cfg)
-    log = next(tmp_path.glob('*/*.log'))
     text = ''.join(p.read_text() for p in tmp_path.glob('*/*.log'))
     assert 'without InfoBatch state: InfoBatch starts fresh' in text
     hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
@@ -229,7 +230,6 @@ def test_resume_without_infobatch_state_starts_fresh(tmp_path, digit_root,
     # passes, delta 0.6, so InfoBatch's own passes t < 2.4 - 1 prune.
     assert [r.may_prune for r in hook.history] == [True, True, False]
     assert runner.iter < 40
-    assert log.exists()
 
 
 def test_resume_with_other_dataset_size(tmp_path, digit_root,
