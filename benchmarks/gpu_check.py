@@ -25,6 +25,7 @@ Usage: bash benchmarks/gpu_check.sh [--precisions fp32 fp16 bf16]
        python benchmarks/gpu_check.py --smoke
 """
 import argparse
+import contextlib
 import gc
 import math
 import os.path as osp
@@ -209,8 +210,11 @@ def wrapper_cost(precision, args, repeats):
         pred = logits.detach().requires_grad_()
         if wrap:
             loss_fn.set_batch_weights(weights)
-        with torch.autocast(
-                device, dtype=dtype, enabled=dtype != torch.float32):
+        # No autocast at all for fp32: torch < 2.2 refuses a CPU autocast
+        # of float32 even when it is disabled.
+        amp = contextlib.nullcontext() if dtype == torch.float32 else \
+            torch.autocast(device, dtype=dtype)
+        with amp:
             loss = loss_fn(pred, label, ignore_index=255)
         loss.backward()
         if wrap:

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import torch
 from conftest import REPO, TOOLS
 
 
@@ -90,5 +91,18 @@ def test_readme_demo_block_is_what_the_demo_prints(tmp_path):
                                 MKL_NUM_THREADS='1'),
                             timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _exact_lines(result.stdout.splitlines()) == documented, \
-        result.stdout[-1500:]
+    printed = _exact_lines(result.stdout.splitlines())
+    made_with = re.search(r'with `\.venv` in place \(torch ([\d.]+)', readme)
+    assert made_with, "README.md no longer names the block's torch"
+    if torch.__version__.split('+')[0] == made_with.group(1):
+        assert printed == documented, result.stdout[-1500:]
+        return
+    # Another torch's kernels round differently, so training prunes other
+    # samples: the set-up is the same, the saving within 2 points.
+    for key in ('data', 'passes'):
+        assert printed[key] == documented[key], result.stdout[-1500:]
+    share = [
+        float(re.search(r'\(([\d.]+)%\)', lines['saved']).group(1))
+        for lines in (printed, documented)
+    ]
+    assert abs(share[0] - share[1]) <= 2, result.stdout[-1500:]
