@@ -112,8 +112,9 @@ class SavingReport:
         if later is None:
             assumed = 'later passes are assumed to have as many'
         else:
+            side = 'above' if sampler.prune_high else 'below'
             assumed = (f'relative to their own batch, pass 0\'s losses put '
-                       f'{share:.1%} below the mean, which later passes are '
+                       f'{share:.1%} {side} the mean, which later passes are '
                        'assumed to have')
         if sampler.target_saving is None:
             plan = f'Ratio {record.ratio:.3g} is expected to save'

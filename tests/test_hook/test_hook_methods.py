@@ -19,6 +19,7 @@ from mmseg.registry import MODELS
 from torch.utils.data import DataLoader
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
+from mmseg_infobatch.sampler_state import sample_tables
 
 N, BATCH, FULL = 12, 2, 6  # 12 images, batch 2: 6 iterations a full pass
 PASSES, DELTA = 4, 0.7  # delta * C = 2.8: passes 1, 2 prune, 3 anneals
@@ -317,6 +318,87 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, old_format,
     # repr: the first pass's threshold is NaN, which never equals itself.
     assert repr(other.history) == repr(hook.history)
     assert other.num_skipped_scores == hook.num_skipped_scores > 0
+
+
+def _as_format_2(state):
+    """The InfoBatch state as versions before the compact tables wrote it
+    (format 2): format 3's, with the sampler's plain tables (a bool seen
+    mask, float32 weights, the int64 order), and neither the saving before
+    the pass, nor r_t, nor the epoch and the report's state."""
+    _as_format_3(state)
+    sampler = state['sampler']
+    tables = sample_tables(sampler)
+    for key in ('seen_bits', 'weight_codes', 'weight_table', 'saved_iters',
+                'decision'):
+        del sampler[key]
+    sampler.update(
+        seen=tables['seen'], weights=tables['weights'], order=tables['order'])
+    del sampler['pass_stats']['ratio']
+    del state['history']['ratio']
+    del state['epoch'], state['target']
+    state['format'] = 2
+
+
+def _checkpoint_in_pass_2(fmt):
+    """A run trained into pass 2, after pass 1 pruned, and its checkpoint
+    of that moment in format ``fmt`` (4: this version's)."""
+    runner = _runner()
+    hook = _start(runner)
+    while hook.sampler.pass_idx < 2 or hook.sampler.trained_batches < 2:
+        _step(hook, runner)
+    checkpoint = dict(meta=dict(iter=runner.iter))
+    hook.before_save_checkpoint(runner, checkpoint)
+    if fmt == 3:
+        _as_format_3(checkpoint['infobatch'])
+        # Format 3 as the compact tables first wrote it: no saving before
+        # the pass (target_saving came later).
+        del checkpoint['infobatch']['sampler']['saved_iters']
+    elif fmt == 2:
+        _as_format_2(checkpoint['infobatch'])
+    return runner, hook, checkpoint
+
+
+@pytest.mark.parametrize('fmt', [2, 3])
+def test_checkpoint_formats_2_and_3_still_resume(fmt, tmp_path):
+    runner, hook, checkpoint = _checkpoint_in_pass_2(fmt)
+    assert checkpoint['infobatch']['format'] == fmt
+    path = tmp_path / 'ckpt.pth'
+    torch.save(checkpoint, path)
+    loaded = torch.load(path, weights_only=True)
+    steps = runner.param_schedulers[0].steps
+    resume_at = runner.iter
+    rest = _train(hook, runner)
+
+    resumed = _runner(iteration=resume_at)
+    resumed.param_schedulers[0].steps = steps
+    other = _start(resumed, loaded)
+    assert (other.sampler.pass_idx, other.sampler.trained_batches) == (2, 2)
+    assert [(r.pass_idx, r.kept, r.iters) for r in other.history] == \
+        [(r.pass_idx, r.kept, r.iters) for r in hook.history[:3]]
+    list(iter(other.sampler))  # mmengine draws resume_at batches to skip
+    rows = _train(other, resumed)
+    # The rest of the run, batch by batch, as the uninterrupted one.
+    assert len(rows) == len(rest) > 0
+    for got, want in zip(rows, rest):
+        assert torch.equal(got['batch'], want['batch']), got['iter']
+        for a, b in zip(got['handed'], want['handed']):
+            assert torch.equal(a, b), got['iter']
+        assert (got['end'], got['steps']) == (want['end'], want['steps'])
+    assert resumed.iter == runner.iter
+
+
+@pytest.mark.parametrize('fmt', [2, 3])
+def test_saving_before_the_pass_is_restored_from_an_older_checkpoint(fmt):
+    runner, hook, checkpoint = _checkpoint_in_pass_2(fmt)
+    assert 'saved_iters' not in checkpoint['infobatch']['sampler']
+    # What passes 0 (full) and 1 (pruned) saved; the history also holds
+    # pass 2, under way, whose saving is not yet made.
+    pass_1 = hook.history[1]
+    assert pass_1.pass_idx == 1 and pass_1.iters < FULL
+    assert hook.history[2].pass_idx == 2 and hook.history[2].iters < FULL
+    assert hook.sampler.saved_iters == FULL - pass_1.iters
+    other = _start(_runner(iteration=runner.iter), checkpoint)
+    assert other.sampler.saved_iters == FULL - pass_1.iters
 
 
 def test_anneal_false_prunes_in_every_pass():

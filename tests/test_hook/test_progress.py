@@ -1,4 +1,5 @@
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -30,6 +31,24 @@ def test_pruned_pass_moves_end_by_its_saving():
 def test_partial_last_pass_scales():
     # Budget ends half-way into pass 3, which is pruned to 6 batches.
     assert Progress(10, 35).end_iter(PassPosition(3, 0, 6), 28) == 28 + 3
+
+
+@pytest.mark.parametrize('budget,pass_batches', [(32, 6), (31, 6), (34, 6),
+                                                 (37, 9), (31, 3), (33, 7)])
+def test_progress_end_rounds_a_partial_last_pass_up(budget, pass_batches):
+    # The budget ends inside pass 3 (starting at iteration 30), which is
+    # pruned to ``pass_batches`` batches of 10 / pass_batches full-data
+    # iterations each: training ends after the fewest batches that reach
+    # the budget, not one short of it (e.g. budget 32, 6 batches: one
+    # batch is 1.67 of the 2 iterations left, so two batches, not the
+    # 1.2 rounded to 1).
+    progress = Progress(10, budget)
+    end = progress.end_iter(PassPosition(3, 0, pass_batches), 30)
+    batches = end - 30
+    assert Fraction(10 * batches, pass_batches) >= budget - 30
+    assert Fraction(10 * (batches - 1), pass_batches) < budget - 30
+    assert progress.virtual_iter(PassPosition(3, batches, pass_batches)) >= \
+        budget
 
 
 def test_offset_shifts_every_pass():

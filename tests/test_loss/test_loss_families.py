@@ -6,6 +6,7 @@ be means over valid pixels whatever the loss's 'none' shape.
 """
 import pytest
 import torch
+from mmseg.models.losses import CrossEntropyLoss
 from mmseg.registry import MODELS
 
 from mmseg_infobatch import InfoBatchLoss
@@ -406,6 +407,38 @@ def test_unknown_loss_needs_a_mode():
     wrapped = _build(dict(type=_OwnLoss), mode='weight')
     (logits, label), kwargs = _seg()
     expected = _OwnLoss()(logits, label, **kwargs)
+    got = _call(wrapped, (logits, label), kwargs, torch.ones(N))
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+
+
+class _SummedCrossEntropy(CrossEntropyLoss):
+    """A user's subclass of mmseg's CrossEntropyLoss that sums where its
+    parent averages: its name and parent say nothing of its reduction."""
+
+    def forward(self,
+                cls_score,
+                label,
+                weight=None,
+                avg_factor=None,
+                reduction_override=None,
+                **kwargs):
+        if reduction_override != 'none':
+            reduction_override = 'sum'
+        return super().forward(cls_score, label, weight, avg_factor,
+                               reduction_override, **kwargs)
+
+
+def test_a_subclass_of_an_mmseg_loss_is_refused():
+    with pytest.raises(
+            ValueError,
+            match="(?s)does not know how _SummedCrossEntropy reduces"
+            ".*mode='weight'.*mode='per_image'"):
+        _build(dict(type=_SummedCrossEntropy))
+    # Asked for, mode='weight' lets it reduce itself (two calls), so at
+    # unit weights the wrapper gives its sum, not its parent's mean.
+    wrapped = _build(dict(type=_SummedCrossEntropy), mode='weight')
+    (logits, label), kwargs = _seg()
+    expected = _SummedCrossEntropy()(logits, label, **kwargs)
     got = _call(wrapped, (logits, label), kwargs, torch.ones(N))
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
 

@@ -52,6 +52,26 @@ def test_expected_iterations_match_the_exact_binomial(drop_last, n, batch,
     assert model == pytest.approx(exact, abs=0.03)
 
 
+@pytest.mark.parametrize('drop_last', [False, True])
+@pytest.mark.parametrize('cands,ratio', [(20, 0.2), (40, 0.1), (8, 0.5)])
+def test_expected_iterations_of_a_nearly_full_pass_count_its_last_batch(
+        drop_last, cands, ratio):
+    # A few samples pruned: the pass mostly keeps all of its F batches,
+    # so the sum's last term, P(K >= c_F), is close to 1. Padded up,
+    # 1000 samples in batches of 16 take 63 iterations while at most 7
+    # are pruned (c_63 = 62 x 16 + 1); cut down, 62 while at most 8 are.
+    schedule = Schedule(1000, 16, 10 * 1000, drop_last=drop_last)
+    full = schedule.full_pass_batches
+    model = expected_pass_iters(schedule, ratio * cands,
+                                ratio * (1 - ratio) * cands)
+    exact = _exact_iters(schedule, cands, ratio)
+    assert exact > full - 0.3  # nearly full: the last batch counts
+    assert model == pytest.approx(exact, abs=0.03)
+    profile = Profile(cands, float(cands), float(cands))
+    saving = pass_saving(schedule, profile, ratio)
+    assert saving == pytest.approx(full - exact, abs=0.03)
+
+
 @pytest.mark.parametrize('n,batch,drop_last', [(1000, 16, False),
                                                (1000, 64, False),
                                                (1000, 64, True)])

@@ -15,7 +15,8 @@ from tiny_config import tiny_config
 
 from mmseg_infobatch import consistency
 from mmseg_infobatch.consistency import (ON_RANK0, TABLES, agree_on_resume,
-                                         check_ranks_agree)
+                                         check_ranks_agree, sampler_digest)
+from mmseg_infobatch.sampler import InfoBatchSampler
 
 DIGEST = {
     'iteration': 14,
@@ -86,6 +87,56 @@ def test_resume_agreement_names_the_fix_and_hands_out_rank0_tables():
         assert agree_on_resume(14, state, world_size=2) is state
     assert broadcast.call_args.args[0] == [state]
     assert broadcast.call_args.kwargs == {'src': 0}
+
+
+def _pruned_sampler(**kwargs):
+    """A one-rank sampler in its second pass, pruned from the scores of
+    every sample."""
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
+        sampler = InfoBatchSampler(list(range(40)), seed=3, **kwargs)
+    sampler.configure(4)
+    iter(sampler)
+    for _ in range(sampler.pass_batches):
+        sampler.finish_batch()
+    sampler.update_scores(torch.arange(40), torch.linspace(0, 1, 40))
+    iter(sampler)
+    assert sampler.decision.pruned > 0
+    return sampler
+
+
+def _refused_as_another_pass(rank0, rank1):
+    """The rank check of the two samplers' digests fails, on ``order``
+    (the decided pass) only."""
+    digests = [list(sampler_digest(s).values()) for s in (rank0, rank1)]
+    gather, info = _as_ranks(*digests)
+    with gather, info, pytest.raises(RuntimeError) as error:
+        check_ranks_agree(sampler_digest(rank0), 'at the start of pass 1')
+    message = str(error.value)
+    assert '  order: rank 0: ' in message
+    assert all(f'  {name}:' not in message
+               for name in ('seed', 'pass', 'position', 'layout', 'scores'))
+
+
+def test_rank_check_compares_the_weight_table():
+    # Nodes whose configs differ in rescale only decide the same pass
+    # with the same weight codes, but rank 1 would train the survivors at
+    # weight 1 where rank 0 trains them at 2.
+    rank0, rank1 = _pruned_sampler(), _pruned_sampler(rescale=False)
+    assert torch.equal(rank0.order, rank1.order)
+    assert torch.equal(rank0.weight_codes, rank1.weight_codes)
+    assert rank0.weight_table.tolist() == [1.0, 2.0]
+    assert rank1.weight_table.tolist() == [1.0, 1.0]
+    _refused_as_another_pass(rank0, rank1)
+
+
+def test_rank_check_compares_each_samples_weight_code():
+    rank0, rank1 = _pruned_sampler(), _pruned_sampler()
+    survivor = int(rank1.weight_codes.nonzero()[0])
+    rank1.weight_codes[survivor] = 0  # weight 1 instead of 2
+    assert torch.equal(rank0.order, rank1.order)
+    assert torch.equal(rank0.weight_table, rank1.weight_table)
+    _refused_as_another_pass(rank0, rank1)
 
 
 def _free_port():

@@ -30,8 +30,12 @@ from mmseg.registry import MODELS
 from torch.utils.data import DataLoader
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
+from mmseg_infobatch.progress import Progress
 from mmseg_infobatch.prune_rule import prune_probabilities
 from mmseg_infobatch.pruning import decide_pass
+from mmseg_infobatch.report import SavingReport
+from mmseg_infobatch.target import expected_saving
+from mmseg_infobatch.target_profile import Profile
 
 N, BATCH, PASSES, DELTA = 12, 2, 4, 0.7  # 6 iterations a full pass
 FULL_PASS = N // BATCH
@@ -327,6 +331,40 @@ def test_adjust_schedule_false_keeps_the_schedule_as_written():
             written.param_groups[0]['lr'], runner.iter
     assert runner.iter == budget
     assert any(r.pruned > 0 for r in hook.history)
+
+
+@pytest.mark.parametrize(
+    'max_iters', [PASSES * FULL_PASS, FULL_PASS + 3],
+    ids=['whole-passes', 'half-of-pass-1'])
+@pytest.mark.parametrize(
+    'sampler_args',
+    [dict(ratio=0.5), dict(ratio=None, target_saving=0.2)],
+    ids=['ratio', 'target'])
+def test_end_report_without_schedule_adjustment_counts_the_data_saved(
+        max_iters, sampler_args, caplog):
+    """The loop keeps its max_iters, so no iteration is saved, but the
+    passes within the budget still pruned: the closing lines compare the
+    target and the estimate with the share of the budget's data they
+    saved, each pass by the share of it the budget holds (with a budget
+    of 1.5 passes, half of the pruned pass 1, the one under way)."""
+    runner = _runner(
+        logger=f'test_rules_kept_{max_iters}',
+        sampler_args=sampler_args,
+        max_iters=max_iters)
+    with caplog.at_level(logging.INFO, logger=runner.logger.name):
+        hook = _start(runner, adjust_schedule=False)
+        _train(hook, runner)
+        hook.after_train(runner)
+    assert runner.iter == max_iters
+    saved = sum(
+        min(max(max_iters / FULL_PASS - r.pass_idx, 0), 1) *
+        (FULL_PASS - r.iters) for r in hook.history)
+    assert saved > 0
+    reported = re.findall(r'the run saved (\d+\.\d)%', caplog.text)
+    assert len(reported) == (2 if 'target_saving' in sampler_args else 1)
+    for share in reported:
+        assert float(share) == pytest.approx(
+            100 * saved / max_iters, abs=0.05 + 1e-9)
 
 
 # -- load_from -----------------------------------------------------------
@@ -644,6 +682,49 @@ def test_a_target_out_of_reach_is_said_before_the_first_pruning_pass(
         r'the run saved \d+\.\d% \(-\d+\.\d points\); it was out '
         r'of reach of the passes that may prune \(at most '
         rf'{most.group(1)}%\)', caplog.text)
+
+
+# -- the pre-flight estimate under prune_high ------------------------------
+
+
+def test_the_estimate_under_prune_high_assumes_the_share_above_the_mean(
+        caplog):
+    """prune_high prunes above the mean, so the estimate assumes for later
+    passes the share of pass 0's losses, relative to their batch, above
+    their mean. Every batch of 4 here holds three equal losses and one 5
+    times as high: a quarter lie above their batch's mean (10 of 40), and
+    so do the samples above the table's mean (the losses of 5)."""
+    with mock.patch(
+            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
+        sampler = InfoBatchSampler(
+            list(range(40)), seed=0, ratio=0.5, prune_high=True)
+    sampler.configure(4)
+    progress = Progress(sampler.full_pass_batches, 8 * 10)
+    sampler.set_schedule(progress, progress.prune_stop(0.875))
+    report = SavingReport()
+    losses = torch.tensor([1.0, 1.0, 1.0, 5.0])
+    list(iter(sampler))
+    for _ in range(sampler.pass_batches):  # pass 0, as the hook scores it
+        sampler.update_scores(sampler.batch_indices(), losses)
+        report.add_batch(0, losses.numpy())
+        sampler.finish_batch()
+    list(iter(sampler))  # pass 1 decided
+    logger = logging.getLogger('test_rules_prune_high')
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        report.after_pass_start(logger, sampler, sampler.decision)
+    found = re.search(
+        r'(\d+) of 40 samples are candidates .* pass 0\'s losses put '
+        r'(\d+\.\d)% above the mean, .* expected to save (\d+\.\d)%',
+        caplog.text)
+    assert found, caplog.text
+    assert found.group(1) == '10' and found.group(2) == '25.0'
+    tens = Profile(10, 10.0, 10.0)
+    want = expected_saving(0.5, tens, sampler.schedule, 1, 0.0, tens)
+    assert float(found.group(3)) == pytest.approx(100 * want, abs=0.05 + 1e-9)
+    # The share below (30 of 40) would have made another estimate.
+    below = Profile(30, 30.0, 30.0)
+    assert expected_saving(0.5, tens, sampler.schedule, 1, 0.0,
+                           below) > want + 0.01
 
 
 # -- a checkpoint between a pass's decision and its first batch ------------

@@ -39,6 +39,27 @@ def test_mmengine_message_hub_round_trips_with_weights_only(tmp_path):
     assert loaded['message_hub']['log_scalars']['train/loss'].current() == 0.5
 
 
+@needs_allow_list
+def test_the_hook_allows_the_types_before_flexible_runner_loads(tmp_path):
+    """FlexibleRunner builds its hooks, then loads the checkpoint (safely,
+    by torch's default), and only then calls before_run: building
+    InfoBatchHook must already have allowed mmengine's types."""
+    from mmseg.registry import HOOKS
+    path = tmp_path / 'ckpt.pth'
+    _message_hub_checkpoint(path)
+    allowed = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+            torch.load(path, weights_only=True)
+        HOOKS.build(dict(type='InfoBatchHook'))
+        loaded = torch.load(path, weights_only=True)
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(allowed)
+    assert loaded['message_hub']['log_scalars']['train/loss'].current() == 0.5
+
+
 @pytest.mark.parametrize('allow_list', [True, False])
 def test_a_trusted_checkpoint_loads_on_every_torch(tmp_path, monkeypatch,
                                                    allow_list):

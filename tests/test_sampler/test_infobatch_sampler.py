@@ -275,6 +275,38 @@ def test_a_pass_is_never_empty():
             assert s.decision.pruned <= 12
 
 
+def test_a_refilled_pass_gives_every_rank_a_whole_batch_of_distinct_samples():
+    # 'random' at r = 0.95 keeps fewer than 2 ranks x batch 4 of 16
+    # samples in most passes: the refill brings such a pass up to 8
+    # distinct samples, so that padding repeats none and each rank trains
+    # a whole batch of its own.
+    refilled = 0
+    for seed in range(10):
+        ranks = [
+            _sampler(
+                16,
+                rank=r,
+                world=2,
+                batch_size=4,
+                policy='random',
+                ratio=0.95,
+                seed=seed) for r in (0, 1)
+        ]
+        for s in ranks:
+            _train_pass(s)  # pass 0: full, nothing scored
+        for pass_no in range(1, 4):
+            for s in ranks:
+                _score_all(s, pass_no)
+            shares = [_train_pass(s) for s in ranks]
+            if ranks[0].order.numel() > 8:
+                continue  # not pruned below one batch per rank
+            assert ranks[0].order.numel() == 8, (seed, pass_no)
+            assert [len(share) for share in shares] == [4, 4]
+            assert len(set(shares[0] + shares[1])) == 8, (seed, shares)
+            refilled += 1
+    assert refilled > 10
+
+
 def test_update_scores_touches_only_given_finite_samples():
     s = _sampler(6)
     s.update_scores(torch.arange(6), torch.arange(6).float())

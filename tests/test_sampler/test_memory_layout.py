@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmseg_infobatch import random_draws
-from mmseg_infobatch.pass_layout import pack_bits
+from mmseg_infobatch.pass_layout import index_dtype, pack_bits
 from mmseg_infobatch.pruning import decide_compact, decide_pass
 from mmseg_infobatch.sampler import InfoBatchSampler
 from mmseg_infobatch.sampler_state import sample_tables, upgrade_state
@@ -62,6 +62,16 @@ def test_at_most_nine_bytes_per_sample_held_and_saved():
                 if torch.is_tensor(t))
     assert saved / n <= 9.2
     assert 'seen' not in state and 'weights' not in state
+
+
+@pytest.mark.parametrize(
+    'num_samples', [1, 10_000, 2**31 - 1, 2**31, 2**31 + 1, 2**32, 2**40])
+def test_int32_indices_are_used_only_below_2_31_samples(num_samples):
+    # Indices run from 0 to N - 1: int32 holds them all up to N = 2**31
+    # (4 bytes a sample in the pass order); index 2**31 overflows it.
+    fits = torch.iinfo(torch.int32).max >= num_samples - 1
+    assert fits == (num_samples <= 2**31)
+    assert index_dtype(num_samples) == (torch.int32 if fits else torch.int64)
 
 
 def test_the_pass_is_one_buffer_and_each_share_a_view_of_it():
