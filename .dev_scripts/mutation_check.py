@@ -665,7 +665,7 @@ MUTANTS = [
     M('target_nearly_full_pass_last_term', 'target.py',
       '    high = min(full,\n',
       '    high = min(full - 1,\n',
-      "target solver: expected iterations of a nearly full pass (the sum's last term)"),
+      "target solver: a nearly full pass's last term"),
     M('target_sum_stops_early', 'target.py',
       '    for j in range(low, high + 1):\n',
       '    for j in range(low, high):\n',
@@ -703,7 +703,8 @@ MUTANTS = [
       'order = _crc32(sampler.order)',
       "the rank check compares each sample's weight code"),
     M('safe_types_allowed_late', 'hook.py',
-      '        # checkpoint before calling before_run.\n        allow_mmengine_checkpoint_types()\n',
+      '        # checkpoint before calling before_run.\n'
+      '        allow_mmengine_checkpoint_types()\n',
       '        # checkpoint before calling before_run.\n',
       'safe-load types allowed before FlexibleRunner loads'),
     M('refill_one_rank_batch', 'sampler.py',
@@ -711,27 +712,42 @@ MUTANTS = [
       'short = self.batch_size - kept',
       'refill: a whole batch on every rank'),
     M('refill_with_repeats', 'sampler.py',
-      'refill = dropped[torch.randperm(\n                dropped.numel(), generator=generator)[:short]]',
-      'refill = dropped[torch.randint(\n                dropped.numel(), (short, ), generator=generator)]',
+      'refill = dropped[torch.randperm(\n'
+      '                dropped.numel(), generator=generator)[:short]]',
+      'refill = dropped[torch.randint(\n'
+      '                dropped.numel(), (short, ), generator=generator)]',
       'refill: distinct samples'),
     M('loss_subclass_served', 'loss_kinds.py',
-      "    cls = type(loss)\n    if cls.__module__.startswith('mmseg.models.losses.'):\n        return cls.__name__\n",
-      "    for cls in type(loss).__mro__:\n        if cls.__module__.startswith('mmseg.models.losses.'):\n            return cls.__name__\n",
+      "    cls = type(loss)\n"
+      "    if cls.__module__.startswith('mmseg.models.losses.'):\n"
+      "        return cls.__name__\n",
+      "    for cls in type(loss).__mro__:\n"
+      "        if cls.__module__.startswith('mmseg.models.losses.'):\n"
+      "            return cls.__name__\n",
       'a subclass of an mmseg loss is refused'),
     M('scores_whole_batch_call', 'loss.py',
-      '            scores = [\n                _valid_mean(\n                    self.loss(\n                        pred[i:i + 1].detach(), target[i:i + 1], **{\n                            k: _image_slice(v, i, num_images)\n                            for k, v in kwargs.items()\n                        }), target[i:i + 1], ignore_index)\n                for i in range(num_images)\n            ]\n',
-      '            scores = [\n                _valid_mean(\n                    self.loss(pred.detach(), target, **kwargs), target,\n                    ignore_index)\n            ]\n',
+      '                    self.loss(\n'
+      '                        pred[i:i + 1].detach(), target[i:i + 1], **{\n'
+      '                            k: _image_slice(v, i, num_images)\n'
+      '                            for k, v in kwargs.items()\n'
+      '                        }), target[i:i + 1], ignore_index)\n'
+      '                for i in range(num_images)\n',
+      '                    self.loss(pred.detach(), target, **kwargs),\n'
+      '                    target, ignore_index)\n'
+      '                for i in range(1)\n',
       'the scoring call runs one image at a time'),
     M('estimate_prune_high_below_share', 'report.py',
       '        if sampler.prune_high:\n            share = 1.0 - share\n',
       '',
       'pre-flight estimate under prune_high'),
     M('report_no_adjust_drops_pass_saving', 'hook.py',
-      '            saved = sampler.saved_iters + sampler.pass_saving()\n        self.report',
+      '            saved = sampler.saved_iters + sampler.pass_saving()\n'
+      '        self.report',
       '            saved = sampler.saved_iters\n        self.report',
       'end report with adjust_schedule=False'),
     M('report_no_adjust_as_adjusted', 'hook.py',
-      '        if self._keeps_schedule(runner):\n            # The loop kept its end',
+      '        if self._keeps_schedule(runner):\n'
+      '            # The loop kept its end',
       '        if False:\n            # The loop kept its end',
       'end report with adjust_schedule=False'),
     M('int32_up_to_2_32', 'pass_layout.py',
