@@ -762,6 +762,12 @@ MUTANTS = [
       "side = 'above' if sampler.prune_high else 'below'",
       "side = 'below'",
       'pre-flight estimate under prune_high names its side'),
+    M('mmengine_0_11_accepted', 'compat.py',
+      'version < digit_version(', 'version <= digit_version(',
+      'other mmengine versions are refused'),
+    M('lovasz_sum_served', 'loss_kinds.py',
+      "        if loss.reduction == 'sum':\n", '        if False:\n',
+      "LovaszLoss(per_image=True, reduction='sum') is refused"),
     # -- argued equivalent ----------------------------------------------
     M('saved_before_share_ignored', 'report.py',
       'sampler.schedule.pass_share(t) * (full - iters)', '(full - iters)',

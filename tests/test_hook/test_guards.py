@@ -214,3 +214,41 @@ def test_import_where_mmengine_has_no_fsdp_strategy():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'imported InfoBatchHook' in result.stdout
+
+
+@pytest.mark.parametrize('version,supported', [('0.10.6', False),
+                                               ('0.10.7', True),
+                                               ('0.10.99', True),
+                                               ('0.11.0', False)])
+def test_other_mmengine_versions_are_refused(monkeypatch, version, supported):
+    """The private fields compat.py writes are those of mmengine 0.10.x."""
+    import mmengine
+
+    from mmseg_infobatch import compat
+    monkeypatch.setattr(mmengine, '__version__', version)
+    if supported:
+        compat.check_mmengine_version()
+        return
+    with pytest.raises(
+            RuntimeError,
+            match=rf'>= 0\.10\.7, < 0\.11.*{version}.*pip install'):
+        compat.check_mmengine_version()
+
+
+def test_stock_fsdp_strategy_is_told_apart_from_the_resumable_one():
+    """The hook warns of mmengine's own FSDPStrategy (its resume fails),
+    not of ResumableFSDPStrategy or DDP."""
+    from types import SimpleNamespace
+
+    from mmengine.registry import STRATEGIES
+
+    from mmseg_infobatch.compat import uses_stock_fsdp
+
+    def runner(name):
+        cls = STRATEGIES.get(name)
+        return SimpleNamespace(strategy=object.__new__(cls))
+
+    assert uses_stock_fsdp(runner('FSDPStrategy'))
+    assert not uses_stock_fsdp(runner('ResumableFSDPStrategy'))
+    assert not uses_stock_fsdp(runner('DDPStrategy'))
+    assert not uses_stock_fsdp(SimpleNamespace())  # the default Runner

@@ -468,3 +468,19 @@ def test_kldiv_loss_is_exact_per_image(reduction):
     per_image = expected.detach().flatten(1).mean(1) if expected.dim() > 1 \
         else expected.detach()
     torch.testing.assert_close(wrapped.pop_scores(), per_image)
+
+
+def test_lovasz_per_image_sum_is_refused_with_the_mode_to_set():
+    """Per image, LovaszLoss with reduction='sum' adds the images' values,
+    where the per-image mode averages them: refused at build."""
+    inner = dict(
+        type='LovaszLoss',
+        per_image=True,
+        reduction='sum',
+        loss_type='multi_class')
+    with pytest.raises(ValueError, match=r"reduction='sum'.*mode='per_image'"):
+        MODELS.build(dict(type='InfoBatchLoss', loss=inner))
+    # Set by hand, the mode is the user's choice and builds.
+    assert MODELS.build(
+        dict(type='InfoBatchLoss', mode='per_image', loss=inner)).mode == \
+        'per_image'
