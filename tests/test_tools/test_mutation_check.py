@@ -33,7 +33,11 @@ def test_at_least_30_named_mutants_cover_every_rule():
     for rule in RULES:
         assert any(rule in m.rule for m in counted), rule
     for test in mc.FAST_TESTS + sum(mc.FIRST_FOR.values(), []):
-        assert (REPO / test).is_file(), test
+        # A file, or one test of it (file::name).
+        path, _, name = test.partition('::')
+        assert (REPO / path).is_file(), test
+        assert not name or re.search(rf'^def {name}\(',
+                                     (REPO / path).read_text(), re.M), test
 
 
 def test_a_snippet_not_found_is_an_error(tmp_path):
