@@ -286,15 +286,15 @@ def test_gpu_bundle_and_offline_check(tmp_path):
 
 
 def test_version_matrix_builds_a_set_and_prints_its_table():
-    # The default set is .venv itself, brought up to date by
+    # The newest set is .venv itself, brought up to date by
     # tools/bootstrap_env.sh as the README's commands do; one test file
     # stands in for the suite.
     out = run([
-        sys.executable, '.dev_scripts/version_matrix.py', '--set', 'default',
+        sys.executable, '.dev_scripts/version_matrix.py', '--set', 'newest',
         '--', 'tests/test_tools/test_packaging.py'
     ]).stdout
     row = re.search(
-        r'^\| default \| (3\.\d+\.\d+) \| (\S+) \| (\S+) \| 2\.1\.0 '
+        r'^\| newest \| (3\.\d+\.\d+) \| (\S+) \| (\S+) \| 2\.1\.0 '
         r'\| 0\.10\.7 \| 1\.2\.2 \| (\d+) \| (\d+) \| (\d+) \|', out, re.M)
     assert row, out
     pin = re.search(r'INFOBATCH_TORCH:-torch==([\d.]+)',
