@@ -169,8 +169,10 @@ def test_benchmark_overhead_quick_prints_both_tables(tmp_path):
     assert share and float(share.group(1)) > 0
     _check_loss_table(out)
     # The peak RSS behind this ratio is benchmarks/peak_rss.py's reading.
+    # A step that fits in memory the process already holds grows the peak
+    # by nothing, so 0 is a possible reading.
     memory = re.search(r'wrapped/plain ([\d.]+) \(target <= 1.02\)', out)
-    assert memory and float(memory.group(1)) > 0
+    assert memory and float(memory.group(1)) >= 0
 
 
 @pytest.fixture(scope='module')
