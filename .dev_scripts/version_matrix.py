@@ -50,9 +50,12 @@ RECORD = REPO / 'docs' / 'version_matrix.md'
 # README's commands build it. torch 2.14.1's headers need C++20, and mmcv
 # 2.1.0's build compiles with C++17 ("C++20 or later compatible compiler is
 # required to use ATen").
+BOOTSTRAP = REPO / 'tools' / 'bootstrap_env.sh'
 SETS = {
     'oldest': ('torch==2.1.2', 'numpy==1.26.4'),
-    'newest': ('torch==2.13.0', ''),
+    # .venv's torch, as tools/bootstrap_env.sh pins it.
+    'newest': (re.search(r'INFOBATCH_TORCH:-(torch==[\d.]+)',
+                         BOOTSTRAP.read_text()).group(1), ''),
 }
 
 

@@ -398,17 +398,22 @@ class _OwnLoss(torch.nn.Module):
         return loss if reduction_override == 'none' else loss.mean()
 
 
-def test_unknown_loss_needs_a_mode():
-    with pytest.raises(
-            ValueError,
-            match="(?s)does not know.*mode='weight'"
-            ".*mode='per_image'"):
-        _build(dict(type=_OwnLoss))
-    wrapped = _build(dict(type=_OwnLoss), mode='weight')
+def _refused_then_served_by_weight_mode(loss_cls, match):
+    """Built without a mode, ``loss_cls`` is refused with ``match``; with
+    mode='weight' it reduces itself, so at unit weights the wrapper gives
+    the inner loss."""
+    with pytest.raises(ValueError, match=match):
+        _build(dict(type=loss_cls))
+    wrapped = _build(dict(type=loss_cls), mode='weight')
     (logits, label), kwargs = _seg()
-    expected = _OwnLoss()(logits, label, **kwargs)
+    expected = loss_cls()(logits, label, **kwargs)
     got = _call(wrapped, (logits, label), kwargs, torch.ones(N))
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+
+
+def test_unknown_loss_needs_a_mode():
+    _refused_then_served_by_weight_mode(
+        _OwnLoss, "(?s)does not know.*mode='weight'.*mode='per_image'")
 
 
 class _SummedCrossEntropy(CrossEntropyLoss):
@@ -429,18 +434,12 @@ class _SummedCrossEntropy(CrossEntropyLoss):
 
 
 def test_a_subclass_of_an_mmseg_loss_is_refused():
-    with pytest.raises(
-            ValueError,
-            match="(?s)does not know how _SummedCrossEntropy reduces"
-            ".*mode='weight'.*mode='per_image'"):
-        _build(dict(type=_SummedCrossEntropy))
     # Asked for, mode='weight' lets it reduce itself (two calls), so at
     # unit weights the wrapper gives its sum, not its parent's mean.
-    wrapped = _build(dict(type=_SummedCrossEntropy), mode='weight')
-    (logits, label), kwargs = _seg()
-    expected = _SummedCrossEntropy()(logits, label, **kwargs)
-    got = _call(wrapped, (logits, label), kwargs, torch.ones(N))
-    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+    _refused_then_served_by_weight_mode(
+        _SummedCrossEntropy,
+        "(?s)does not know how _SummedCrossEntropy reduces"
+        ".*mode='weight'.*mode='per_image'")
 
 
 def test_bad_mode_is_named():
