@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from peak_rss import reset_peak_rss, status_kib
 
-from mmseg_infobatch.pass_layout import cycle_to, rank_share
-from mmseg_infobatch.pruning import decide_pass
+from mmseg_infobatch.sampler.decision import decide_pass
+from mmseg_infobatch.sampler.layout import cycle_to, rank_share
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 WORLD, BATCH = 8, 16

@@ -15,13 +15,14 @@ Importing the package registers exactly:
 the hook and every head's loss wrapped), as ``tools/train.py --infobatch``
 does.
 
+The package is laid out by kind (docs/design.md): ``sampler/``, ``loss/``,
+``hook/`` (which uses the other three) and ``engine/`` (mmengine's repairs).
 The demo dataset lives in :mod:`mmseg_infobatch.demo`, imported by the demo
 configs only.
 """
-from . import strategies  # noqa: F401  registers ResumableFSDPStrategy
 from .config import add_infobatch
+from .engine import NoPauseIterBasedTrainLoop
 from .hook import InfoBatchHook
-from .loops import NoPauseIterBasedTrainLoop
 from .loss import InfoBatchLoss
 from .sampler import InfoBatchSampler
 from .version import __version__

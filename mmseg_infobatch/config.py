@@ -15,9 +15,9 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.utils import import_modules_from_strings
 
-from .checks import UNSERVED_HEADS
 from .hook import InfoBatchHook
-from .loss_kinds import exact_mode, mmseg_loss_name
+from .hook.checks import UNSERVED_HEADS
+from .loss.loss_kinds import exact_mode, mmseg_loss_name
 from .sampler import InfoBatchSampler
 
 PACKAGE = 'mmseg_infobatch'

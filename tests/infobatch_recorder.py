@@ -3,6 +3,7 @@
 Imported through ``custom_imports`` by the tests; one file per rank.
 """
 import torch
+from helpers import all_weights
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
@@ -43,14 +44,14 @@ class InfoBatchRecorderHook(Hook):
                     start_iter=runner.iter,
                     position=sampler.trained_batches,
                     padded_order=sampler.padded_order.clone(),
-                    rank_indices=sampler.rank_indices().clone(),
-                    weights=sampler.weights.clone(),
+                    rank_indices=sampler.served.rank_indices().clone(),
+                    weights=all_weights(sampler).clone(),
                     scores=sampler.scores.clone(),
                     seen=sampler.seen.clone(),
                     prunes=sampler.prunes_now))
         self.iters.append([
             runner.iter,
-            hook.progress.virtual_iter(sampler.position),
+            sampler.plan.virtual_iter(sampler.position),
             runner.optim_wrapper.get_lr()['lr'][0], sampler.pass_idx,
             sampler.trained_batches
         ])

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from mmseg_infobatch.pass_layout import cycle_to
+from mmseg_infobatch.sampler.layout import cycle_to
 
 
 def pad_to_multiple(indices: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ from pathlib import Path
 import infobatch_recorder  # noqa: F401  (custom_imports run only at load)
 from conftest import unique_names
 
-from mmseg_infobatch.progress import batches_per_pass
+from mmseg_infobatch.sampler.run_plan import batches_per_pass
 
 NUM_TRAIN, BATCH = 12, 2
 FULL_PASS_BATCHES = NUM_TRAIN // BATCH  # 6 iterations a full pass

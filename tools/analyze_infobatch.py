@@ -36,17 +36,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mmseg_infobatch.checkpoint_types import \
+from mmseg_infobatch.engine.checkpoint_types import \
     load_trusted_checkpoint  # noqa: E402
-from mmseg_infobatch.history import PassRecord  # noqa: E402
-from mmseg_infobatch.history import history_from_state  # noqa: E402
-from mmseg_infobatch.progress import PassPosition  # noqa: E402
-from mmseg_infobatch.progress import Progress  # noqa: E402
-from mmseg_infobatch.progress import batches_per_pass  # noqa: E402
-from mmseg_infobatch.pruning import decide_pass  # noqa: E402
-from mmseg_infobatch.sampler import DEFAULT_RATIO  # noqa: E402
-from mmseg_infobatch.sampler import InfoBatchSampler  # noqa: E402
-from mmseg_infobatch.sampler_state import sample_tables  # noqa: E402
+from mmseg_infobatch.sampler.decision import decide_pass  # noqa: E402
+from mmseg_infobatch.sampler.history import PassRecord  # noqa: E402
+from mmseg_infobatch.sampler.history import history_from_state  # noqa: E402
+from mmseg_infobatch.sampler.infobatch_sampler import \
+    DEFAULT_RATIO  # noqa: E402
+from mmseg_infobatch.sampler.infobatch_sampler import \
+    InfoBatchSampler  # noqa: E402
+from mmseg_infobatch.sampler.run_plan import PassPosition  # noqa: E402
+from mmseg_infobatch.sampler.run_plan import RunPlan  # noqa: E402
+from mmseg_infobatch.sampler.run_plan import batches_per_pass  # noqa: E402
+from mmseg_infobatch.sampler.state import sample_tables  # noqa: E402
 
 FIGSIZE = (5.5, 3.6)
 DPI = 90
@@ -63,7 +65,7 @@ class Run:
     equal-length numpy arrays, one per :class:`PassRecord` field (and,
     from the scalars, ``saved_iters``), from the last checkpoint or else
     rebuilt from the per-pass scalars. ``full_pass_batches``,
-    ``budget_iters`` and ``offset`` are the run's :class:`Progress`
+    ``budget_iters`` and ``offset`` are the run's :class:`RunPlan`
     arguments as far as known (the first two may be None).
     """
 
@@ -245,9 +247,11 @@ def _scalar_history(scalars):
 def pass_spans(run: Run) -> np.ndarray:
     """Virtual (full-data) iterations at which each pass of the history
     starts and ends, as rows ``(starts, ends)``: the tool's one use of
-    :class:`Progress`, which the hook counts progress with."""
-    progress = Progress(run.full_pass_batches, run.budget_iters or 0,
-                        run.offset)
+    :class:`RunPlan`, which the hook counts progress with (a plan of
+    ``full_pass_batches`` one-sample iterations has the run's pass
+    length)."""
+    progress = RunPlan(
+        run.full_pass_batches, 1, run.budget_iters or 0, offset=run.offset)
     # Each pass's start (no batch trained yet) and end (all trained).
     positions = [(p, trained, n)
                  for p, n in zip(run.history['pass_idx'].tolist(),

@@ -17,7 +17,8 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 from mmseg_infobatch import add_infobatch  # registers the components too
-from mmseg_infobatch.checkpoint_types import allow_mmengine_checkpoint_types
+from mmseg_infobatch.engine.checkpoint_types import \
+    allow_mmengine_checkpoint_types
 
 
 def parse_args(argv=None):

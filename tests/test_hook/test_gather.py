@@ -8,6 +8,7 @@ on another sample.
 from unittest import mock
 
 import torch
+from helpers import plan_prune_stop
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
 
@@ -46,12 +47,13 @@ def test_two_rank_gather_keeps_indices_above_2_24_exact():
     # Rank 1 of 2, batch 2, one ascending full pass: rank 1 takes the odd
     # indices, so its batch at position p holds 4p + 1 and 4p + 3.
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info', return_value=(1, 2)):
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
+            return_value=(1, 2)):
         sampler = InfoBatchSampler(_Sized(BASE + 16), seed=0, shuffle=False)
     sampler.configure(2)
-    sampler.set_schedule(prune_stop=0)  # a full pass, all weights 1
+    plan_prune_stop(sampler, 0)  # a full pass, all weights 1
     iter(sampler)
-    sampler.trained_batches = BASE // 4 + 2
+    sampler.served.trained_batches = BASE // 4 + 2
     hook = InfoBatchHook()
     hook.sampler = sampler
     hook.losses = [_Term(OWN_SCORES.clone())]
@@ -70,7 +72,8 @@ def test_two_rank_gather_keeps_indices_above_2_24_exact():
         dtypes.append(tensor.dtype)
         return [next(other_rank).to(tensor.dtype), tensor.clone()]
 
-    with mock.patch('mmseg_infobatch.hook.all_gather', all_gather):
+    with mock.patch('mmseg_infobatch.hook.infobatch_hook.all_gather',
+                    all_gather):
         hook.after_train_iter(runner, 0)
     assert dtypes == [torch.int64, torch.float32]
     scored = sampler.seen.nonzero().squeeze(1).tolist()

@@ -19,10 +19,9 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 
 from mmseg_infobatch import InfoBatchSampler
-from mmseg_infobatch.checks import check_batch
-from mmseg_infobatch.progress import Progress
-from mmseg_infobatch.report import log_setup
-from mmseg_infobatch.sampler_state import dataset_fingerprint
+from mmseg_infobatch.hook.checks import check_batch
+from mmseg_infobatch.hook.report import log_setup
+from mmseg_infobatch.sampler.state import dataset_fingerprint
 
 FLAGSHIPS = [
     REPO / 'configs' / 'upernet_r50_ade20k_infobatch.py',
@@ -37,7 +36,7 @@ STOCK_PIPELINE = [
 
 def _sampler(dataset, world_size=1, **kwargs):
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info',
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
             return_value=(0, world_size)):
         return InfoBatchSampler(dataset, seed=0, **kwargs)
 
@@ -46,11 +45,10 @@ def _setup_log(cfg, sampler, batch_size, caplog, max_iters=160000):
     """The hook's start-up lines for ``sampler`` configured at
     ``batch_size`` under ``cfg``."""
     sampler.configure(batch_size)
-    progress = Progress(sampler.full_pass_batches, max_iters)
-    sampler.set_schedule(progress, progress.prune_stop(0.875))
+    sampler.set_plan(max_iters, 0, 0.875)
     runner = SimpleNamespace(cfg=cfg, logger=logging.getLogger('test_guards'))
     with caplog.at_level(logging.INFO, logger='test_guards'):
-        log_setup(runner, sampler, progress)
+        log_setup(runner, sampler)
     return caplog.text
 
 
@@ -174,7 +172,7 @@ def test_an_older_fingerprint_of_absolute_paths_is_not_compared(ade_root):
     state['layout']['fingerprint'] = 123456789  # a CRC32, as 0.1.0 wrote
     resumed = _sampler(_build(_ade(ade_root)))
     resumed.configure(2)
-    with mock.patch('mmseg_infobatch.sampler_state.print_log') as log:
+    with mock.patch('mmseg_infobatch.sampler.state.print_log') as log:
         resumed.load_state_dict(state)
     assert 'not compared' in log.call_args.args[0]
     # Its dataset size still is.
@@ -224,7 +222,7 @@ def test_other_mmengine_versions_are_refused(monkeypatch, version, supported):
     """The private fields compat.py writes are those of mmengine 0.10.x."""
     import mmengine
 
-    from mmseg_infobatch import compat
+    from mmseg_infobatch.engine import compat
     monkeypatch.setattr(mmengine, '__version__', version)
     if supported:
         compat.check_mmengine_version()
@@ -242,7 +240,7 @@ def test_stock_fsdp_strategy_is_told_apart_from_the_resumable_one():
 
     from mmengine.registry import STRATEGIES
 
-    from mmseg_infobatch.compat import uses_stock_fsdp
+    from mmseg_infobatch.engine.compat import uses_stock_fsdp
 
     def runner(name):
         cls = STRATEGIES.get(name)

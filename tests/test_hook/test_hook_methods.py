@@ -14,12 +14,13 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import all_weights
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmseg.registry import MODELS
 from torch.utils.data import DataLoader
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
-from mmseg_infobatch.sampler_state import sample_tables
+from mmseg_infobatch.sampler.state import sample_tables
 
 N, BATCH, FULL = 12, 2, 6  # 12 images, batch 2: 6 iterations a full pass
 PASSES, DELTA = 4, 0.7  # delta * C = 2.8: passes 1, 2 prune, 3 anneals
@@ -114,7 +115,7 @@ def _step(hook, runner):
     if sampler.pass_idx < 0 or sampler.trained_batches >= sampler.pass_batches:
         list(iter(sampler))  # the dataloader starts the next pass
     start = sampler.trained_batches * BATCH
-    batch = sampler.rank_indices()[start:start + BATCH]
+    batch = sampler.served.rank_indices()[start:start + BATCH]
     before = sampler.scores.clone(), sampler.seen.clone()
     hook.before_train_iter(runner, runner.iter)
     handed = [term.batch_weights.clone() for term in runner.model.terms]
@@ -128,13 +129,13 @@ def _step(hook, runner):
         batch=batch,
         handed=handed,
         cleared=[term.batch_weights is None for term in runner.model.terms],
-        pass_weights=sampler.weights.clone(),
+        pass_weights=all_weights(sampler).clone(),
         before=before,
         after=(sampler.scores.clone(), sampler.seen.clone()),
         end=runner.train_loop.max_iters,
         steps=runner.param_schedulers[0].steps,
         epoch_steps=runner.param_schedulers[1].steps,
-        virtual=hook.progress.virtual_iter(sampler.position))
+        virtual=hook.sampler.plan.virtual_iter(sampler.position))
 
 
 def _train(hook, runner, until=None):
@@ -214,7 +215,7 @@ def test_loop_end_moves_earlier_by_each_pruned_pass():
 def test_epoch_based_budget_is_epochs_of_full_passes():
     runner = _runner(by_epoch=True)
     hook = _start(runner)
-    assert hook.progress.budget_iters == PASSES * FULL
+    assert hook.sampler.plan.budget_iters == PASSES * FULL
     assert hook.sampler.prune_stop == pytest.approx(DELTA * PASSES)
 
 
@@ -224,7 +225,7 @@ def test_resume_without_state_offsets_progress_and_annealing():
     # point and the end count the 6 iterations already made.
     runner = _runner(iteration=FULL)
     hook = _start(runner)
-    assert hook.progress.offset == FULL
+    assert hook.sampler.plan.offset == FULL
     assert hook.sampler.prune_stop == pytest.approx(DELTA * PASSES - 1)
     # mmengine draws 6 batches to skip what was trained: filler first,
     # then the fresh first pass.
@@ -281,7 +282,7 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, old_format,
     torch.save(checkpoint, path)
     loaded = torch.load(path, weights_only=True)
     position = hook.sampler.trained_batches
-    share = hook.sampler.rank_indices().tolist()
+    share = hook.sampler.served.rank_indices().tolist()
     steps = runner.param_schedulers[0].steps
     rest = _train(hook, runner)
 
@@ -293,7 +294,7 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, old_format,
     sampler = other.sampler
     assert (sampler.seed, sampler.pass_idx, sampler.trained_batches) == (
         3, loaded['infobatch']['sampler']['pass_idx'], position)
-    assert other.progress.state_dict() == hook.progress.state_dict()
+    assert other.sampler.plan.state_dict() == hook.sampler.plan.state_dict()
     fields = [(r.pass_idx, r.start_iter, r.kept, r.iters, r.ratio)
               for r in other.history]
     assert fields == [(r.pass_idx, r.start_iter, r.kept, r.iters, r.ratio)

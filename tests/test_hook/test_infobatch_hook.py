@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import demo_config, load_record, run_config
 
-from mmseg_infobatch.checkpoint_types import \
+from mmseg_infobatch.engine.checkpoint_types import \
     can_load_mmengine_checkpoints_safely
-from mmseg_infobatch.sampler_state import sample_tables
+from mmseg_infobatch.sampler.state import sample_tables
 
 
 @pytest.fixture(scope='module')

@@ -4,9 +4,15 @@ from fractions import Fraction
 import pytest
 import torch
 
-from mmseg_infobatch.history import (PassRecord, history_from_state,
-                                     history_state)
-from mmseg_infobatch.progress import PassPosition, Progress, batches_per_pass
+from mmseg_infobatch.sampler.history import (PassRecord, history_from_state,
+                                             history_state)
+from mmseg_infobatch.sampler.run_plan import (PassPosition, RunPlan,
+                                              batches_per_pass)
+
+
+def _plan(full, budget, offset=0, delta=None):
+    """A run plan whose full pass takes ``full`` iterations."""
+    return RunPlan(full, 1, budget, offset=offset, delta=delta)
 
 
 def test_batches_per_pass_is_whole_batches_on_every_rank():
@@ -18,19 +24,19 @@ def test_batches_per_pass_is_whole_batches_on_every_rank():
 
 
 def test_full_passes_end_at_budget():
-    progress = Progress(10, 35)
+    progress = _plan(10, 35)
     assert progress.end_iter(PassPosition(0, 0, 10), 0) == 35
     assert progress.end_iter(PassPosition(3, 0, 10), 30) == 35
 
 
 def test_pruned_pass_moves_end_by_its_saving():
     # Pass 1 keeps 6 of 10 batches: the run ends 4 iterations earlier.
-    assert Progress(10, 35).end_iter(PassPosition(1, 0, 6), 10) == 31
+    assert _plan(10, 35).end_iter(PassPosition(1, 0, 6), 10) == 31
 
 
 def test_partial_last_pass_scales():
     # Budget ends half-way into pass 3, which is pruned to 6 batches.
-    assert Progress(10, 35).end_iter(PassPosition(3, 0, 6), 28) == 28 + 3
+    assert _plan(10, 35).end_iter(PassPosition(3, 0, 6), 28) == 28 + 3
 
 
 @pytest.mark.parametrize('budget,pass_batches', [(32, 6), (31, 6), (34, 6),
@@ -42,7 +48,7 @@ def test_progress_end_rounds_a_partial_last_pass_up(budget, pass_batches):
     # the budget, not one short of it (e.g. budget 32, 6 batches: one
     # batch is 1.67 of the 2 iterations left, so two batches, not the
     # 1.2 rounded to 1).
-    progress = Progress(10, budget)
+    progress = _plan(10, budget)
     end = progress.end_iter(PassPosition(3, 0, pass_batches), 30)
     batches = end - 30
     assert Fraction(10 * batches, pass_batches) >= budget - 30
@@ -53,25 +59,26 @@ def test_progress_end_rounds_a_partial_last_pass_up(budget, pass_batches):
 
 def test_offset_shifts_every_pass():
     # 7 iterations ran before InfoBatch state existed (a state-less resume).
-    progress = Progress(10, 35, offset=7)
+    progress = _plan(10, 35, offset=7)
     assert progress.virtual_iter(PassPosition(1, 0, 6)) == 17
     assert progress.end_iter(PassPosition(0, 0, 10), 7) == 35
-    assert progress.prune_stop(0.5) == pytest.approx(1.75 - 0.7)
+    assert _plan(
+        10, 35, offset=7, delta=0.5).prune_stop == pytest.approx(1.75 - 0.7)
 
 
 @pytest.mark.parametrize('full,budget,delta,stop', [(10, 40, 0.75, 3.0),
                                                     (10, 35, 0.875, 3.0625),
                                                     (6, 24, 1.0, 4.0)])
 def test_prune_stop_is_delta_times_passes(full, budget, delta, stop):
-    progress = Progress(full, budget)
+    progress = _plan(full, budget)
     assert progress.num_passes == budget / full
-    assert progress.prune_stop(delta) == pytest.approx(stop)
+    assert _plan(full, budget, delta=delta).prune_stop == pytest.approx(stop)
 
 
 @pytest.mark.parametrize('pass_batches,full', [(6, 10), (7, 10), (10, 10),
                                                (1, 9), (13, 40)])
 def test_schedule_steps_add_up_to_full_pass(pass_batches, full):
-    progress = Progress(full, 10**9)
+    progress = _plan(full, 10**9)
     steps = sum(
         1 + progress.extra_scheduler_steps(PassPosition(2, j, pass_batches))
         for j in range(pass_batches))
@@ -83,7 +90,7 @@ def test_schedule_steps_add_up_to_full_pass(pass_batches, full):
 def test_schedule_steps_stop_at_budget():
     # Budget of 3 iterations inside a pass pruned to 2 of 10 batches: the
     # loop runs end_iter() = 1 iteration, which carries all 3 steps.
-    progress = Progress(10, 3)
+    progress = _plan(10, 3)
     iters = progress.end_iter(PassPosition(0, 0, 2), 0)
     assert iters == 1
     steps = sum(1 + progress.extra_scheduler_steps(PassPosition(0, j, 2))
@@ -92,11 +99,10 @@ def test_schedule_steps_stop_at_budget():
 
 
 def test_state_round_trip():
-    progress = Progress(10, 35, offset=4)
+    progress = _plan(10, 35, offset=4)
     assert progress.state_dict() == dict(budget_iters=35, offset=4)
     # A resume restores the saved offset over the resumed iteration.
-    resumed = Progress(10, 35, offset=12)
-    resumed.load_state_dict(progress.state_dict())
+    resumed = _plan(10, 35, offset=progress.state_dict()['offset'])
     assert resumed.offset == 4
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 from conftest import demo_config, run_config
 
-from mmseg_infobatch.checkpoint_types import load_trusted_checkpoint
-from mmseg_infobatch.target import Schedule, expected_saving
-from mmseg_infobatch.target_profile import Profile
+from mmseg_infobatch.engine.checkpoint_types import load_trusted_checkpoint
+from mmseg_infobatch.sampler.prune_rule import Profile
+from mmseg_infobatch.sampler.run_plan import RunPlan
+from mmseg_infobatch.sampler.target import expected_saving
 
 PASSES, FULL = 8, 10
 BUDGET = PASSES * FULL
@@ -110,7 +111,7 @@ def test_estimate_after_the_first_scored_pass_and_at_the_end(
     # The estimate is the formula's: pass 1 with its own candidates,
     # passes 2..6 with the share pass 0's relative losses give.
     later = round(share / 100 * 40)
-    schedule = Schedule(40, 4, BUDGET, prune_stop=0.875 * PASSES)
+    schedule = RunPlan(40, 4, BUDGET, delta=0.875)
     # Logged to 0.1 points: off by at most half of that (1e-9: a tie
     # such as 18.75 prints as 18.8).
     assert estimate == pytest.approx(
@@ -169,7 +170,7 @@ def test_a_target_out_of_reach_is_logged_once_at_the_start(
 def test_report_state_round_trips_with_weights_only(tmp_path):
     import numpy as np
 
-    from mmseg_infobatch.report import SavingReport
+    from mmseg_infobatch.hook.report import SavingReport
     report = SavingReport()
     report.add_batch(0, np.array([1.0, 1.0, 1.0, 5.0]))
     report.add_batch(1, np.array([1.0, 9.0]))  # past pass 0: not counted

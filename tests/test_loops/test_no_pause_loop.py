@@ -3,7 +3,7 @@ import pytest
 import torch
 from conftest import demo_config, load_record, run_config
 
-from mmseg_infobatch import loops
+from mmseg_infobatch.engine import no_pause_loop as loops
 
 
 class PassLoader:

@@ -6,10 +6,11 @@ import pytest
 import torch
 from pass_padding import pad_to_multiple
 
-from mmseg_infobatch import random_draws
-from mmseg_infobatch.pass_layout import rank_share
-from mmseg_infobatch.prune_rule import prune_probabilities, validate_policy
-from mmseg_infobatch.pruning import decide_pass
+from mmseg_infobatch.sampler import random_draws
+from mmseg_infobatch.sampler.decision import decide_pass
+from mmseg_infobatch.sampler.layout import rank_share
+from mmseg_infobatch.sampler.prune_rule import (prune_probabilities,
+                                                validate_policy)
 
 
 def _scores(n=1000, seed=0):

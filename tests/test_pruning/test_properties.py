@@ -27,17 +27,20 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from helpers import all_weights, plan_prune_stop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mmengine.dataset import DefaultSampler
 from pass_padding import pad_to_multiple
 from torch.utils.data import DataLoader
 
-from mmseg_infobatch.pass_layout import cycle_to, rank_share
-from mmseg_infobatch.progress import PassPosition, Progress, batches_per_pass
-from mmseg_infobatch.prune_rule import float32_bound, prune_probabilities
-from mmseg_infobatch.pruning import decide_pass
-from mmseg_infobatch.sampler import InfoBatchSampler
+from mmseg_infobatch.sampler.decision import decide_pass
+from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
+from mmseg_infobatch.sampler.layout import cycle_to, rank_share
+from mmseg_infobatch.sampler.prune_rule import (float32_bound,
+                                                prune_probabilities)
+from mmseg_infobatch.sampler.run_plan import (PassPosition, RunPlan,
+                                              batches_per_pass)
 
 _COMMON = dict(
     deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -372,7 +375,7 @@ def _samplers(setup):
     samplers = []
     for rank in range(setup['world']):
         with mock.patch(
-                'mmseg_infobatch.sampler.get_dist_info',
+                'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
                 return_value=(rank, setup['world'])):
             s = InfoBatchSampler(
                 list(range(setup['n'])),
@@ -380,7 +383,7 @@ def _samplers(setup):
                 shuffle=setup['shuffle'],
                 **setup['policy'])
         s.configure(setup['batch'], setup['drop_last'])
-        s.set_schedule(prune_stop=setup['prune_stop'])
+        plan_prune_stop(s, setup['prune_stop'])
         samplers.append(s)
     return samplers
 
@@ -407,7 +410,7 @@ def _run_passes(samplers, table, num_passes=4):
             dict(
                 shares=shares,
                 batches=[(s.pass_batches, len(s)) for s in samplers],
-                states=[(s.pass_idx, s.order.clone(), s.weights.clone(),
+                states=[(s.pass_idx, s.order.clone(), all_weights(s).clone(),
                          s.padded_order.clone()) for s in samplers]))
     return passes
 
@@ -527,11 +530,11 @@ def test_progress_ends_at_the_budget_in_full_data_iterations(run, delta):
     steps so far must always equal the full-data progress, up to the
     budget."""
     full, budget, offset, lengths = run
-    progress = Progress(full, budget, offset)
+    progress = RunPlan(full, 1, budget, offset=offset, delta=delta)
     assert progress.state_dict() == dict(budget_iters=budget, offset=offset)
     assert progress.num_passes * full == pytest.approx(budget)
-    assert progress.prune_stop(delta) == pytest.approx(delta * budget / full -
-                                                       offset / full)
+    assert progress.prune_stop == pytest.approx(delta * budget / full -
+                                                offset / full)
     iteration, steps, pass_idx = offset, 0, 0
     while True:
         pass_batches = lengths[pass_idx % len(lengths)]

@@ -1,20 +1,44 @@
 """The target-saving solver: pure functions of score tables and the
-schedule (mmseg_infobatch/target.py), and the pass profiles it works from
-(mmseg_infobatch/target_profile.py)."""
+run plan (mmseg_infobatch/sampler/target.py), the pass profiles it works
+from (sampler/prune_rule.py) and the relative losses of the estimate
+(hook/report.py)."""
 import math
 
 import pytest
 import torch
 
-from mmseg_infobatch.target import (Schedule, expected_pass_iters,
-                                    expected_saving, pass_saving,
-                                    ratio_for_saving, solve_pass_ratio,
-                                    validate_target)
-from mmseg_infobatch.target_profile import (Profile, RelativeLosses,
-                                            prune_profile, scale_buckets)
+from mmseg_infobatch.hook.report import RelativeLosses
+from mmseg_infobatch.sampler.prune_rule import (Profile, PruneRule,
+                                                scale_buckets)
+from mmseg_infobatch.sampler.run_plan import RunPlan
+from mmseg_infobatch.sampler.target import (expected_pass_iters,
+                                            expected_saving, pass_saving,
+                                            ratio_for_saving, solve_pass_ratio,
+                                            validate_target)
+
+
+def _plan(num_samples,
+          global_batch,
+          budget_iters,
+          drop_last=False,
+          offset=0,
+          prune_stop=math.inf):
+    """A :class:`RunPlan` whose passes ``t < prune_stop`` prune."""
+    plan = RunPlan(num_samples, global_batch, budget_iters, drop_last, offset)
+    if math.isinf(prune_stop):
+        return plan
+    full = plan.full_pass_batches
+    delta = (prune_stop + offset / full) / (budget_iters / full)
+    return RunPlan(num_samples, global_batch, budget_iters, drop_last, offset,
+                   delta)
+
+
+def prune_profile(scores, seen, policy='mean', prune_high=False, buckets=None):
+    return PruneRule(scores, seen, policy, prune_high, buckets).profile()
+
 
 # The quick study's shape: 1,000 samples, batch 16, 28 passes, delta 0.875.
-QUICK = Schedule(
+QUICK = _plan(
     num_samples=1000,
     global_batch=16,
     budget_iters=28 * 63,
@@ -43,7 +67,7 @@ def _exact_iters(schedule, num_candidates, ratio):
                                                  (20210, 16, 11000, 0.37)])
 def test_expected_iterations_match_the_exact_binomial(drop_last, n, batch,
                                                       cands, ratio):
-    schedule = Schedule(n, batch, 10 * n, drop_last=drop_last)
+    schedule = _plan(n, batch, 10 * n, drop_last=drop_last)
     model = expected_pass_iters(schedule, ratio * cands,
                                 ratio * (1 - ratio) * cands)
     exact = _exact_iters(schedule, cands, ratio)
@@ -60,7 +84,7 @@ def test_expected_iterations_of_a_nearly_full_pass_count_its_last_batch(
     # so the sum's last term, P(K >= c_F), is close to 1. Padded up,
     # 1000 samples in batches of 16 take 63 iterations while at most 7
     # are pruned (c_63 = 62 x 16 + 1); cut down, 62 while at most 8 are.
-    schedule = Schedule(1000, 16, 10 * 1000, drop_last=drop_last)
+    schedule = _plan(1000, 16, 10 * 1000, drop_last=drop_last)
     full = schedule.full_pass_batches
     model = expected_pass_iters(schedule, ratio * cands,
                                 ratio * (1 - ratio) * cands)
@@ -77,7 +101,7 @@ def test_expected_iterations_of_a_nearly_full_pass_count_its_last_batch(
                                                (1000, 64, True)])
 def test_pass_saving_is_the_expected_saving_of_whole_batches(
         n, batch, drop_last):
-    schedule = Schedule(n, batch, 10 * n, drop_last=drop_last)
+    schedule = _plan(n, batch, 10 * n, drop_last=drop_last)
     profile = Profile(550, 550.0, 550.0)
     for ratio in (0.1, 0.5, 0.8):
         exact = schedule.full_pass_batches - _exact_iters(schedule, 550, ratio)
@@ -86,12 +110,12 @@ def test_pass_saving_is_the_expected_saving_of_whole_batches(
 
 
 def test_expected_iterations_without_spread_are_the_whole_batches():
-    s = Schedule(1000, 16, 1000)
+    s = _plan(1000, 16, 1000)
     assert expected_pass_iters(s, 0, 0) == s.full_pass_batches == 63
     assert expected_pass_iters(s, 40, 0) == 60  # 960 kept: 60 batches
     assert expected_pass_iters(s, 41, 0) == 60
     assert expected_pass_iters(s, 999, 0) == 1  # refilled to one batch
-    d = Schedule(1000, 16, 1000, drop_last=True)
+    d = _plan(1000, 16, 1000, drop_last=True)
     assert d.full_pass_batches == 62 and expected_pass_iters(d, 9, 0) == 61
 
 
@@ -107,7 +131,7 @@ def test_expected_iterations_without_spread_are_the_whole_batches():
     ])
 def test_pruning_share_counts_passes_left_that_may_prune(
         stop, offset, budget, want):
-    s = Schedule(1000, 16, budget, offset=offset, prune_stop=stop)
+    s = _plan(1000, 16, budget, offset=offset, prune_stop=stop)
     assert s.pruning_share(1) == pytest.approx(want)
     assert s.pruning_share(0) == pytest.approx(
         want + (s.pass_share(0) if stop > 0 else 0))
@@ -166,7 +190,7 @@ def _simulate(target, schedule, shares, seed=0, max_ratio=0.8, per_pass=False):
         cands = int(shares[t % len(shares)] * n) if prunes else 0
         profile = Profile(cands, float(cands), float(cands))
         if per_pass:  # the wrong rule: every pass saves target x F
-            one_pass = Schedule(n, schedule.global_batch, full)
+            one_pass = _plan(n, schedule.global_batch, full)
             solved = solve_pass_ratio(target, profile, one_pass, 0, 0.0,
                                       max_ratio)
         else:
@@ -213,13 +237,13 @@ def test_per_pass_target_misses_the_run_target():
 
 
 def test_fractional_schedule_and_offset_reach_the_target():
-    s = Schedule(1000, 16, 28 * 63 + 40, offset=63, prune_stop=0.875 * 28)
+    s = _plan(1000, 16, 28 * 63 + 40, offset=63, prune_stop=0.875 * 28)
     saved, _ = _simulate(0.25, s, [0.55])
     assert saved == pytest.approx(0.25, abs=0.005)
 
 
 def test_drop_last_and_large_batch_reach_the_target():
-    s = Schedule(1000, 64, 28 * 15, drop_last=True, prune_stop=24.5)
+    s = _plan(1000, 64, 28 * 15, drop_last=True, prune_stop=24.5)
     saved, _ = _simulate(0.3, s, [0.55])
     # 15 iterations a pass: savings come in steps of 1/15 of a pass.
     assert saved == pytest.approx(0.3, abs=0.01)
@@ -290,8 +314,8 @@ def test_bad_target_set_ups_name_the_fix(kwargs, match):
 
 
 def test_bad_schedule_is_refused():
-    with pytest.raises(ValueError, match='global_batch must be a positive'):
-        Schedule(100, 0, 10)
+    with pytest.raises(ValueError, match='global_batch must be an int >= 1'):
+        _plan(100, 0, 10)
 
 
 def _first_pass_losses(sigma, seed=0, n=1008, batch=16):

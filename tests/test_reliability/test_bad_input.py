@@ -9,8 +9,8 @@ from conftest import demo_config, run_config
 from torch.utils.data import BatchSampler, DataLoader
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchLoss, InfoBatchSampler
-from mmseg_infobatch.checks import check_batch, find_losses, find_train_sampler
-from mmseg_infobatch.progress import Progress
+from mmseg_infobatch.hook.checks import (check_batch, find_losses,
+                                         find_train_sampler)
 
 PLAIN_CE = dict(type='CrossEntropyLoss', loss_weight=1.0)
 
@@ -66,13 +66,13 @@ def _check_setup(runner):
     return sampler, find_losses(runner.model, runner.logger)
 
 
-def _hook_on(runner, full_pass_batches=5):
+def _hook_on(runner):
     """A hook connected to a fake runner, as before_train leaves it."""
     hook = InfoBatchHook()
     hook.sampler, hook.losses = _check_setup(runner)
     loader = runner.train_loop.dataloader
     hook.sampler.configure(loader.batch_size, loader.drop_last)
-    hook.progress = Progress(full_pass_batches, 10 * full_pass_batches)
+    hook.sampler.set_plan(10 * hook.sampler.full_pass_batches)
     return hook
 
 
@@ -140,7 +140,8 @@ def test_custom_batch_sampler_cannot_carry_indices():
 
 def test_dataset_smaller_than_world_times_batch():
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 2)):
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
+            return_value=(0, 2)):
         sampler = InfoBatchSampler(list(range(6)), seed=0)
     with pytest.raises(
             ValueError,
@@ -166,7 +167,7 @@ def test_nonfinite_and_empty_images_never_enter_scores(tmp_path, digit_root):
     runner.param_schedulers = None
     runner.iter = 0
     runner.visualizer = mock.MagicMock()
-    hook = _hook_on(runner, full_pass_batches=2)
+    hook = _hook_on(runner)
     sampler = hook.sampler
     list(iter(sampler))
     hook.before_train_iter(runner, 0, dict(inputs=[0] * 4))
@@ -223,7 +224,7 @@ def test_resume_without_infobatch_state_starts_fresh(tmp_path, digit_root,
     text = ''.join(p.read_text() for p in tmp_path.glob('*/*.log'))
     assert 'without InfoBatch state: InfoBatch starts fresh' in text
     hook = next(h for h in runner.hooks if isinstance(h, InfoBatchHook))
-    assert hook.progress.offset == 10
+    assert hook.sampler.plan.offset == 10
     assert hook.history[0].start_iter == 10  # first pass at the resume
     assert hook.history[0].pruned == 0  # and is full
     # The annealing point counts the 10 state-less iterations: C = 4

@@ -12,7 +12,7 @@ from conftest import load_record
 from tiny_config import BATCH, NUM_TRAIN, tiny_config
 from tiny_config import train as run
 
-from mmseg_infobatch.checkpoint_types import load_trusted_checkpoint
+from mmseg_infobatch.engine.checkpoint_types import load_trusted_checkpoint
 
 
 def test_load_from_starts_infobatch_fresh_in_a_real_run(ade_root, tmp_path):

@@ -13,10 +13,12 @@ import torch
 from conftest import REPO, TESTS, load_record
 from tiny_config import tiny_config
 
-from mmseg_infobatch import consistency
-from mmseg_infobatch.consistency import (ON_RANK0, TABLES, agree_on_resume,
-                                         check_ranks_agree, sampler_digest)
-from mmseg_infobatch.sampler import InfoBatchSampler
+from mmseg_infobatch.hook import consistency
+from mmseg_infobatch.hook.consistency import (ON_RANK0, TABLES,
+                                              agree_on_resume,
+                                              check_ranks_agree,
+                                              sampler_digest)
+from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
 
 DIGEST = {
     'iteration': 14,
@@ -93,7 +95,8 @@ def _pruned_sampler(**kwargs):
     """A one-rank sampler in its second pass, pruned from the scores of
     every sample."""
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
+            return_value=(0, 1)):
         sampler = InfoBatchSampler(list(range(40)), seed=3, **kwargs)
     sampler.configure(4)
     iter(sampler)

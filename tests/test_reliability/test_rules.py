@@ -23,6 +23,7 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers import all_weights
 from mmengine.dataset import DefaultSampler
 from mmengine.optim import OptimWrapper, PolyLR
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
@@ -30,12 +31,10 @@ from mmseg.registry import MODELS
 from torch.utils.data import DataLoader
 
 from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
-from mmseg_infobatch.progress import Progress
-from mmseg_infobatch.prune_rule import prune_probabilities
-from mmseg_infobatch.pruning import decide_pass
-from mmseg_infobatch.report import SavingReport
-from mmseg_infobatch.target import expected_saving
-from mmseg_infobatch.target_profile import Profile
+from mmseg_infobatch.hook.report import SavingReport
+from mmseg_infobatch.sampler.decision import decide_pass
+from mmseg_infobatch.sampler.prune_rule import Profile, prune_probabilities
+from mmseg_infobatch.sampler.target import expected_saving
 
 N, BATCH, PASSES, DELTA = 12, 2, 4, 0.7  # 6 iterations a full pass
 FULL_PASS = N // BATCH
@@ -85,7 +84,8 @@ def _runner(n=N,
     An iteration-based loop gets the budget of ``PASSES`` full passes as
     the dataloader counts them."""
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, world)):
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
+            return_value=(0, world)):
         sampler = InfoBatchSampler(
             list(range(n)), seed=seed, **(sampler_args or dict(ratio=0.5)))
     dataloader = DataLoader(
@@ -242,7 +242,8 @@ def test_a_refilled_sample_is_one_that_was_dropped(sampler_args):
     refilled = 0
     for seed in range(12):
         with mock.patch(
-                'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
+                'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
+                return_value=(0, 1)):
             s = InfoBatchSampler(list(range(16)), seed=seed, **sampler_args)
         s.configure(8)
         for _ in range(len(list(iter(s))) // 8):
@@ -257,7 +258,7 @@ def test_a_refilled_sample_is_one_that_was_dropped(sampler_args):
         assert len(order) == len(set(order)) == 8
         assert set(decision.indices.tolist()) <= set(order)
         refill = set(order) - set(decision.indices.tolist())
-        assert (s.weights[sorted(refill)] == 1).all()
+        assert (all_weights(s)[sorted(refill)] == 1).all()
         assert s.decision.pruned == 16 - 8
         refilled += len(refill)
     assert refilled > 0
@@ -293,8 +294,9 @@ def test_full_pass_length_follows_drop_last_as_mmengine_counts(
         loop = runner.train_loop
         assert len(loop.dataloader) == full  # before any pass
         hook = _start(runner)
-        assert hook.progress.full_pass_batches == full
-        assert hook.progress.budget_iters == loop.max_iters == PASSES * full
+        assert hook.sampler.plan.full_pass_batches == full
+        plan = hook.sampler.plan
+        assert plan.budget_iters == loop.max_iters == PASSES * full
         assert hook.sampler.prune_stop == pytest.approx(DELTA * PASSES)
         list(iter(hook.sampler))
         assert hook.sampler.pass_batches == full  # the first pass is full
@@ -695,12 +697,12 @@ def test_the_estimate_under_prune_high_assumes_the_share_above_the_mean(
     times as high: a quarter lie above their batch's mean (10 of 40), and
     so do the samples above the table's mean (the losses of 5)."""
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
+            return_value=(0, 1)):
         sampler = InfoBatchSampler(
             list(range(40)), seed=0, ratio=0.5, prune_high=True)
     sampler.configure(4)
-    progress = Progress(sampler.full_pass_batches, 8 * 10)
-    sampler.set_schedule(progress, progress.prune_stop(0.875))
+    sampler.set_plan(8 * 10, 0, 0.875)
     report = SavingReport()
     losses = torch.tensor([1.0, 1.0, 1.0, 5.0])
     list(iter(sampler))
@@ -719,11 +721,11 @@ def test_the_estimate_under_prune_high_assumes_the_share_above_the_mean(
     assert found, caplog.text
     assert found.group(1) == '10' and found.group(2) == '25.0'
     tens = Profile(10, 10.0, 10.0)
-    want = expected_saving(0.5, tens, sampler.schedule, 1, 0.0, tens)
+    want = expected_saving(0.5, tens, sampler.plan, 1, 0.0, tens)
     assert float(found.group(3)) == pytest.approx(100 * want, abs=0.05 + 1e-9)
     # The share below (30 of 40) would have made another estimate.
     below = Profile(30, 30.0, 30.0)
-    assert expected_saving(0.5, tens, sampler.schedule, 1, 0.0,
+    assert expected_saving(0.5, tens, sampler.plan, 1, 0.0,
                            below) > want + 0.01
 
 

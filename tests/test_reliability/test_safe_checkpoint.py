@@ -5,8 +5,8 @@ import pickle
 import pytest
 import torch
 
-from mmseg_infobatch import checkpoint_types
-from mmseg_infobatch.checkpoint_types import (
+from mmseg_infobatch.engine import checkpoint_types
+from mmseg_infobatch.engine.checkpoint_types import (
     allow_mmengine_checkpoint_types, can_load_mmengine_checkpoints_safely)
 
 needs_allow_list = pytest.mark.skipif(

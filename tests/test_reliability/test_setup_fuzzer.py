@@ -19,7 +19,7 @@ from conftest import load_record
 from make_tiny_ade import make_ade_layout
 from tiny_config import ETA_MIN, tiny_config, train_counting_steps
 
-from mmseg_infobatch.progress import batches_per_pass
+from mmseg_infobatch.sampler.run_plan import batches_per_pass
 
 CI_SEEDS = list(range(24))
 
@@ -78,9 +78,10 @@ def _train(cfg, world_size):
     def gather(tensor):
         return [tensor] * world_size
 
-    with mock.patch('mmseg_infobatch.sampler.get_dist_info',
+    with mock.patch('mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
                     return_value=(0, world_size)), \
-            mock.patch('mmseg_infobatch.hook.all_gather', gather):
+            mock.patch('mmseg_infobatch.hook.infobatch_hook.all_gather',
+                       gather):
         return train_counting_steps(cfg)
 
 

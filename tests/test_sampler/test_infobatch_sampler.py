@@ -3,9 +3,10 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers import all_weights, plan_prune_stop
 
-from mmseg_infobatch.sampler import InfoBatchSampler
-from mmseg_infobatch.sampler_state import dataset_fingerprint
+from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
+from mmseg_infobatch.sampler.state import dataset_fingerprint
 
 
 def _sampler(n=50,
@@ -18,12 +19,12 @@ def _sampler(n=50,
              **kwargs):
     kwargs.setdefault('seed', 3)
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info',
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
             return_value=(rank, world)):
         sampler = InfoBatchSampler(list(range(n)), **kwargs)
     if configure:
         sampler.configure(batch_size, drop_last)
-        sampler.set_schedule(prune_stop=prune_stop)
+        plan_prune_stop(sampler, prune_stop)
     return sampler
 
 
@@ -99,11 +100,11 @@ def test_annealing_starts_at_the_exact_pass(stop, pruning):
         assert s.pass_idx == pass_no
         assert s.prunes_now == (pass_no in pruning)
         if pass_no in pruning:
-            assert s.decision.pruned > 0 and (s.weights == 2).any()
+            assert s.decision.pruned > 0 and (all_weights(s) == 2).any()
         else:
             # Annealing: full data, and every weight reset to 1.
             assert sorted(s.padded_order.tolist()) == list(range(100))
-            assert (s.weights == 1).all()
+            assert (all_weights(s) == 1).all()
 
 
 def test_weights_rescale_exactly_the_surviving_candidates():
@@ -114,7 +115,7 @@ def test_weights_rescale_exactly_the_surviving_candidates():
     below = s.scores < s.scores.double().mean()
     kept = torch.zeros(200, dtype=torch.bool)
     kept[s.order] = True
-    assert torch.equal(s.weights == 1 / 0.7, below & kept)
+    assert torch.equal(all_weights(s) == 1 / 0.7, below & kept)
     assert not (~below & ~kept).any()  # only candidates are pruned
 
 
@@ -159,10 +160,11 @@ def test_all_ranks_decide_identically_and_interleave():
         full = samplers[0].padded_order
         assert all(torch.equal(full, s.padded_order) for s in samplers)
         assert all(
-            torch.equal(samplers[0].weights, s.weights) for s in samplers)
+            torch.equal(all_weights(samplers[0]), all_weights(s))
+            for s in samplers)
         for rank, s in enumerate(samplers):
             # mmengine's DefaultSampler interleaves: rank r takes r::world.
-            assert torch.equal(s.rank_indices(), full[rank::world])
+            assert torch.equal(s.served.rank_indices(), full[rank::world])
 
 
 def test_state_round_trip_and_weights_only_load(tmp_path):
@@ -176,8 +178,9 @@ def test_state_round_trip_and_weights_only_load(tmp_path):
     state = torch.load(path, weights_only=True)
     t = _sampler(40, batch_size=2, seed=99)
     t.load_state_dict(state)
-    for key in ('scores', 'seen', 'weights', 'padded_order', 'order'):
+    for key in ('scores', 'seen', 'padded_order', 'order'):
         assert torch.equal(getattr(s, key), getattr(t, key)), key
+    assert torch.equal(all_weights(s), all_weights(t))
     assert (t.pass_idx, t.trained_batches, t.seed) == \
         (s.pass_idx, s.trained_batches, 3)
     for _ in range(s.pass_batches - 1):
@@ -245,7 +248,8 @@ def test_resume_refuses_other_images_of_the_same_count():
     a, b = Listed(['a', 'b', 'c']), Listed(['a', 'b', 'd'])
     assert dataset_fingerprint(a) != dataset_fingerprint(b)
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
+            return_value=(0, 1)):
         s, t = InfoBatchSampler(a, seed=0), InfoBatchSampler(b, seed=0)
     s.configure(1)
     t.configure(1)

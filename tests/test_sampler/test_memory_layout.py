@@ -8,17 +8,18 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers import all_weights
 
-from mmseg_infobatch import random_draws
-from mmseg_infobatch.pass_layout import index_dtype, pack_bits
-from mmseg_infobatch.pruning import decide_compact, decide_pass
-from mmseg_infobatch.sampler import InfoBatchSampler
-from mmseg_infobatch.sampler_state import sample_tables, upgrade_state
+from mmseg_infobatch.sampler import random_draws
+from mmseg_infobatch.sampler.decision import decide_pass
+from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
+from mmseg_infobatch.sampler.layout import index_dtype, pack_bits
+from mmseg_infobatch.sampler.state import sample_tables, upgrade_state
 
 
 def _sampler(n, rank=0, world=1, batch_size=4, **kwargs):
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info',
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
             return_value=(rank, world)):
         sampler = InfoBatchSampler(list(range(n)), seed=3, **kwargs)
     sampler.configure(batch_size)
@@ -48,9 +49,9 @@ def test_at_most_nine_bytes_per_sample_held_and_saved():
     assert s.scores.dtype == torch.float32 and s.scores.numel() == n
     assert s.seen_bits.dtype == torch.uint8
     assert s.seen_bits.numel() == math.ceil(n / 8)
-    assert s.weight_codes.dtype == torch.uint8
-    assert s.weight_codes.numel() == n
-    assert s.weight_table.tolist() == [1.0, 2.0]
+    assert s.served.weight_codes.dtype == torch.uint8
+    assert s.served.weight_codes.numel() == n
+    assert s.served.weight_table.tolist() == [1.0, 2.0]
     assert s.order.dtype == torch.int32
     held = {
         _storage(t): t.untyped_storage().nbytes()
@@ -83,7 +84,7 @@ def test_the_pass_is_one_buffer_and_each_share_a_view_of_it():
         iter(s)
         assert s.padded_order.numel() == 108
         assert _storage(s.padded_order) == _storage(s.order)
-        share = s.rank_indices()
+        share = s.served.rank_indices()
         assert _storage(share) == _storage(s.order)
         assert torch.equal(s.padded_order[103:], s.order[:5])
         shares.append(share.tolist())
@@ -99,7 +100,7 @@ def test_iteration_yields_the_share_lazily_as_ints():
     share = iter(s)
     assert not isinstance(share, list)
     values = list(share)
-    assert values == s.rank_indices().tolist()
+    assert values == s.served.rank_indices().tolist()
     assert all(type(v) is int for v in values[:3])
 
 
@@ -108,9 +109,11 @@ def test_weights_and_seen_read_as_before():
     below = s.scores < s.scores.double().mean()
     kept = torch.zeros(2_000, dtype=torch.bool)
     kept[s.order.long()] = True
-    assert torch.equal(s.weights == 1 / 0.7, below & kept)
+    assert torch.equal(all_weights(s) == 1 / 0.7, below & kept)
     assert s.weights_of(torch.tensor([0, 1])).dtype == torch.float32
-    assert torch.equal(s.weights_of(s.order[:10]), s.weights[s.order[:10]])
+    assert torch.equal(
+        s.weights_of(s.order[:10]),
+        all_weights(s)[s.order[:10]])
     assert s.seen.dtype == torch.bool and s.seen.all()
 
 
@@ -130,7 +133,7 @@ def test_a_format_2_checkpoint_state_resumes_the_same_pass():
     t = _sampler(1_000)
     t.load_state_dict(old)
     assert torch.equal(t.padded_order, s.padded_order)
-    assert torch.equal(t.weights, s.weights)
+    assert torch.equal(all_weights(t), all_weights(s))
     assert torch.equal(t.seen, s.seen) and t.trained_batches == 1
     t.prepare_replay(2)
     s.prepare_replay(2)
@@ -177,7 +180,7 @@ def test_decisions_are_those_of_the_plain_tables(name, bucketed, monkeypatch):
     assert _crc(d.indices) == (bucketed_crc if bucketed else direct_crc)
     assert _crc(d.weights) == weights_crc
     # Packed seen bits and a spare tail decide the same pass.
-    c = decide_compact(
+    c = decide_pass(
         scores,
         pack_bits(seen),
         generator=torch.Generator().manual_seed(7),
@@ -185,4 +188,4 @@ def test_decisions_are_those_of_the_plain_tables(name, bucketed, monkeypatch):
         **kwargs)
     assert c.buffer.numel() == c.num_kept + 16
     assert torch.equal(c.order.long(), d.indices)
-    assert torch.equal(c.weights(), d.weights)
+    assert torch.equal(c.weights, d.weights)

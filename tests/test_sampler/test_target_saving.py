@@ -5,9 +5,10 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers import all_weights, plan_prune_stop
 
-from mmseg_infobatch.progress import Progress
-from mmseg_infobatch.sampler import InfoBatchSampler
+from mmseg_infobatch.sampler.history import PassRecord
+from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
 
 N, BATCH, PASSES, DELTA = 1000, 16, 28, 0.875
 FULL = 63  # ceil(1000 / 16)
@@ -24,12 +25,11 @@ def _sampler(n=N,
              **kwargs):
     kwargs.setdefault('seed', 3)
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info',
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
             return_value=(rank, world)):
         sampler = InfoBatchSampler(list(range(n)), **kwargs)
     sampler.configure(batch_size, False)
-    sampler.set_schedule(
-        Progress(sampler.full_pass_batches, budget, offset), prune_stop)
+    plan_prune_stop(sampler, prune_stop, budget, offset)
     return sampler
 
 
@@ -134,7 +134,7 @@ def _kept_times_weight(sampler, trials):
         list(iter(sampler))  # decides pass 1
         kept = torch.zeros(200, dtype=torch.float64)
         kept[sampler.order.long()] = 1
-        total += kept * sampler.weights.double()
+        total += kept * all_weights(sampler).double()
         ratios.add(sampler.decision.ratio)
     return total / trials, ratios
 
@@ -165,7 +165,7 @@ def test_weights_are_one_over_one_minus_the_pass_ratio():
     _train_pass(s)
     _train_pass(s)
     r = s.decision.ratio
-    weights = s.weights
+    weights = all_weights(s)
     kept = s.order.long()
     for value in weights.unique().tolist():
         assert value == 1.0 or value == pytest.approx(1 / (1 - r), rel=1e-6)
@@ -179,14 +179,15 @@ def test_quantile_buckets_are_scaled_together():
     ratios, iters = _run(s)
     assert _saved_share(iters) == pytest.approx(0.2, abs=0.01)
     # r_t is the largest bucket's ratio; the other keeps half of it.
-    table = sorted(s.weight_table.tolist())
+    table = sorted(s.served.weight_table.tolist())
     assert max(ratios) <= 0.8
     s2 = _sampler(target_saving=0.2, policy='quantile', buckets=buckets)
     _train_pass(s2)
     _train_pass(s2)
     r = s2.decision.ratio
     want = sorted([1.0, 1 / (1 - r), 1 / (1 - r / 2)])
-    assert sorted(s2.weight_table.tolist()) == pytest.approx(want, rel=1e-6)
+    assert sorted(s2.served.weight_table.tolist()) == pytest.approx(
+        want, rel=1e-6)
     assert table[0] == 1.0
 
 
@@ -198,12 +199,13 @@ def test_resume_mid_run_reaches_the_same_total():
         ratios, iters = _run(first, stop_after=stop_after)
         # Mid-pass: the checkpoint holds the pass, its position and the
         # saving of the passes before it.
-        first.trained_batches = min(position, first.pass_batches)
+        first.served.trained_batches = min(position, first.pass_batches)
         state = first.state_dict()
         resumed = _sampler(target_saving=0.3, seed=99)  # checkpoint wins
         resumed.load_state_dict(state)
         assert resumed.saved_iters == first.saved_iters
-        assert torch.equal(resumed.weight_table, first.weight_table)
+        assert torch.equal(resumed.served.weight_table,
+                           first.served.weight_table)
         # The decision's record is the hook's history, not the sampler's,
         # once the pass's first batch was trained (the hook records it
         # then); before that the checkpoint holds it.
@@ -211,7 +213,8 @@ def test_resume_mid_run_reaches_the_same_total():
             assert resumed.decision is None
         else:
             assert repr(resumed.decision) == repr(first.decision)
-        resumed.trained_batches = resumed.pass_batches  # the pass trained out
+        # The pass trained out.
+        resumed.served.trained_batches = resumed.pass_batches
         more_ratios, more_iters = _run(resumed)
         assert ratios + more_ratios == ref_ratios
         assert iters + more_iters == ref_iters
@@ -229,29 +232,43 @@ def test_ranks_solve_the_same_ratio():
         trained = torch.cat(shares)
         for s in samplers:  # the hook gathers every rank's scores
             s.update_scores(trained, _scores(s.pass_idx)[trained])
-            s.trained_batches = s.pass_batches
+            s.served.trained_batches = s.pass_batches
         assert repr(a.decision) == repr(b.decision)
-        assert torch.equal(a.weight_table, b.weight_table)
+        assert torch.equal(a.served.weight_table, b.served.weight_table)
         assert torch.equal(a.padded_order, b.padded_order)
         for rank in (0, 1):
             assert torch.equal(shares[rank], a.padded_order[rank::2].long())
 
 
-def test_older_state_reads_ratio_and_saving_as_unknown():
+def test_older_state_has_its_saving_made_from_the_pass_history():
+    """Formats 2 and 3 lack the saving before the current pass: the state
+    upgrade makes it from the run's pass history, each earlier pass
+    counting its share of the budget times the iterations it saved."""
     s = _sampler()
     _run(s, passes=3)
     state = s.state_dict()
     del state['saved_iters']
     # Older states held the decision's statistics too: ignored.
     state['pass_stats'] = dict(threshold=0.5, candidates=3, pruned=1)
+    full = s.full_pass_batches
+    history = [
+        PassRecord(t, -1, 0, 0, 0, full - saved, math.nan, True)
+        for t, saved in enumerate((4, 3, 5))  # pass 2 is the current one
+    ]
     t = _sampler(target_saving=0.3)
-    t.load_state_dict(state)
-    assert math.isnan(t.saved_iters) and t.decision is None
+    t.load_state_dict(state, history)
+    assert t.pass_idx == 2
+    assert t.saved_iters == 4 + 3 and t.decision is None
+    # The last pass of a budget that holds half of it counts half.
+    half = _sampler(target_saving=0.3, budget=full + full // 2)
+    half.load_state_dict(state, history)
+    assert half.saved_iters == pytest.approx(4 + 3 * (full // 2) / full)
 
 
 def test_target_needs_the_schedule():
     with mock.patch(
-            'mmseg_infobatch.sampler.get_dist_info', return_value=(0, 1)):
+            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
+            return_value=(0, 1)):
         s = InfoBatchSampler(list(range(40)), seed=0, target_saving=0.3)
     s.configure(4)
     _train_pass(s)  # pass 0 has nothing to prune: no schedule needed

@@ -10,7 +10,7 @@ import torch
 from conftest import REPO, TOOLS, train_subprocess
 from mmengine.config import Config
 
-from mmseg_infobatch.checkpoint_types import load_trusted_checkpoint
+from mmseg_infobatch.engine.checkpoint_types import load_trusted_checkpoint
 
 ITERS_PER_PASS = 6  # 12 training images, batch 2
 BUDGET = 2 * ITERS_PER_PASS  # delta 0.875 x 2 passes: pass 1 prunes

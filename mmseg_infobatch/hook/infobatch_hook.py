@@ -1,5 +1,4 @@
 """InfoBatchHook: routes weights and scores, anneals, aligns the schedule."""
-import math
 from dataclasses import replace
 from typing import List, Optional
 
@@ -9,18 +8,16 @@ from mmengine.hooks import Hook
 from mmengine.runner import IterBasedTrainLoop
 from mmseg.registry import HOOKS
 
-from .checkpoint_types import allow_mmengine_checkpoint_types
+from ..engine.checkpoint_types import allow_mmengine_checkpoint_types
+from ..engine.compat import (check_mmengine_version, set_accumulation_end,
+                             set_train_end, uses_stock_fsdp)
+from ..loss import InfoBatchLoss
+from ..sampler import InfoBatchSampler
+from ..sampler.history import PassRecord, history_from_state, history_state
 from .checks import (check_batch, check_eval_samplers, find_losses,
                      find_train_sampler)
-from .compat import (check_mmengine_version, set_accumulation_end,
-                     set_train_end, uses_stock_fsdp)
 from .consistency import agree_on_resume, check_ranks_agree, sampler_digest
-from .history import PassRecord, history_from_state, history_state
-from .loss import InfoBatchLoss
-from .progress import Progress
-from .report import (SavingReport, log_finish, log_pass_start, log_setup,
-                     saved_before)
-from .sampler import InfoBatchSampler
+from .report import SavingReport, log_finish, log_pass_start, log_setup
 
 CKPT_KEY = 'infobatch'
 # 4: what a pass decision found is in the history only (with capped and
@@ -55,9 +52,9 @@ class InfoBatchHook(Hook):
       position, layout, decided pass and score table), and stop with the
       same error if not.
 
-    The pass itself (number, order, weights, position) is the sampler's;
-    progress arithmetic is :class:`Progress`'s. The hook only connects them
-    to the runner.
+    The pass itself (number, order, weights, position) and the run plan
+    (budget, offset, where pruning stops) are the sampler's. The hook only
+    connects them to the runner.
 
     Args:
         delta (float): Fraction of the passes that may prune, in (0, 1].
@@ -86,7 +83,6 @@ class InfoBatchHook(Hook):
         self.adjust_schedule = adjust_schedule
         self.sampler: Optional[InfoBatchSampler] = None
         self.losses: List[InfoBatchLoss] = []
-        self.progress: Optional[Progress] = None
         self.history: List[PassRecord] = []
         self.num_skipped_scores = 0
         self._pending_state: Optional[dict] = None
@@ -122,7 +118,7 @@ class InfoBatchHook(Hook):
             self._restore(runner, state)
         if runner.iter > 0:
             self._land_resume(runner, state)
-        log_setup(runner, self.sampler, self.progress)
+        log_setup(runner, self.sampler)
         self.report.check_reachable(runner.logger, self.sampler)
         if self.sampler.pass_idx >= 0:
             self._update_end(runner)
@@ -151,20 +147,19 @@ class InfoBatchHook(Hook):
         return state
 
     def _configure(self, runner, state: Optional[dict]) -> None:
-        """Give the sampler its layout and the run's passes, and make the
-        run's :class:`Progress` (its offset restored from ``state``)."""
+        """Give the sampler its layout and the run's plan: the budget, and
+        the offset restored from ``state`` (``runner.iter`` where a run
+        gains InfoBatch state only now)."""
         sampler, loop = self.sampler, runner.train_loop
         sampler.configure(loop.dataloader.batch_size,
                           loop.dataloader.drop_last)
-        full = sampler.full_pass_batches
         budget_iters = loop.max_iters if isinstance(
-            loop, IterBasedTrainLoop) else loop.max_epochs * full
-        self.progress = Progress(full, budget_iters, offset=runner.iter)
-        if state is not None:
-            self.progress.load_state_dict(state['progress'])
-        prune_stop = self.progress.prune_stop(self.delta) \
-            if self.anneal else math.inf
-        sampler.set_schedule(self.progress, prune_stop)
+            loop, IterBasedTrainLoop) else \
+            loop.max_epochs * sampler.full_pass_batches
+        offset = runner.iter if state is None else \
+            int(state['progress']['offset'])
+        sampler.set_plan(budget_iters, offset,
+                         self.delta if self.anneal else None)
 
     def _land_resume(self, runner, state: Optional[dict]) -> None:
         """Continue a resumed run where its InfoBatch state left off."""
@@ -226,15 +221,16 @@ class InfoBatchHook(Hook):
         self.num_skipped_scores += sampler.update_scores(indices.cpu(), scores)
         self.report.add_batch(sampler.pass_idx, scores.numpy())
         if self.adjust_schedule and runner.param_schedulers:
-            extra = self.progress.extra_scheduler_steps(sampler.position)
+            extra = sampler.plan.extra_scheduler_steps(sampler.position)
             _step_iter_schedulers(runner.param_schedulers, extra)
         sampler.finish_batch()
 
     def after_train(self, runner) -> None:
-        log_finish(runner, self.progress, len(self.history),
+        budget_iters = self.sampler.plan.budget_iters
+        log_finish(runner, budget_iters, len(self.history),
                    self.num_skipped_scores)
-        saved = self.progress.budget_iters - runner.iter
-        budget = max(self.progress.budget_iters, 1)
+        saved = budget_iters - runner.iter
+        budget = max(budget_iters, 1)
         if self._keeps_schedule(runner):
             # The loop kept its end: what the passes saved in data.
             sampler = self.sampler
@@ -254,7 +250,7 @@ class InfoBatchHook(Hook):
             # it again (an iteration checkpoint) serves the pass's rest.
             epoch=runner.train_loop.epoch,
             sampler=self.sampler.state_dict(),
-            progress=self.progress.state_dict(),
+            progress=self.sampler.plan.state_dict(),
             history=history_state(self.history),
             num_unscored=self.num_skipped_scores,  # the key of old versions
             target=self.report.state_dict())
@@ -273,19 +269,15 @@ class InfoBatchHook(Hook):
     def _restore(self, runner, state: dict) -> None:
         sampler = self.sampler
         seed = sampler.seed
-        sampler.load_state_dict(state['sampler'])
+        self.history = history_from_state(state['history'])
+        sampler.load_state_dict(state['sampler'], self.history)
         if sampler.seed != seed and _seed_fixed(runner.cfg):
             runner.logger.warning(
                 f'InfoBatchSampler seed {seed} of the config differs from '
                 f"the checkpoint's {sampler.seed}; the checkpoint's is used "
                 'so the resumed run continues the same passes.')
-        self.history = history_from_state(state['history'])
         self.num_skipped_scores = int(state['num_unscored'])
         self.report.load_state_dict(state.get('target') or {})
-        if math.isnan(sampler.saved_iters):
-            # An older checkpoint: the saving before the pass, from the
-            # history.
-            sampler.saved_iters = saved_before(self.history, sampler)
         runner.logger.info(
             f'InfoBatch resumed in pass {sampler.pass_idx} at batch '
             f'{sampler.trained_batches}/{sampler.pass_batches} (seed '
@@ -299,7 +291,7 @@ class InfoBatchHook(Hook):
         self._check_ranks_agree(runner, f'at the start of pass '
                                 f'{record.pass_idx}')
         end = self._update_end(runner)
-        log_pass_start(runner, record, sampler, self.progress, end,
+        log_pass_start(runner, record, sampler, end,
                        self._keeps_schedule(runner))
         self.report.after_pass_start(runner.logger, self.sampler, record)
 
@@ -318,7 +310,7 @@ class InfoBatchHook(Hook):
         sampler, loop = self.sampler, runner.train_loop
         if self._keeps_schedule(runner):
             return loop.max_iters
-        end = self.progress.end_iter(sampler.position, runner.iter)
+        end = sampler.plan.end_iter(sampler.position, runner.iter)
         # An epoch-based loop ends by its epochs: its max_iters only
         # informs the ETA, the logs and the last iteration checkpoint.
         set_train_end(loop, end)

@@ -6,7 +6,7 @@ function of its inputs and the generator's state.
 import numpy as np
 import torch
 
-from .pass_layout import chunks, numpy_view
+from .layout import chunks, numpy_view
 
 # The shuffle deals more than SHUFFLE_DIRECT indices (32 MiB of int64, more
 # than a last-level cache holds) into buckets of about SHUFFLE_BUCKET

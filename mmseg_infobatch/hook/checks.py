@@ -5,9 +5,9 @@ import torch
 from mmengine.model import is_model_wrapper
 from torch.utils.data import BatchSampler
 
-from .loss import InfoBatchLoss
-from .pass_sampler import CONFIG_HINT
-from .sampler import InfoBatchSampler
+from ..loss import InfoBatchLoss
+from ..sampler import InfoBatchSampler
+from ..sampler.infobatch_sampler import CONFIG_HINT
 
 
 def check_eval_samplers(cfg) -> None:

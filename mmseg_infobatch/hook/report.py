@@ -1,20 +1,27 @@
 """What a run is told: the start-up lines, each pass's line and scalars,
 and about its saving the pre-flight estimate after the first scored pass,
 the cap on ``target_saving``'s ratio, and at the end how close both came
-(the log lines around :mod:`.target`'s solver)."""
+(the log lines around the sampler's target solver), with the spread of
+pass 0's losses that the estimate reads (:class:`RelativeLosses`)."""
 import math
 import os.path as osp
 import re
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
+import torch
 
-from .history import PassRecord
-from .target import expected_saving, max_expected_saving, ratio_for_saving
-from .target_profile import Profile, RelativeLosses
+from ..sampler.history import PassRecord
+from ..sampler.prune_rule import Profile
+from ..sampler.target import (expected_saving, max_expected_saving,
+                              ratio_for_saving)
 
 # The savings the estimate names a ratio for.
 ESTIMATE_TARGETS = (0.2, 0.3, 0.4)
+# RelativeLosses: bins of log(loss / the batch's geometric mean loss),
+# LOG_STEP wide within +-LOG_RANGE (a loss 1e7 times its batch's is
+# counted in the edge bin).
+LOG_RANGE, LOG_STEP = 16.0, 0.02
 
 
 class SavingReport:
@@ -41,18 +48,18 @@ class SavingReport:
         """Say once, before the first pass that could prune, that the
         passes allowed to prune cannot save ``target_saving`` at all:
         not even if every sample were pruned at ``max_ratio``."""
-        target, schedule = sampler.target_saving, sampler.schedule
-        if target is None or schedule is None or \
+        target, plan = sampler.target_saving, sampler.plan
+        if target is None or not plan.budget_iters or \
                 not math.isnan(self.out_of_reach):
             return
         # The next pass decided from scores: pass 0 has none.
         first = max(sampler.pass_idx + 1, 1)
         saved = sampler.saved_iters + sampler.pass_saving()
-        most = max_expected_saving(schedule, first, saved, sampler.max_ratio)
+        most = max_expected_saving(plan, first, saved, sampler.max_ratio)
         if most >= target:
             return
         self.out_of_reach = most
-        passes = schedule.pruning_share(first)
+        passes = plan.pruning_share(first)
         stop = sampler.prune_stop
         limit = f'passes t < {stop:.2f}' if math.isfinite(stop) else \
             'every pass'
@@ -63,7 +70,7 @@ class SavingReport:
             f', which leaves {passes:.2f} pruning passes from pass {first} '
             'on: even pruning every sample at max_ratio '
             f'{sampler.max_ratio} in them, the run would save {most:.1%} '
-            f'of its {schedule.budget_iters} full-data iterations. Raise '
+            f'of its {plan.budget_iters} full-data iterations. Raise '
             "InfoBatchHook's delta (more passes prune) or the number of "
             'passes, lower target_saving or raise max_ratio.')
 
@@ -91,7 +98,7 @@ class SavingReport:
         profile = sampler.profile()
         if profile.candidates == 0:
             return  # nothing scored yet
-        schedule, start = sampler.schedule, record.pass_idx
+        plan, start = sampler.plan, record.pass_idx
         saved = sampler.saved_iters
         later, share = self._later_profile(sampler)
         if sampler.target_saving is not None:
@@ -99,12 +106,12 @@ class SavingReport:
             # holds no pass's ratio fixed.
             saving = record.expected
         else:
-            saving = expected_saving(record.ratio, profile, schedule, start,
-                                     saved, later)
+            saving = expected_saving(record.ratio, profile, plan, start, saved,
+                                     later)
         self.estimate = dict(pass_idx=start, ratio=record.ratio, saving=saving)
         wants = []
         for target in ESTIMATE_TARGETS:
-            ratio = ratio_for_saving(target, profile, schedule, start, saved,
+            ratio = ratio_for_saving(target, profile, plan, start, saved,
                                      sampler.max_ratio, later)
             wants.append(f'{target:.0%}: ' +
                          (f'{ratio:.3f}' if ratio is not None else
@@ -117,16 +124,17 @@ class SavingReport:
                        f'{share:.1%} {side} the mean, which later passes are '
                        'assumed to have')
         if sampler.target_saving is None:
-            plan = f'Ratio {record.ratio:.3g} is expected to save'
+            planned = f'Ratio {record.ratio:.3g} is expected to save'
         else:
-            plan = (f'target_saving solved ratio {record.ratio:.3g} for this '
-                    'pass (and solves each pass again), planning to save')
+            planned = (
+                f'target_saving solved ratio {record.ratio:.3g} for this '
+                'pass (and solves each pass again), planning to save')
         logger.info(
             f'InfoBatch estimate at the start of pass {start}: '
             f'{profile.candidates} of {sampler.num_samples} samples are '
             f'candidates ({profile.candidates / sampler.num_samples:.1%}); '
-            f'{assumed}. {plan} {saving:.1%} of the '
-            f'{schedule.budget_iters} full-data iterations over the run. '
+            f'{assumed}. {planned} {saving:.1%} of the '
+            f'{plan.budget_iters} full-data iterations over the run. '
             'One ratio for every pass that saves ' + ', '.join(wants) + '.')
 
     def _later_profile(self, sampler):
@@ -195,29 +203,72 @@ def _points(share: float) -> str:
     return f'{round(100 * share, 1) + 0.0:+.1f}'
 
 
-def saved_before(history: List[PassRecord], sampler) -> float:
-    """Full-data iterations the passes before the sampler's current one
-    saved, from the pass history (for checkpoints that lack it)."""
-    full = sampler.full_pass_batches
-    passes = {
-        r.pass_idx: r.iters
-        for r in history if r.pass_idx < sampler.pass_idx
-    }
-    return sum(
-        sampler.schedule.pass_share(t) * (full - iters)
-        for t, iters in passes.items())
+class RelativeLosses:
+    """How the losses of one model state spread: a histogram of each
+    sample's loss relative to the geometric mean of its batch.
+
+    The scores at the start of pass 1 were made by every model state of
+    pass 0, one batch each, and early in training the loss falls fast:
+    below their mean lie mostly the samples trained late, not the easy
+    ones, so their share below the mean says little about later passes.
+    A sample's loss over its batch's geometric mean takes that trend out
+    (a batch is one model state; a loss is a sample's difficulty times
+    the model's level). The share of those ratios below their mean is
+    the share of candidates one model state would give, which the
+    estimate assumes for the passes after pass 1.
+    """
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(
+            int(round(2 * LOG_RANGE / LOG_STEP)), dtype=np.int64)
+
+    def add(self, scores: np.ndarray) -> None:
+        """Count one batch's scores (non-finite ones skipped; a batch
+        of fewer than two scores has no spread and is skipped)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        scores = scores[np.isfinite(scores)]
+        if scores.size < 2:
+            return
+        logs = np.log(np.maximum(scores, 1e-30))
+        logs -= logs.mean()
+        bins = np.floor((logs + LOG_RANGE) / LOG_STEP).astype(np.int64)
+        np.add.at(self.counts, np.clip(bins, 0, self.counts.size - 1), 1)
+
+    def share_below_mean(self) -> float:
+        """The share of the ratios below their mean (NaN if none)."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return math.nan
+        edges = np.arange(self.counts.size + 1) * LOG_STEP - LOG_RANGE
+        centers = 0.5 * (edges[:-1] + edges[1:])
+        mean = float(np.dot(self.counts, np.exp(centers))) / total
+        cut = math.log(mean)
+        below = float(self.counts[edges[1:] <= cut].sum())
+        inside = int(np.searchsorted(edges, cut, side='right')) - 1
+        if 0 <= inside < self.counts.size:
+            # The bin the mean falls in, split linearly.
+            below += self.counts[inside] * (cut - edges[inside]) / LOG_STEP
+        return below / total
+
+    def state_dict(self) -> dict:
+        return dict(counts=torch.from_numpy(self.counts.copy()))
+
+    def load_state_dict(self, state: dict) -> None:
+        counts = state.get('counts')
+        self.counts[:] = 0 if counts is None else counts.numpy()
 
 
-def log_setup(runner, sampler, progress) -> None:
+def log_setup(runner, sampler) -> None:
     """The start-up lines: the layout, the passes, where pruning stops,
     and a warning when the total batch differs from the recipe's."""
     total_batch = sampler.world_size * sampler.batch_size
-    stop = sampler.prune_stop
+    plan = sampler.plan
+    stop = plan.prune_stop
     runner.logger.info(
         f'InfoBatch: {sampler.num_samples} samples, total batch '
         f'{total_batch} ({sampler.world_size} x {sampler.batch_size}), '
-        f'{progress.full_pass_batches} iterations per full pass, '
-        f'{progress.num_passes:.2f} passes; pruning in passes t < '
+        f'{plan.full_pass_batches} iterations per full pass, '
+        f'{plan.num_passes:.2f} passes; pruning in passes t < '
         f'{stop:.2f} ({_ratio_text(sampler)}, policy '
         f'{sampler.policy!r}), full-data annealing from pass '
         f'{max(math.ceil(stop), 0) if math.isfinite(stop) else "never"}.')
@@ -227,23 +278,24 @@ def log_setup(runner, sampler, progress) -> None:
             f'InfoBatch: the config\'s {source} says a total batch of '
             f'{recipe}, but this run trains with {total_batch}: the same '
             f'max_iters '
-            f'now make {progress.num_passes:.2f} passes over the data, '
+            f'now make {plan.num_passes:.2f} passes over the data, '
             'so the annealing point and the LR per sample change. Scale '
             'max_iters (and the schedule) with the batch, or use '
             'auto_scale_lr.')
 
 
-def log_pass_start(runner, record: PassRecord, sampler, progress, end: int,
+def log_pass_start(runner, record: PassRecord, sampler, end: int,
                    keeps_schedule: bool) -> None:
     """A pass's log line and its ``infobatch/*`` scalars; ``end`` is the
     iteration training now ends at."""
-    budget = progress.budget_iters
+    plan = sampler.plan
+    budget = plan.budget_iters
     saved = budget - end
     if keeps_schedule:
         # The loop keeps its end; pruned passes make room for more.
         of_passes, ends = '', f'ends at {end} (schedule kept)'
     else:
-        of_passes = f'/{math.ceil(progress.num_passes)}'
+        of_passes = f'/{math.ceil(plan.num_passes)}'
         ends = f'ends at {end} of {budget}'
     runner.logger.info(
         f'InfoBatch pass {record.pass_idx} ({record.pass_idx + 1}'
@@ -251,7 +303,7 @@ def log_pass_start(runner, record: PassRecord, sampler, progress, end: int,
         f'{sampler.num_samples}, '
         f'pruned {record.pruned} of {record.candidates} below threshold '
         f'{record.threshold:.4f}; {record.iters} iterations (full pass '
-        f'{progress.full_pass_batches}); saved so far {saved} iterations'
+        f'{plan.full_pass_batches}); saved so far {saved} iterations'
         f' ({saved / max(budget, 1):.1%}), {ends}' +
         ('' if record.may_prune else ' [annealing: full data]'))
     scalars = {
@@ -268,11 +320,10 @@ def log_pass_start(runner, record: PassRecord, sampler, progress, end: int,
     runner.visualizer.add_scalars(scalars, step=runner.iter)
 
 
-def log_finish(runner, progress, num_passes: int,
+def log_finish(runner, budget: int, num_passes: int,
                num_skipped_scores: int) -> None:
-    """The closing line: iterations run against the budget, passes and
-    the scores that were skipped."""
-    budget = progress.budget_iters
+    """The closing line: iterations run against the ``budget``, passes
+    and the scores that were skipped."""
     saved = budget - runner.iter
     runner.logger.info(
         f'InfoBatch finished: {runner.iter} iterations instead of '

@@ -3,12 +3,16 @@ that a resume keeps the layout that shapes a pass, the dataset fingerprint
 in that layout, the upgrade of older formats, and the tables as plain
 tensors for analysis."""
 import logging
+import math
 import zlib
+from typing import Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
 
-from .pass_layout import pack_bits, unpack_bits
+from .history import PassRecord
+from .layout import pack_bits, unpack_bits
+from .run_plan import RunPlan
 
 # The dataset fingerprint of the layout is dict(version=2, crc=...), a CRC32
 # of every sample's file paths relative to its dataset's data_root (or
@@ -92,10 +96,18 @@ def _relative(path: str, *bases) -> str:
     return path
 
 
-def upgrade_state(state: dict) -> dict:
+def upgrade_state(state: dict,
+                  history: Sequence[PassRecord] = (),
+                  plan: Optional[RunPlan] = None) -> dict:
     """A sampler state as :meth:`InfoBatchSampler.state_dict` writes it,
-    from itself or from the plain tables of checkpoint format 2 (a bool
-    seen mask, float32 weights, int64 order)."""
+    from itself or from an older format: the plain tables of checkpoint
+    format 2 (a bool seen mask, float32 weights, int64 order), and the
+    saving before the current pass, which formats 2 and 3 lack, made from
+    the run's pass ``history`` as the ``plan`` counts it."""
+    if 'saved_iters' not in state:
+        state = dict(
+            state,
+            saved_iters=saved_before(history, int(state['pass_idx']), plan))
     if 'seen_bits' in state:
         return state
     weights = state['weights'].float()
@@ -114,6 +126,18 @@ def upgrade_state(state: dict) -> dict:
         seen_bits=pack_bits(state['seen'].bool()),
         weight_codes=codes,
         weight_table=table)
+
+
+def saved_before(history: Sequence[PassRecord], pass_idx: int,
+                 plan: Optional[RunPlan]) -> float:
+    """Full-data iterations the passes before ``pass_idx`` saved, from
+    the pass history; NaN without a plan that knows the budget."""
+    if plan is None or not plan.budget_iters:
+        return math.nan
+    full = plan.full_pass_batches
+    passes = {r.pass_idx: r.iters for r in history if r.pass_idx < pass_idx}
+    return sum(
+        plan.pass_share(t) * (full - iters) for t, iters in passes.items())
 
 
 def sample_tables(state: dict) -> dict:

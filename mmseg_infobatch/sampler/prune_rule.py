@@ -1,19 +1,15 @@
-"""The pruning rule of each policy, from the score table.
-
-Which samples are candidates ('mean': scored below the mean; 'random':
-every scored sample; 'quantile': by the bucket of their score) and with
-what probability each is dropped. O(N) vectorised work (numpy, faster than
-torch on one thread) with no comparison sort and no Python loop over
-samples, streamed in chunks of ``pass_layout.CHUNK``.
-"""
+"""The pruning rule of each policy, from the score table: the one place
+that says which samples a pass may drop and with which probability
+(:class:`PruneRule`), and what the target solver sees of it
+(:class:`Profile`)."""
 import math
 from fractions import Fraction
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .pass_layout import chunks, numpy_view
+from .layout import chunks, numpy_view
 
 POLICIES = ('mean', 'quantile', 'random')
 # A weight table has at most 256 entries (uint8 codes); code 0 is weight 1.
@@ -135,51 +131,6 @@ def _below(values: np.ndarray, seen_np: Optional[np.ndarray],
     return candidates
 
 
-class MeanCandidates:
-    """Candidates of the 'mean' and 'random' policies, chunk by chunk.
-    Unscored samples are never eligible."""
-
-    def __init__(self, scores: torch.Tensor, seen: SeenMask, ratio: float,
-                 policy: str, prune_high: bool) -> None:
-        self.values, self.seen = numpy_view(scores), seen
-        self.prune_high = prune_high
-        self.kind = 'none'
-        self.threshold = math.nan
-        if ratio == 0:
-            return
-        if policy == 'random':
-            self.kind = 'seen'
-            return
-        self.threshold = _mean_threshold(self.values, seen)
-        if not math.isnan(self.threshold):
-            self.kind = 'mean'
-        # Not the float64 mean itself: numpy 1.x would round it to the
-        # scores' float32, and a score just below the mean would tie.
-        self.bound = float32_bound(self.threshold, prune_high)
-
-    def chunk(self, start: int, stop: int) -> np.ndarray:
-        if self.kind == 'none':
-            return np.zeros(stop - start, dtype=np.bool_)
-        if self.kind == 'seen':
-            return self.seen.chunk(start, stop).copy()
-        seen_np = None if self.seen.all else self.seen.chunk(start, stop)
-        return _below(self.values[start:stop], seen_np, self.bound,
-                      self.prune_high, self.seen.all)
-
-
-def _candidates(scores: torch.Tensor, seen: torch.Tensor, ratio: float,
-                policy: str, prune_high: bool) -> Tuple[torch.Tensor, float]:
-    """Samples eligible for pruning under 'mean' or 'random' (bool, N), and
-    the threshold. Unscored samples are never eligible."""
-    num_samples = scores.numel()
-    rule = MeanCandidates(scores, SeenMask(seen, num_samples), ratio, policy,
-                          prune_high)
-    candidates = np.empty(num_samples, dtype=np.bool_)
-    for start, stop in chunks(num_samples):
-        candidates[start:stop] = rule.chunk(start, stop)
-    return torch.from_numpy(candidates), rule.threshold
-
-
 def quantile_cuts(
         values: np.ndarray, seen: SeenMask, prune_high: bool,
         buckets: Sequence[Sequence[float]]
@@ -229,6 +180,153 @@ def quantile_buckets(values: np.ndarray, seen: SeenMask, start: int, stop: int,
     return bucket
 
 
+class Profile(NamedTuple):
+    """A pass's candidates in units of its ratio r_t: sample i is dropped
+    with probability ``r_t * u_i`` (u_i = 1 for a candidate of 'mean' and
+    'random', a bucket's ratio over the largest for 'quantile', 0 for any
+    other sample). The target solver and the pre-flight estimate see a
+    pass through it.
+
+    Args:
+        candidates (int): Samples with u_i > 0.
+        first (float): Sum of u_i: the expected pruned samples at r_t = 1.
+        second (float): Sum of u_i ** 2, for the variance of the count.
+    """
+    candidates: int
+    first: float
+    second: float
+
+
+def max_bucket_ratio(buckets: Sequence[Sequence[float]]) -> float:
+    """The largest ratio of quantile buckets: r_t of a 'quantile' pass."""
+    return max(float(r) for _, r in buckets)
+
+
+def scale_buckets(buckets: Sequence[Sequence[float]], ratio: float) -> list:
+    """Quantile buckets with every ratio scaled so the largest is
+    ``ratio``; their proportions, and so what the policy prefers to
+    prune, stay as written."""
+    top = max_bucket_ratio(buckets)
+    return [(q, float(r) * ratio / top) for q, r in buckets]
+
+
+def code_probs(policy: str, ratio: float,
+               buckets: Optional[Sequence[Sequence[float]]]) -> np.ndarray:
+    """The prune probability of each candidate code: code 0 is never
+    dropped; under 'mean' and 'random' code 1 is dropped with ``ratio``
+    (float64); under 'quantile' code b + 1 with bucket b's ratio (float32,
+    as the decision draws it; ``ratio`` unused)."""
+    if policy == 'quantile':
+        return np.array([0.0] + [r for _, r in buckets], dtype=np.float32)
+    return np.array([0.0, ratio], dtype=np.float64)
+
+
+class PruneRule:
+    """The rule of one pass, from the score table: which samples may be
+    dropped, and with which probability.
+
+    It reads the table once and gives every sample a candidate code
+    (uint8): 0 for a sample that is never dropped, else the code whose
+    probability :func:`code_probs` gives. 'mean': code 1 for a scored
+    sample strictly below the mean score (above it with ``prune_high``);
+    'random': code 1 for every scored sample; 'quantile': code b + 1 for a
+    scored sample in bucket b. Samples never scored are never candidates,
+    so the first pass is full and a stale initial value can't bias the
+    threshold. O(N) vectorised numpy work in chunks of
+    ``layout.CHUNK`` (faster than torch on one thread), with no
+    comparison sort: the codes and one float32 copy for 'quantile' are
+    all it holds per sample.
+
+    The decision (:func:`.decision.decide_pass`) draws from these codes,
+    the target solver and the estimate read :meth:`profile`, and
+    :meth:`probabilities` gives every sample's probability.
+
+    Args:
+        scores (torch.Tensor): Every sample's score (float32, N).
+        seen (torch.Tensor): Which samples were scored: bool (N), or a
+            packed bitmask (uint8, bit i of byte i // 8, lowest first).
+        policy (str): 'mean', 'quantile' or 'random'.
+        prune_high (bool): Prune high scores instead of low ones.
+        buckets (Sequence[tuple], optional): The quantile buckets.
+    """
+
+    def __init__(self,
+                 scores: torch.Tensor,
+                 seen: torch.Tensor,
+                 policy: str = 'mean',
+                 prune_high: bool = False,
+                 buckets: Optional[Sequence[Sequence[float]]] = None) -> None:
+        self.policy, self.buckets = policy, buckets
+        num_samples = scores.numel()
+        values, seen = numpy_view(scores), SeenMask(seen, num_samples)
+        self.codes = np.zeros(num_samples, dtype=np.uint8)
+        num_codes = len(buckets) + 1 if policy == 'quantile' else 2
+        # Samples per code, counted chunk by chunk: np.bincount makes an
+        # int64 copy of its input.
+        self.counts = np.zeros(num_codes, dtype=np.int64)
+        self.threshold = math.nan
+        if policy == 'quantile':
+            cuts, self.threshold = quantile_cuts(values, seen, prune_high,
+                                                 buckets)
+        elif policy == 'mean':
+            self.threshold = _mean_threshold(values, seen)
+            # Not the float64 mean itself: numpy 1.x would round it to the
+            # scores' float32, and a score just below the mean would tie.
+            bound = float32_bound(self.threshold, prune_high)
+        if math.isnan(self.threshold) and policy != 'random':
+            return  # nothing scored: no candidates
+        for start, stop in chunks(num_samples):
+            if policy == 'quantile':
+                # Bucket len(buckets) (none, or unscored) is code 0.
+                bucket = quantile_buckets(values, seen, start, stop, cuts,
+                                          len(buckets), prune_high)
+                code = np.where(bucket < len(buckets), bucket + 1, 0)
+            elif policy == 'random':
+                code = seen.chunk(start, stop)
+            else:
+                seen_np = None if seen.all else seen.chunk(start, stop)
+                code = _below(values[start:stop], seen_np, bound, prune_high,
+                              seen.all)
+            self.codes[start:stop] = code
+            self.counts += np.bincount(
+                self.codes[start:stop], minlength=num_codes)
+
+    def threshold_at(self, ratio: float) -> float:
+        """The pass's threshold: NaN for 'mean' and 'random' at ratio 0,
+        where no sample is a candidate."""
+        if self.policy != 'quantile' and ratio == 0:
+            return math.nan
+        return self.threshold
+
+    def profile(self) -> Profile:
+        """The :class:`Profile` of a pass decided with this rule, from the
+        counts of each code (no second look at the table)."""
+        counts = self.counts[1:]
+        if self.policy != 'quantile':
+            # At r_t = 1 each candidate's probability is exactly 1.
+            count = int(counts.sum())
+            return Profile(count, float(count), float(count))
+        top = max_bucket_ratio(self.buckets)
+        if top <= 0:
+            return Profile(0, 0.0, 0.0)
+        probs = code_probs(self.policy, top, self.buckets)[1:]
+        first = float(np.dot(counts, probs.astype(np.float64))) / top
+        second = float(np.dot(counts,
+                              (probs * probs).astype(np.float64))) / top**2
+        return Profile(int(counts[probs > 0].sum()), first, second)
+
+    def probabilities(
+            self,
+            ratio: float,
+            buckets: Optional[Sequence[Sequence[float]]] = None
+    ) -> torch.Tensor:
+        """Every sample's probability of being dropped (float32, N) at
+        ``ratio`` ('mean', 'random') or with ``buckets`` ('quantile'; the
+        rule's own where None)."""
+        probs = code_probs(self.policy, ratio, buckets or self.buckets)
+        return torch.from_numpy(probs.astype(np.float32)[self.codes])
+
+
 def prune_probabilities(
     scores: torch.Tensor,
     seen: torch.Tensor,
@@ -237,31 +335,11 @@ def prune_probabilities(
     prune_high: bool = False,
     buckets: Optional[Sequence[Sequence[float]]] = None
 ) -> Tuple[torch.Tensor, float]:
-    """Per-sample probability of being dropped this pass.
-
-    Samples never scored (``seen`` False) are never pruned and never enter the
-    threshold, so the first pass is full and a stale initial value can't bias
-    the mean.
+    """Per-sample probability of being dropped this pass, with the
+    threshold: :class:`PruneRule` in one call.
 
     Returns:
         tuple: ``(probability, threshold)`` with probability as float32 (N,).
     """
-    if policy != 'quantile':
-        candidates, threshold = _candidates(scores, seen, ratio, policy,
-                                            prune_high)
-        return candidates.float() * ratio, threshold
-    num_samples = scores.numel()
-    values, seen = numpy_view(scores), SeenMask(seen, num_samples)
-    cuts, threshold = quantile_cuts(values, seen, prune_high, buckets)
-    probs = bucket_probs(buckets)
-    prob = np.empty(num_samples, dtype=np.float32)
-    for start, stop in chunks(num_samples):
-        bucket = quantile_buckets(values, seen, start, stop, cuts,
-                                  len(buckets), prune_high)
-        prob[start:stop] = probs[bucket]
-    return torch.from_numpy(prob), threshold
-
-
-def bucket_probs(buckets: Sequence[Sequence[float]]) -> np.ndarray:
-    """Each bucket's prune probability as float32, then 0 (no bucket)."""
-    return np.array([r for _, r in buckets] + [0.0], dtype=np.float32)
+    rule = PruneRule(scores, seen, policy, prune_high, buckets)
+    return rule.probabilities(ratio), rule.threshold_at(ratio)
