@@ -498,8 +498,7 @@ class InfoBatchSampler(Sampler):
         recorded its decision (it does at the pass's first batch)."""
         return self.decision is not None and self.trained_batches == 0
 
-    def load_state_dict(
-        self, state: dict, history: Sequence[PassRecord] = ()) -> None:
+    def load_state_dict(self, state: dict, history: Sequence = ()) -> None:
         """Restore a configured sampler; the checkpoint's seed wins.
 
         Args:
