@@ -97,8 +97,8 @@ def sampler_digest(sampler) -> Dict[str, int]:
     table."""
     order = 0
     if sampler.order is not None:
-        order = _crc32(sampler.weight_codes, _crc32(sampler.order))
-        order = _crc32(sampler.weight_table, order)
+        order = _crc32(sampler.served.weight_codes, _crc32(sampler.order))
+        order = _crc32(sampler.served.weight_table, order)
     layout = repr(sorted(sampler.layout().items())).encode()
     return {
         'seed': sampler.seed,

@@ -127,18 +127,18 @@ def test_rank_check_compares_the_weight_table():
     # weight 1 where rank 0 trains them at 2.
     rank0, rank1 = _pruned_sampler(), _pruned_sampler(rescale=False)
     assert torch.equal(rank0.order, rank1.order)
-    assert torch.equal(rank0.weight_codes, rank1.weight_codes)
-    assert rank0.weight_table.tolist() == [1.0, 2.0]
-    assert rank1.weight_table.tolist() == [1.0, 1.0]
+    assert torch.equal(rank0.served.weight_codes, rank1.served.weight_codes)
+    assert rank0.served.weight_table.tolist() == [1.0, 2.0]
+    assert rank1.served.weight_table.tolist() == [1.0, 1.0]
     _refused_as_another_pass(rank0, rank1)
 
 
 def test_rank_check_compares_each_samples_weight_code():
     rank0, rank1 = _pruned_sampler(), _pruned_sampler()
-    survivor = int(rank1.weight_codes.nonzero()[0])
-    rank1.weight_codes[survivor] = 0  # weight 1 instead of 2
+    survivor = int(rank1.served.weight_codes.nonzero()[0])
+    rank1.served.weight_codes[survivor] = 0  # weight 1 instead of 2
     assert torch.equal(rank0.order, rank1.order)
-    assert torch.equal(rank0.weight_table, rank1.weight_table)
+    assert torch.equal(rank0.served.weight_table, rank1.served.weight_table)
     _refused_as_another_pass(rank0, rank1)
 
 

@@ -374,3 +374,26 @@ def test_batch_indices_walk_the_rank_share_batch_by_batch():
         assert s.batch_indices().tolist() == share[3 * position:3 * position +
                                                    3]
         s.finish_batch()
+
+
+@pytest.mark.parametrize('policy', ['mean', 'random'])
+def test_ratio_zero_is_the_full_data_baseline_with_the_same_shuffles(policy):
+    """README: ratio=0 is the full-data baseline "with the same shuffles".
+    Under one seed a ratio-0 run trains every sample at weight 1 in every
+    pass, with no candidate and no threshold, and its first pass and its
+    annealing passes are the pruning run's orders."""
+    zero = _sampler(100, ratio=0.0, policy=policy, prune_stop=2)
+    pruned = _sampler(100, ratio=0.5, policy=policy, prune_stop=2)
+    for pass_idx in range(4):
+        orders = []
+        for s in (zero, pruned):
+            _train_pass(s)
+            orders.append(s.order.clone())
+            _score_all(s, seed=pass_idx)
+        assert zero.decision.kept == 100 and zero.decision.candidates == 0
+        assert math.isnan(zero.decision.threshold)
+        assert (all_weights(zero) == 1).all()
+        if pass_idx == 1:
+            assert pruned.decision.pruned > 0
+        else:  # pass 0 (nothing scored) and annealing passes 2 and 3
+            assert torch.equal(orders[0], orders[1]), pass_idx
