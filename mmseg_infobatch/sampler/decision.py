@@ -128,15 +128,18 @@ def decide_pass(scores: torch.Tensor,
             table = np.array([1.0, scale], dtype=np.float32)
         for start, stop in chunks(num_samples):
             code = codes[start:stop]
-            prob = probs[code]
-            candidates = prob > 0
-            num_candidates += int(np.count_nonzero(candidates))
             if policy == 'quantile':
+                prob = probs[code]
+                candidates = prob > 0
                 keep = torch.rand(stop - start, generator=generator).numpy() \
                     >= prob
             else:
-                # One drop probability for every candidate: 2**-33 fine.
-                keep = ~bernoulli(stop - start, ratio, generator)
+                # Codes 0 and 1, and one drop probability for code 1: the
+                # codes are the candidate mask (none at probability 0).
+                candidates = code.view(np.bool_) if probs[1] > 0 else \
+                    np.zeros(stop - start, dtype=np.bool_)
+                keep = ~bernoulli(stop - start, probs[1], generator)
+            num_candidates += int(np.count_nonzero(candidates))
             survivors = candidates & keep
             keep |= ~candidates
             code[~survivors] = 0

@@ -130,3 +130,86 @@ def test_package_runs_on_the_declared_python():
         if _newer_than_python39(tree):
             problems[str(path)] = _newer_than_python39(tree)
     assert not problems, problems
+
+
+def _package_imports():
+    """Every import of a package module by another (module-level and
+    function-level), as ``{importer: {imported, ...}}`` with dotted names
+    relative to the package (``'sampler.prune_rule'``; a subpackage is
+    its ``__init__``: ``'sampler'``)."""
+    root = REPO / 'mmseg_infobatch'
+    modules = {}
+    for path in root.rglob('*.py'):
+        parts = list(path.relative_to(root).with_suffix('').parts)
+        if parts[-1] == '__init__':
+            parts = parts[:-1]
+        modules['.'.join(parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        is_package = path.name == '__init__.py'
+        here = name.split('.') if name else []
+        base = here if is_package else here[:-1]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    anchor = base[:len(base) - (node.level - 1)]
+                    prefix = anchor + (
+                        node.module.split('.') if node.module else [])
+                elif (node.module or '').startswith('mmseg_infobatch'):
+                    prefix = node.module.split('.')[1:]
+                else:
+                    continue
+                targets.append(prefix)
+                targets += [prefix + [a.name] for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets += [
+                    a.name.split('.')[1:] for a in node.names
+                    if a.name.startswith('mmseg_infobatch')
+                ]
+            for target in targets:
+                dotted = '.'.join(target)
+                if dotted in modules and dotted != name:
+                    found.add(dotted)
+        graph[name] = found
+    return graph
+
+
+def _part(module):
+    return module.split('.')[0] if '.' in module or module in (
+        'sampler', 'loss', 'hook', 'engine') else 'top'
+
+
+def test_the_package_parts_import_one_way_without_cycles():
+    """docs/design.md: the hook uses the sampler, the loss and the engine
+    parts; none of those imports the hook, the engine imports none of the
+    others, and no module imports one that imports it back."""
+    graph = _package_imports()
+    assert 'sampler.prune_rule' in graph['sampler.decision']  # the walk works
+    allowed = dict(
+        sampler={'sampler'},
+        loss={'loss'},
+        engine={'engine'},
+        hook={'hook', 'sampler', 'loss', 'engine'},
+        demo={'demo'})
+    for importer, imported in graph.items():
+        part = _part(importer)
+        if part in allowed:
+            wrong = {m for m in imported if _part(m) not in allowed[part]}
+            assert not wrong, f'{importer} imports {sorted(wrong)}'
+    # No cycle: a depth-first walk finds no module on its own path.
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, ' -> '.join(path + [module])
+        if module in done:
+            return
+        path.append(module)
+        for imported in sorted(graph[module]):
+            visit(imported)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
