@@ -30,6 +30,7 @@ import gc
 import math
 import os.path as osp
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,13 +43,12 @@ from mmseg.registry import HOOKS, MODELS
 
 import mmseg_infobatch  # noqa: F401
 from mmseg_infobatch import InfoBatchHook
+from mmseg_infobatch.engine.cpu_runtime import prepare_cpu_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# The CPU runtime and the data generator are helpers of tools/, not library.
-sys.path.insert(0, osp.join(REPO, 'tools'))
-from cpu_runtime import prepare_cpu_config  # noqa: E402
-from make_tiny_ade import make_ade_layout  # noqa: E402
-
+# The data generator is a script of tools/, run by its path.
+MAKE_TINY_ADE = osp.join(REPO, 'tools', 'dataset_converters',
+                         'make_tiny_ade.py')
 sys.path.insert(0, osp.join(REPO, 'benchmarks'))
 import benchmark_overhead as overhead  # noqa: E402
 
@@ -341,12 +341,13 @@ def main(argv=None):
         args.workers, args.warmup, args.repeats = 0, 2, 3
     skipped = [] if cuda else [p for p in args.precisions if p != 'fp32']
     precisions = [p for p in args.precisions if p not in skipped]
-    data_root = make_ade_layout(
-        tempfile.mkdtemp(prefix='ade_gen_'),
-        num_train=args.images,
-        num_val=1,
-        size=(args.crop, args.crop * 4 // 3),
-        num_classes=NUM_CLASSES)
+    data_root = tempfile.mkdtemp(prefix='ade_gen_')
+    generate = [
+        sys.executable, MAKE_TINY_ADE, data_root, '--num-train',
+        str(args.images), '--num-val', '1', '--num-classes',
+        str(NUM_CLASSES), '--size'
+    ] + [str(args.crop), str(args.crop * 4 // 3)]
+    subprocess.run(generate, check=True)
     start = time.time()
     rows = [row(p, *check_precision(p, data_root, args)) for p in precisions]
     device = torch.cuda.get_device_name(0) if cuda else 'CPU (smoke)'

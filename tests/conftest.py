@@ -13,7 +13,8 @@ TOOLS = REPO / 'tools'
 DEMO_CONFIG = (
     REPO / 'configs' / 'demo' / 'upernet_r18_digit_scenes_infobatch.py')
 sys.path.insert(0, str(TESTS))  # infobatch_recorder for custom_imports
-sys.path.insert(0, str(TOOLS))  # helpers of the tools: cpu_runtime, ...
+# make_tiny_ade, the tiny ADE20K-layout generator (a script of the tools).
+sys.path.insert(0, str(TOOLS / 'dataset_converters'))
 
 from make_tiny_ade import make_ade_layout  # noqa: E402
 

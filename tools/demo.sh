@@ -4,4 +4,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/bootstrap_env.sh"
 cd "$ROOT"
-exec python tools/demo.py "$@"
+exec python tools/misc/demo.py "$@"

@@ -7,12 +7,14 @@ config's test-time augmentation.
 import argparse
 import os.path as osp
 
-from cpu_runtime import prepare_cpu_config  # tools/ is on sys.path
 from mmengine.config import Config
+# train.py is this script's neighbour in tools/, the folder Python puts
+# first on sys.path when it runs a script.
 from train import (build_runner, finish_distributed, load_config,
                    parse_common_args)
 
 import mmseg_infobatch  # noqa: F401  registers the InfoBatch components
+from mmseg_infobatch.engine.cpu_runtime import prepare_cpu_config
 
 
 def parse_args(argv=None):

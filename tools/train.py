@@ -1,8 +1,7 @@
 """Train a segmentor (mmseg's tools/train.py, plus CPU and resume support,
 and ``--infobatch`` to train any config with InfoBatch).
 
-Runs from any folder; ``tools/`` is on ``sys.path`` when run as a script,
-which is how ``cpu_runtime`` is found.
+Runs from any folder.
 """
 import argparse
 import logging
@@ -10,7 +9,6 @@ import os
 import os.path as osp
 
 import torch
-from cpu_runtime import prepare_cpu_config  # tools/ is on sys.path
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
@@ -19,6 +17,7 @@ from mmseg.registry import RUNNERS
 from mmseg_infobatch import add_infobatch  # registers the components too
 from mmseg_infobatch.engine.checkpoint_types import \
     allow_mmengine_checkpoint_types
+from mmseg_infobatch.engine.cpu_runtime import prepare_cpu_config
 
 
 def parse_args(argv=None):

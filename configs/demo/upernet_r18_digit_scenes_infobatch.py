@@ -1,8 +1,9 @@
 # The embedded demo: UperNet on a slim ResNet-18, trained from scratch on
 # digit scenes (32x32, 1-2 digits of 16-26 px, 11 classes) with InfoBatch.
 # Full-data training converges (val mIoU plateaus near 90) in about 1,800
-# iterations, a few minutes on a 2-core CPU; see tools/run_study.py.
-# Generate the data first: python tools/make_digit_scenes.py data/digit_scenes
+# iterations, a few minutes on a 2-core CPU; see tools/misc/run_study.py.
+# Generate the data first:
+#   python tools/dataset_converters/make_digit_scenes.py data/digit_scenes
 _base_ = ['mmseg::_base_/default_runtime.py']
 custom_imports = dict(
     imports=['mmseg_infobatch', 'mmseg_infobatch.demo'],

@@ -1,5 +1,6 @@
 # The demo on a schedule twice as long (56 full-data passes), for the
-# lossless study closer to a plateau: tools/run_study.py --config THIS_FILE
+# lossless study closer to a plateau:
+#   python tools/misc/run_study.py --config THIS_FILE
 _base_ = ['./upernet_r18_digit_scenes_infobatch.py']
 
 passes = 56

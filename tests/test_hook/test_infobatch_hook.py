@@ -162,7 +162,7 @@ def test_analysis_tool_plots_a_finished_run(runs, tmp_path):
     import sys
 
     from conftest import REPO
-    sys.path.insert(0, str(REPO / 'tools'))
+    sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
     import analyze_infobatch
     analyze_infobatch.main([
         str(runs['infobatch']['work_dir']), '--compare',

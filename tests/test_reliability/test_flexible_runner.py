@@ -5,10 +5,12 @@ import copy
 import pytest
 import torch
 from conftest import load_record, train_subprocess
-from cpu_runtime import cpu_fsdp_supported, place_strategy_on_cpu
 from mmengine.config import Config
 from test_resume_matrix import assert_continues
 from tiny_config import tiny_config
+
+from mmseg_infobatch.engine.cpu_runtime import (cpu_fsdp_supported,
+                                         place_strategy_on_cpu)
 
 
 def _flexible(work_dir, data_root, strategy):
@@ -75,7 +77,7 @@ def test_flexible_runner_trains_and_resumes_exactly(strategy, ade_root,
 
 @pytest.mark.parametrize('supported', [True, False])
 def test_cpu_fsdp_is_refused_where_torch_cannot_run_it(monkeypatch, supported):
-    import cpu_runtime
+    from mmseg_infobatch import cpu_runtime
     monkeypatch.setattr(cpu_runtime, 'cpu_fsdp_supported', lambda: supported)
     cfg = Config(dict(strategy=dict(type='ResumableFSDPStrategy')))
     if supported:

@@ -3,10 +3,10 @@ workers, AMP and gradient accumulation."""
 import pytest
 from conftest import (demo_config, load_record, run_config, tiny_ade_options,
                       unique_names)
-from cpu_runtime import prepare_cpu_config
 from mmengine.config import Config
 
 from mmseg_infobatch import InfoBatchHook
+from mmseg_infobatch.engine.cpu_runtime import prepare_cpu_config
 
 WRAPPED_CE = "dict(type='InfoBatchLoss', loss=dict(type='CrossEntropyLoss', " \
     "use_sigmoid=False, loss_weight={w}))"

@@ -1,4 +1,5 @@
-"""tools/analyze_infobatch.py on a resumed work dir, without training.
+"""tools/analysis_tools/analyze_infobatch.py on a resumed work dir, without
+training.
 
 The fake run: 8 iterations a full pass, a budget of 4 passes (32
 iterations). Pass 0 is full (iterations 0-8), pass 1 pruned to 6 (8-14),
@@ -15,7 +16,7 @@ import pytest
 import torch
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / 'tools'))
+sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
 import analyze_infobatch  # noqa: E402
 
 FULL, BUDGET = 8, 32

@@ -1,13 +1,17 @@
-"""tools/check_compat.py on one stock config per loss family."""
+"""tools/analysis_tools/check_compat.py on one stock config per loss
+family."""
 import os.path as osp
 import re
+import sys
 
-import check_compat  # tools/ is on sys.path (conftest)
 import pytest
 import torch
 from conftest import REPO
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+
+sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
+import check_compat  # noqa: E402
 
 ROOT = check_compat.config_root()
 FCN = 'fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py'

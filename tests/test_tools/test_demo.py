@@ -1,4 +1,4 @@
-"""tools/demo.py end to end: on the demo data with a short schedule, and
+"""tools/misc/demo.py end to end: on the demo data with a short schedule, and
 in full against the README's summary block."""
 import importlib.util
 import os
@@ -13,7 +13,7 @@ from conftest import REPO, TOOLS
 def test_demo_summary_matches_the_run(tmp_path, capsys, monkeypatch):
     from mmseg_infobatch.demo import ensure_digit_scenes
     spec = importlib.util.spec_from_file_location('tool_demo',
-                                                  TOOLS / 'demo.py')
+                                                  TOOLS / 'misc' / 'demo.py')
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     # 40 scenes instead of 1000, at batch 4: 10 iterations a pass, 4 passes.
@@ -78,7 +78,7 @@ def test_readme_demo_block_is_what_the_demo_prints(tmp_path):
     assert set(documented) == set(EXACT_LINES)
     result = subprocess.run([
         sys.executable,
-        str(TOOLS / 'demo.py'), '--data-root',
+        str(TOOLS / 'misc' / 'demo.py'), '--data-root',
         str(tmp_path / 'data'), '--work-dir',
         str(tmp_path / 'work')
     ],

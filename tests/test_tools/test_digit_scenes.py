@@ -45,7 +45,7 @@ def test_scenes_have_ade_layout_and_real_labels(tmp_path):
 def test_generate_tool_reuses_existing_data(tmp_path):
     cmd = [
         sys.executable,
-        str(REPO / 'tools' / 'make_digit_scenes.py'),
+        str(REPO / 'tools' / 'dataset_converters' / 'make_digit_scenes.py'),
         str(tmp_path), '--num-train', '4', '--num-val', '2'
     ]
     subprocess.run(cmd, check=True, capture_output=True)

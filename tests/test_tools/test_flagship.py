@@ -9,9 +9,9 @@ import mmseg
 import pytest
 import torch
 from conftest import REPO, as_cli_options, tiny_ade_options
-from cpu_runtime import sync_bn_to_bn
 
 from mmseg_infobatch.engine.checkpoint_types import load_trusted_checkpoint
+from mmseg_infobatch.engine.cpu_runtime import sync_bn_to_bn
 from mmseg_infobatch.sampler.state import sample_tables
 
 # The checkpoints below are read with torch's safe loading where torch can

@@ -7,6 +7,7 @@ parsed by the tool itself, so a script that dispatches wrongly fails here.
 import importlib.util
 import os
 import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -17,12 +18,16 @@ FLAGSHIP = REPO / 'configs' / 'upernet_r50_ade20k_infobatch.py'
 LAUNCH_ENV = ('GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS', 'NNODES',
               'NODE_RANK', 'PORT', 'MASTER_ADDR', 'PYTHON')
 
+# tools/test.py imports train.py from its own folder, which Python puts
+# first on sys.path when it runs the script; loaded here, it needs the same.
+sys.path.insert(0, str(TOOLS))
 
-def _load_tool(name):
+
+def _load_tool(name, folder=TOOLS):
     # tools/test.py as a module named 'test' would clash with the stdlib's
     # test package, so each tool gets a name of its own.
     spec = importlib.util.spec_from_file_location(f'tool_{name}',
-                                                  TOOLS / f'{name}.py')
+                                                  folder / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -336,14 +341,15 @@ def test_train_tool_honours_runner_type(train_tool, tmp_path):
 
 
 def test_make_tiny_ade_tool(tmp_path, capsys):
-    tool = _load_tool('make_tiny_ade')
+    tool = _load_tool('make_tiny_ade', TOOLS / 'dataset_converters')
     tool.main([
         str(tmp_path), '--num-train', '3', '--num-val', '1', '--size', '8',
-        '16'
+        '16', '--num-classes', '3'
     ])
     import cv2
     images = sorted((tmp_path / 'images' / 'training').glob('*.jpg'))
     labels = sorted((tmp_path / 'annotations' / 'validation').glob('*.png'))
     assert len(images) == 3 and len(labels) == 1
     assert cv2.imread(str(images[0])).shape == (8, 16, 3)
+    assert cv2.imread(str(labels[0]), cv2.IMREAD_UNCHANGED).max() <= 3
     assert '3 training and 1 validation images' in capsys.readouterr().out

@@ -1,10 +1,10 @@
 """Every script the docs tell users about, run as the docs show it.
 
-Each script in ``benchmarks/`` and ``tools/`` runs in a subprocess in a small
-form, and its test checks what it prints or writes. ``SCRIPT_TESTS`` names
-the test that runs each script, here or elsewhere in the suite, and
-``test_every_script_has_a_test_that_runs_it`` fails when a script is added
-without one.
+Each script in ``benchmarks/`` and ``tools/`` (its subfolders included) runs
+in a subprocess in a small form, and its test checks what it prints or
+writes. ``SCRIPT_TESTS`` names the test that runs each script, here or
+elsewhere in the suite, and ``test_every_script_has_a_test_that_runs_it``
+fails when a script is added without one.
 """
 import json
 import os
@@ -19,8 +19,8 @@ from conftest import REPO, TESTS
 SCRIPT_TESTS = {
     'benchmarks/gpu_check.py': ('test_tools/test_shipped_scripts.py',
                                 'test_gpu_check_smoke_prints_the_table'),
-    'benchmarks/gpu_check.sh':
-    ('test_tools/test_shipped_scripts.py', 'test_gpu_check_sh_dispatches'),
+    'benchmarks/gpu_check.sh': ('test_tools/test_shipped_scripts.py',
+                                'test_gpu_check_sh_dispatches'),
     'benchmarks/gpu_bundle.sh': ('test_tools/test_shipped_scripts.py',
                                  'test_gpu_bundle_and_offline_check'),
     'benchmarks/gpu_offline_check.sh': ('test_tools/test_shipped_scripts.py',
@@ -34,28 +34,28 @@ SCRIPT_TESTS = {
     'benchmarks/peak_rss.py':
     ('test_tools/test_shipped_scripts.py',
      'test_benchmark_overhead_quick_prints_both_tables'),
-    'tools/run_study.py': ('test_tools/test_shipped_scripts.py',
-                           'test_study_smoke_writes_the_table'),
-    'tools/make_digit_scenes.py': ('test_tools/test_shipped_scripts.py',
-                                   'test_study_smoke_writes_the_table'),
-    'tools/analyze_infobatch.py': ('test_tools/test_shipped_scripts.py',
-                                   'test_analyze_draws_the_smoke_study'),
-    'tools/make_tiny_ade.py': ('test_tools/test_shipped_scripts.py',
-                               'test_make_tiny_ade_as_documented'),
-    'tools/check_compat.py': ('test_tools/test_shipped_scripts.py',
-                              'test_check_compat_subset'),
+    'tools/misc/run_study.py': ('test_tools/test_shipped_scripts.py',
+                                'test_study_smoke_writes_the_table'),
+    'tools/dataset_converters/make_digit_scenes.py':
+    ('test_tools/test_shipped_scripts.py',
+     'test_study_smoke_writes_the_table'),
+    'tools/analysis_tools/analyze_infobatch.py':
+    ('test_tools/test_shipped_scripts.py',
+     'test_analyze_draws_the_smoke_study'),
+    'tools/dataset_converters/make_tiny_ade.py':
+    ('test_tools/test_shipped_scripts.py', 'test_make_tiny_ade_as_documented'),
+    'tools/analysis_tools/check_compat.py':
+    ('test_tools/test_shipped_scripts.py', 'test_check_compat_subset'),
     'tools/demo.sh': ('test_tools/test_shipped_scripts.py',
                       'test_demo_and_test_commands_dispatch'),
     'tools/run_tests.sh': ('test_tools/test_shipped_scripts.py',
                            'test_demo_and_test_commands_dispatch'),
     'tools/bootstrap_env.sh': ('test_tools/test_shipped_scripts.py',
                                'test_demo_and_test_commands_dispatch'),
-    'tools/demo.py': ('test_tools/test_demo.py',
-                      'test_demo_summary_matches_the_run'),
+    'tools/misc/demo.py': ('test_tools/test_demo.py',
+                           'test_demo_summary_matches_the_run'),
     'tools/train.py': ('test_tools/test_flagship.py',
                        'test_flagship_trains_shortened_to_eta_min'),
-    'tools/cpu_runtime.py': ('test_tools/test_flagship.py',
-                             'test_flagship_trains_shortened_to_eta_min'),
     'tools/test.py': ('test_tools/test_flagship.py',
                       'test_test_tool_evaluates_a_checkpoint'),
     'tools/dist_train.sh': ('test_tools/test_scripts.py',
@@ -73,7 +73,7 @@ def _scripts():
     return sorted(
         str(path.relative_to(REPO)) for folder in ('benchmarks', 'tools')
         for pattern in ('*.py', '*.sh')
-        for path in (REPO / folder).glob(pattern))
+        for path in (REPO / folder).rglob(pattern))
 
 
 def test_every_script_has_a_test_that_runs_it():
@@ -179,7 +179,7 @@ def test_benchmark_overhead_quick_prints_both_tables(tmp_path):
 def smoke_study(tmp_path_factory):
     work_dir = tmp_path_factory.mktemp('study')
     result = run([
-        sys.executable, 'tools/run_study.py', '--smoke', '--work-dir',
+        sys.executable, 'tools/misc/run_study.py', '--smoke', '--work-dir',
         str(work_dir)
     ])
     return work_dir, result.stdout
@@ -187,7 +187,8 @@ def smoke_study(tmp_path_factory):
 
 def test_study_smoke_writes_the_table(smoke_study):
     work_dir, out = smoke_study
-    # tools/make_digit_scenes.py made the data the runs trained on.
+    # tools/dataset_converters/make_digit_scenes.py made the data the runs
+    # trained on.
     assert re.search(r'digit scenes ready in .*data \(40 train, 8 val', out)
     summary = json.loads((work_dir / 'results.json').read_text())
     full, ours = summary['summary']['full'], summary['summary']['infobatch']
@@ -205,7 +206,7 @@ def test_analyze_draws_the_smoke_study(smoke_study):
     work_dir, _ = smoke_study
     out_dir = work_dir / 'plots'
     out = run([
-        sys.executable, 'tools/analyze_infobatch.py',
+        sys.executable, 'tools/analysis_tools/analyze_infobatch.py',
         str(work_dir / 'infobatch' / 'seed0'), '--compare',
         str(work_dir / 'full' / 'seed0'), '--results',
         str(work_dir / 'results.json'), '--out',
@@ -221,7 +222,7 @@ def test_analyze_draws_the_smoke_study(smoke_study):
 
 def test_make_tiny_ade_as_documented(tmp_path):
     out = run([
-        sys.executable, 'tools/make_tiny_ade.py',
+        sys.executable, 'tools/dataset_converters/make_tiny_ade.py',
         str(tmp_path / 'tiny_ade'), '--num-train', '3', '--num-val', '2'
     ]).stdout
     assert f'3 training and 2 validation images in {tmp_path}' in out
@@ -235,8 +236,8 @@ def test_make_tiny_ade_as_documented(tmp_path):
 
 def test_check_compat_subset():
     out = run([
-        sys.executable, 'tools/check_compat.py', '--only', 'ddrnet', '--limit',
-        '1'
+        sys.executable, 'tools/analysis_tools/check_compat.py', '--only',
+        'ddrnet', '--limit', '1'
     ]).stdout
     assert out.startswith('1 groups to check')
     line = next(line for line in out.splitlines() if 'ddrnet' in line)

@@ -1,4 +1,4 @@
-"""tools/run_study.py and the study plot, without training."""
+"""tools/misc/run_study.py and the study plot, without training."""
 import json
 import math
 import sys
@@ -6,7 +6,8 @@ import sys
 import pytest
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / 'tools'))
+sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
+sys.path.insert(0, str(REPO / 'tools' / 'misc'))
 import analyze_infobatch  # noqa: E402
 import run_study  # noqa: E402
 

@@ -4,7 +4,8 @@ The flagship configs read ``data/ade/ADEChallengeData2016``; a few random
 images in the same layout let them run end to end without the real data
 (tests and ``benchmarks/gpu_check.py`` use it so)::
 
-    python tools/make_tiny_ade.py data/tiny_ade --num-train 12 --num-val 2
+    python tools/dataset_converters/make_tiny_ade.py data/tiny_ade \\
+        --num-train 12 --num-val 2
 """
 import argparse
 import os
@@ -57,6 +58,11 @@ def main(argv=None):
     parser.add_argument('--num-val', type=int, default=2)
     parser.add_argument(
         '--size', type=int, nargs=2, default=(48, 64), metavar=('H', 'W'))
+    parser.add_argument(
+        '--num-classes',
+        type=int,
+        default=150,
+        help='labels are drawn from 0..NUM_CLASSES')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     make_ade_layout(
@@ -64,6 +70,7 @@ def main(argv=None):
         args.num_train,
         args.num_val,
         tuple(args.size),
+        num_classes=args.num_classes,
         seed=args.seed)
     print(f'{args.num_train} training and {args.num_val} validation images '
           f'in {args.root}')

@@ -20,12 +20,12 @@ Arms:
 
 Examples::
 
-    python tools/run_study.py --quick        # 28 passes, full vs infobatch,
+    python tools/misc/run_study.py --quick   # 28 passes, full vs infobatch,
                                              # 2 seeds
-    python tools/run_study.py                # 56 passes, all arms, 3 seeds
-    python tools/run_study.py --arms full infobatch --seeds 0 1 2 3 4 \\
+    python tools/misc/run_study.py           # 56 passes, all arms, 3 seeds
+    python tools/misc/run_study.py --arms full infobatch --seeds 0 1 2 3 4 \\
         --summary results_5seeds     # reuses seeds 0-2 of the study
-    python tools/run_study.py --smoke        # both arms for 20 iterations
+    python tools/misc/run_study.py --smoke   # both arms for 20 iterations
                                              # on 40 scenes: a rehearsal
 """
 import argparse
@@ -40,7 +40,7 @@ import sys
 import time
 from datetime import datetime
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch_56passes.py'
 QUICK_CONFIG = 'configs/demo/upernet_r18_digit_scenes_infobatch.py'
 ARMS = ('full', 'infobatch', 'random', 'no_rescale', 'no_anneal', 'ratio_0.6',
@@ -370,7 +370,9 @@ def main(argv=None):
     os.chdir(ROOT)
     schedule = load_schedule(args.config, args.cfg_options)
     # The training data must exist before the first run.
-    make_data = [sys.executable, 'tools/make_digit_scenes.py']
+    make_data = [
+        sys.executable, 'tools/dataset_converters/make_digit_scenes.py'
+    ]
     if args.smoke:
         make_data += [args.data_root] + [
             f"--{key.replace('_', '-')}={value}"

@@ -1,7 +1,7 @@
 """Plot what InfoBatch did in a run, and how runs compare.
 
-    python tools/analyze_infobatch.py WORK_DIR [--compare OTHER_DIR ...]
-        [--results STUDY/results.json] [--out DIR]
+    python tools/analysis_tools/analyze_infobatch.py WORK_DIR
+        [--compare OTHER_DIR ...] [--results STUDY/results.json] [--out DIR]
 
 WORK_DIR is a work dir of tools/train.py with InfoBatch on. It writes PNGs:
 

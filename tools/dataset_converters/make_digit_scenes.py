@@ -1,6 +1,6 @@
 """Generate the digit-scenes demo data.
 
-Usage: python tools/make_digit_scenes.py ROOT
+Usage: python tools/dataset_converters/make_digit_scenes.py ROOT
 """
 import argparse
 import time

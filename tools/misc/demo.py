@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 from mmseg_infobatch.demo import ensure_digit_scenes
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'demo',
                   'upernet_r18_digit_scenes_infobatch.py')
 
