@@ -44,8 +44,9 @@ class DigitScenesDataset(BaseSegDataset):
         if not osp.isdir(img_dir):
             raise FileNotFoundError(
                 f'DigitScenesDataset: no image folder {img_dir}. Generate '
-                'the data with `python tools/dataset_converters/make_digit_scenes.py '
-                f'{self.data_root or "DATA_ROOT"}` or fix data_root.')
+                'the data with `python tools/dataset_converters/'
+                f'make_digit_scenes.py {self.data_root or "DATA_ROOT"}` or '
+                'fix data_root.')
         return super().load_data_list()
 
 

@@ -10,7 +10,7 @@ from test_resume_matrix import assert_continues
 from tiny_config import tiny_config
 
 from mmseg_infobatch.engine.cpu_runtime import (cpu_fsdp_supported,
-                                         place_strategy_on_cpu)
+                                                place_strategy_on_cpu)
 
 
 def _flexible(work_dir, data_root, strategy):
@@ -77,7 +77,7 @@ def test_flexible_runner_trains_and_resumes_exactly(strategy, ade_root,
 
 @pytest.mark.parametrize('supported', [True, False])
 def test_cpu_fsdp_is_refused_where_torch_cannot_run_it(monkeypatch, supported):
-    from mmseg_infobatch import cpu_runtime
+    from mmseg_infobatch.engine import cpu_runtime
     monkeypatch.setattr(cpu_runtime, 'cpu_fsdp_supported', lambda: supported)
     cfg = Config(dict(strategy=dict(type='ResumableFSDPStrategy')))
     if supported:
