@@ -6,7 +6,7 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
@@ -184,13 +184,13 @@ def test_sampler_seed_is_kept_and_imports_merge():
     cfg = stock(PSPNET)
     cfg.train_dataloader.sampler = dict(
         type='DefaultSampler', shuffle=False, seed=7, round_up=True)
-    cfg.custom_imports = dict(imports='infobatch_recorder')
+    cfg.custom_imports = dict(imports='helpers.infobatch_recorder')
     cfg.custom_hooks = [dict(type='EMAHook')]
     out = add_infobatch(cfg, policy='random')
     assert out.train_dataloader.sampler == dict(
         type='InfoBatchSampler', shuffle=False, seed=7, policy='random')
     assert out.custom_imports.imports == [
-        'infobatch_recorder', 'mmseg_infobatch'
+        'helpers.infobatch_recorder', 'mmseg_infobatch'
     ]
     assert [h['type']
             for h in out.custom_hooks] == ['EMAHook', 'InfoBatchHook']

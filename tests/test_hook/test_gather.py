@@ -8,9 +8,9 @@ on another sample.
 from unittest import mock
 
 import torch
-from helpers import plan_prune_stop
+from helpers import make_sampler
 
-from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
+from mmseg_infobatch import InfoBatchHook
 
 BASE = 2**24
 OWN_SCORES = torch.tensor([0.3333333, 0.1234567])
@@ -46,12 +46,14 @@ class _Term:
 def test_two_rank_gather_keeps_indices_above_2_24_exact():
     # Rank 1 of 2, batch 2, one ascending full pass: rank 1 takes the odd
     # indices, so its batch at position p holds 4p + 1 and 4p + 3.
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(1, 2)):
-        sampler = InfoBatchSampler(_Sized(BASE + 16), seed=0, shuffle=False)
-    sampler.configure(2)
-    plan_prune_stop(sampler, 0)  # a full pass, all weights 1
+    sampler = make_sampler(
+        _Sized(BASE + 16),
+        rank=1,
+        world=2,
+        batch_size=2,
+        prune_stop=0,  # a full pass, all weights 1
+        seed=0,
+        shuffle=False)
     iter(sampler)
     sampler.served.trained_batches = BASE // 4 + 2
     hook = InfoBatchHook()

@@ -14,11 +14,10 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO, make_sampler
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 
-from mmseg_infobatch import InfoBatchSampler
 from mmseg_infobatch.hook.checks import check_batch
 from mmseg_infobatch.hook.report import log_setup
 from mmseg_infobatch.sampler.state import dataset_fingerprint
@@ -35,10 +34,7 @@ STOCK_PIPELINE = [
 
 
 def _sampler(dataset, world_size=1, **kwargs):
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(0, world_size)):
-        return InfoBatchSampler(dataset, seed=0, **kwargs)
+    return make_sampler(dataset, world=world_size, seed=0, **kwargs)
 
 
 def _setup_log(cfg, sampler, batch_size, caplog, max_iters=160000):

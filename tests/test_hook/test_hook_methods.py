@@ -7,39 +7,24 @@ pipeline, so each test takes milliseconds and states exactly what reaches
 the losses, the score table, the schedulers, the loop's end and the
 checkpoint.
 """
-import logging
-from types import SimpleNamespace
-from unittest import mock
-
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import all_weights
-from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
-from mmseg.registry import MODELS
-from torch.utils.data import DataLoader
+from helpers.stand_in import (BATCH, DELTA, IGNORE, LOSS_WEIGHTS, PASSES,
+                              CountingScheduler, N, seg_logits_labels,
+                              stand_in_runner, start_hook, step, train)
 
-from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
+from mmseg_infobatch import InfoBatchHook
 from mmseg_infobatch.sampler.state import sample_tables
 
-N, BATCH, FULL = 12, 2, 6  # 12 images, batch 2: 6 iterations a full pass
-PASSES, DELTA = 4, 0.7  # delta * C = 2.8: passes 1, 2 prune, 3 anneals
+# 12 images, batch 2: 6 iterations a full pass; delta * C = 2.8: passes 1,
+# 2 prune, 3 anneals.
+FULL = N // BATCH
 BUDGET = PASSES * FULL
-LOSS_WEIGHTS = (1.0, 0.4)  # decode and auxiliary head
-IGNORE = 255
 EMPTY = 5  # an image without a valid pixel: never scored
 
-
-def _data():
-    g = torch.Generator().manual_seed(0)
-    logits = 3 * torch.randn(N, 3, 4, 4, generator=g)
-    labels = torch.randint(0, 3, (N, 4, 4), generator=g)
-    labels[torch.rand(N, 4, 4, generator=g) < 0.3] = IGNORE
-    labels[EMPTY] = IGNORE
-    return logits, labels
-
-
-LOGITS, LABELS = _data()
+LOGITS, LABELS = seg_logits_labels(N, 0)
+LABELS[EMPTY] = IGNORE
 
 
 def _expected_scores(batch):
@@ -52,103 +37,23 @@ def _expected_scores(batch):
     return mean * sum(LOSS_WEIGHTS)
 
 
-class _Scheduler:
-    """Counts the steps the hook adds beyond mmengine's one a batch."""
-
-    def __init__(self, by_epoch):
-        self.by_epoch = by_epoch
-        self.steps = 0
-
-    def step(self):
-        self.steps += 1
-
-
-class _Heads(torch.nn.Module):
-
-    def __init__(self):
-        super().__init__()
-        self.terms = torch.nn.ModuleList([
-            MODELS.build(
-                dict(
-                    type='InfoBatchLoss',
-                    loss=dict(type='CrossEntropyLoss', loss_weight=w)))
-            for w in LOSS_WEIGHTS
-        ])
-
-
 def _runner(seed=3, iteration=0, by_epoch=False):
-    sampler = InfoBatchSampler(list(range(N)), seed=seed, ratio=0.5)
-    dataloader = DataLoader(list(range(N)), batch_size=BATCH, sampler=sampler)
-    if by_epoch:
-        loop = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
-        loop._max_epochs = PASSES
-    else:
-        loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
-        loop._max_iters = BUDGET
-    loop.dataloader = dataloader
-    loop._epoch = 0
-    return SimpleNamespace(
-        train_loop=loop,
-        model=_Heads(),
-        logger=logging.getLogger('test_hook_methods'),
-        iter=iteration,
-        cfg={},
-        optim_wrapper=SimpleNamespace(),
-        param_schedulers=[_Scheduler(False),
-                          _Scheduler(True)],
-        visualizer=mock.MagicMock())
-
-
-def _start(runner, checkpoint=None):
-    hook = InfoBatchHook(delta=DELTA)
-    if checkpoint is not None:
-        hook.after_load_checkpoint(runner, checkpoint)
-    hook.before_train(runner)
-    return hook
-
-
-def _step(hook, runner):
-    """One training iteration as mmengine runs it; returns what the losses
-    were handed and what the batch was, taken from the sampler's pass
-    directly (not through the hook)."""
-    sampler = hook.sampler
-    if sampler.pass_idx < 0 or sampler.trained_batches >= sampler.pass_batches:
-        list(iter(sampler))  # the dataloader starts the next pass
-    start = sampler.trained_batches * BATCH
-    batch = sampler.served.rank_indices()[start:start + BATCH]
-    before = sampler.scores.clone(), sampler.seen.clone()
-    hook.before_train_iter(runner, runner.iter)
-    handed = [term.batch_weights.clone() for term in runner.model.terms]
-    for term in runner.model.terms:
-        term(LOGITS[batch], LABELS[batch], ignore_index=IGNORE)
-    hook.after_train_iter(runner, runner.iter)
-    runner.iter += 1
-    return dict(
-        iter=runner.iter - 1,
-        pass_idx=sampler.pass_idx,
-        batch=batch,
-        handed=handed,
-        cleared=[term.batch_weights is None for term in runner.model.terms],
-        pass_weights=all_weights(sampler).clone(),
-        before=before,
-        after=(sampler.scores.clone(), sampler.seen.clone()),
-        end=runner.train_loop.max_iters,
-        steps=runner.param_schedulers[0].steps,
-        epoch_steps=runner.param_schedulers[1].steps,
-        virtual=hook.sampler.plan.virtual_iter(sampler.position))
-
-
-def _train(hook, runner, until=None):
-    rows = []
-    while runner.iter < (until or runner.train_loop.max_iters):
-        rows.append(_step(hook, runner))
-    return rows
+    """A stand-in runner whose two schedulers, iteration- and epoch-based,
+    count the steps the hook adds."""
+    return stand_in_runner(
+        (LOGITS, LABELS),
+        seed=seed,
+        iteration=iteration,
+        by_epoch=by_epoch,
+        param_schedulers=[CountingScheduler(False),
+                          CountingScheduler(True)],
+        logger='test_hook_methods')
 
 
 def test_each_wrapped_loss_gets_the_pass_weights_of_its_batch():
     runner = _runner()
-    hook = _start(runner)
-    rows = _train(hook, runner)
+    hook = start_hook(runner)
+    rows = train(hook, runner)
     rescaled = 0
     for row in rows:
         expected = row['pass_weights'][row['batch']]
@@ -163,8 +68,8 @@ def test_each_wrapped_loss_gets_the_pass_weights_of_its_batch():
 
 def test_only_the_trained_batch_is_scored_with_the_sum_of_its_terms():
     runner = _runner()
-    hook = _start(runner)
-    rows = _train(hook, runner)
+    hook = start_hook(runner)
+    rows = train(hook, runner)
     for row in rows:
         (scores0, seen0), (scores1, seen1) = row['before'], row['after']
         batch = row['batch']
@@ -185,8 +90,8 @@ def test_only_the_trained_batch_is_scored_with_the_sum_of_its_terms():
 
 def test_schedulers_step_by_data_progress():
     runner = _runner()
-    hook = _start(runner)
-    rows = _train(hook, runner)
+    hook = start_hook(runner)
+    rows = train(hook, runner)
     assert runner.iter < BUDGET  # pruned passes shortened the run
     for row in rows:
         # mmengine steps once a batch; the hook adds the rest, so the step
@@ -198,8 +103,8 @@ def test_schedulers_step_by_data_progress():
 
 def test_loop_end_moves_earlier_by_each_pruned_pass():
     runner = _runner()
-    hook = _start(runner)
-    rows = _train(hook, runner)
+    hook = start_hook(runner)
+    rows = train(hook, runner)
     saved = 0
     for record in hook.history:
         saved += FULL - record.iters
@@ -214,7 +119,7 @@ def test_loop_end_moves_earlier_by_each_pruned_pass():
 
 def test_epoch_based_budget_is_epochs_of_full_passes():
     runner = _runner(by_epoch=True)
-    hook = _start(runner)
+    hook = start_hook(runner)
     assert hook.sampler.plan.budget_iters == PASSES * FULL
     assert hook.sampler.prune_stop == pytest.approx(DELTA * PASSES)
 
@@ -224,7 +129,7 @@ def test_resume_without_state_offsets_progress_and_annealing():
     # InfoBatch: its first pass starts fresh (full), and the annealing
     # point and the end count the 6 iterations already made.
     runner = _runner(iteration=FULL)
-    hook = _start(runner)
+    hook = start_hook(runner)
     assert hook.sampler.plan.offset == FULL
     assert hook.sampler.prune_stop == pytest.approx(DELTA * PASSES - 1)
     # mmengine draws 6 batches to skip what was trained: filler first,
@@ -232,7 +137,7 @@ def test_resume_without_state_offsets_progress_and_annealing():
     replay = list(iter(hook.sampler))
     assert len(replay) == FULL * BATCH + N
     assert sorted(replay[FULL * BATCH:]) == list(range(N))
-    rows = _train(hook, runner)
+    rows = train(hook, runner)
     assert [r.may_prune for r in hook.history] == [True, True, False]
     assert hook.history[0].pruned == 0 and hook.history[1].pruned > 0
     saved = sum(FULL - r.iters for r in hook.history)
@@ -258,13 +163,13 @@ def _as_format_3(state):
 
 def test_a_checkpoint_of_another_format_is_refused_with_the_fix():
     runner = _runner()
-    hook = _start(runner)
-    _train(hook, runner, until=FULL + 1)
+    hook = start_hook(runner)
+    train(hook, runner, until=FULL + 1)
     checkpoint = dict(meta=dict(iter=runner.iter))
     hook.before_save_checkpoint(runner, checkpoint)
     checkpoint['infobatch']['format'] = 99  # a later version's
     with pytest.raises(ValueError, match='(?s)another format.*load_from'):
-        _start(_runner(iteration=FULL + 1), checkpoint)
+        start_hook(_runner(iteration=FULL + 1), checkpoint)
 
 
 @pytest.mark.parametrize('old_format', [False, True])
@@ -272,8 +177,8 @@ def test_a_checkpoint_of_another_format_is_refused_with_the_fix():
 def test_checkpoint_round_trip_continues_the_same_run(resume_at, old_format,
                                                       tmp_path):
     runner = _runner()
-    hook = _start(runner)
-    _train(hook, runner, until=resume_at)
+    hook = start_hook(runner)
+    train(hook, runner, until=resume_at)
     checkpoint = dict(meta=dict(iter=runner.iter))
     hook.before_save_checkpoint(runner, checkpoint)
     if old_format:
@@ -284,13 +189,13 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, old_format,
     position = hook.sampler.trained_batches
     share = hook.sampler.served.rank_indices().tolist()
     steps = runner.param_schedulers[0].steps
-    rest = _train(hook, runner)
+    rest = train(hook, runner)
 
     # Another seed in the config: the checkpoint's wins.
     resumed = _runner(seed=99, iteration=resume_at)
     # mmengine restores the schedulers from their own checkpoint entry.
     resumed.param_schedulers[0].steps = steps
-    other = _start(resumed, loaded)
+    other = start_hook(resumed, loaded)
     sampler = other.sampler
     assert (sampler.seed, sampler.pass_idx, sampler.trained_batches) == (
         3, loaded['infobatch']['sampler']['pass_idx'], position)
@@ -304,7 +209,7 @@ def test_checkpoint_round_trip_continues_the_same_run(resume_at, old_format,
     replay = list(iter(sampler))
     filler = (resume_at - position) * BATCH
     assert replay[filler:] == share
-    rows = _train(other, resumed)
+    rows = train(other, resumed)
     assert len(rows) == len(rest)
     for got, want in zip(rows, rest):
         assert got['iter'] == want['iter']
@@ -344,9 +249,9 @@ def _checkpoint_in_pass_2(fmt):
     """A run trained into pass 2, after pass 1 pruned, and its checkpoint
     of that moment in format ``fmt`` (4: this version's)."""
     runner = _runner()
-    hook = _start(runner)
+    hook = start_hook(runner)
     while hook.sampler.pass_idx < 2 or hook.sampler.trained_batches < 2:
-        _step(hook, runner)
+        step(hook, runner)
     checkpoint = dict(meta=dict(iter=runner.iter))
     hook.before_save_checkpoint(runner, checkpoint)
     if fmt == 3:
@@ -368,16 +273,16 @@ def test_checkpoint_formats_2_and_3_still_resume(fmt, tmp_path):
     loaded = torch.load(path, weights_only=True)
     steps = runner.param_schedulers[0].steps
     resume_at = runner.iter
-    rest = _train(hook, runner)
+    rest = train(hook, runner)
 
     resumed = _runner(iteration=resume_at)
     resumed.param_schedulers[0].steps = steps
-    other = _start(resumed, loaded)
+    other = start_hook(resumed, loaded)
     assert (other.sampler.pass_idx, other.sampler.trained_batches) == (2, 2)
     assert [(r.pass_idx, r.kept, r.iters) for r in other.history] == \
         [(r.pass_idx, r.kept, r.iters) for r in hook.history[:3]]
     list(iter(other.sampler))  # mmengine draws resume_at batches to skip
-    rows = _train(other, resumed)
+    rows = train(other, resumed)
     # The rest of the run, batch by batch, as the uninterrupted one.
     assert len(rows) == len(rest) > 0
     for got, want in zip(rows, rest):
@@ -398,7 +303,7 @@ def test_saving_before_the_pass_is_restored_from_an_older_checkpoint(fmt):
     assert pass_1.pass_idx == 1 and pass_1.iters < FULL
     assert hook.history[2].pass_idx == 2 and hook.history[2].iters < FULL
     assert hook.sampler.saved_iters == FULL - pass_1.iters
-    other = _start(_runner(iteration=runner.iter), checkpoint)
+    other = start_hook(_runner(iteration=runner.iter), checkpoint)
     assert other.sampler.saved_iters == FULL - pass_1.iters
 
 
@@ -407,6 +312,6 @@ def test_anneal_false_prunes_in_every_pass():
     hook = InfoBatchHook(delta=DELTA, anneal=False)
     hook.before_train(runner)
     assert hook.sampler.prune_stop == float('inf')
-    _train(hook, runner)
+    train(hook, runner)
     assert [r.may_prune for r in hook.history] == [True] * len(hook.history)
     assert hook.history[-1].pruned > 0

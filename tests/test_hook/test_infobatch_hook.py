@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import demo_config, load_record, run_config
+from helpers.configs import demo_config, load_record, run_config
 
 from mmseg_infobatch.engine.checkpoint_types import \
     can_load_mmengine_checkpoints_safely
@@ -161,7 +161,7 @@ def test_epoch_based_loop_prunes_each_epoch(digit_root, tmp_path):
 def test_analysis_tool_plots_a_finished_run(runs, tmp_path):
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
     sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
     import analyze_infobatch
     analyze_infobatch.main([

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from conftest import demo_config, run_config
+from helpers.configs import demo_config, run_config
 
 from mmseg_infobatch.engine.checkpoint_types import load_trusted_checkpoint
 from mmseg_infobatch.sampler.prune_rule import Profile

@@ -1,7 +1,7 @@
 """NoPauseIterBasedTrainLoop: the stock loop's passes, without the pause."""
 import pytest
 import torch
-from conftest import demo_config, load_record, run_config
+from helpers.configs import demo_config, load_record, run_config
 
 from mmseg_infobatch.engine import no_pause_loop as loops
 

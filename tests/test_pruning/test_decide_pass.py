@@ -4,11 +4,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from pass_padding import pad_to_multiple
+from helpers import pad_to_multiple
 
 from mmseg_infobatch.sampler import random_draws
 from mmseg_infobatch.sampler.decision import decide_pass
-from mmseg_infobatch.sampler.layout import rank_share
+from mmseg_infobatch.sampler.layout import cycle_to, rank_share
 from mmseg_infobatch.sampler.prune_rule import (prune_probabilities,
                                                 validate_policy)
 
@@ -126,8 +126,7 @@ def test_rank_shares_are_equal_disjoint_and_cover():
     assert torch.equal(padded[:103], indices)
     assert padded[103] == indices[0]
     # Padding to world x batch repeats the head as often as needed.
-    padded = pad_to_multiple(torch.arange(3), 8)
-    assert padded.tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert cycle_to(torch.arange(3), 8).tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
 
 
 @pytest.mark.parametrize('policy,ratio,buckets,match', [

@@ -27,15 +27,13 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from helpers import all_weights, plan_prune_stop
+from helpers import all_weights, make_sampler
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mmengine.dataset import DefaultSampler
-from pass_padding import pad_to_multiple
 from torch.utils.data import DataLoader
 
 from mmseg_infobatch.sampler.decision import decide_pass
-from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
 from mmseg_infobatch.sampler.layout import cycle_to, rank_share
 from mmseg_infobatch.sampler.prune_rule import (float32_bound,
                                                 prune_probabilities)
@@ -301,16 +299,6 @@ def test_cycle_to_repeats_the_head(n, total):
     assert out.tolist() == [indices[i % n].item() for i in range(total)]
 
 
-@given(st.integers(1, 50), st.integers(1, 12))
-def test_pad_to_multiple_is_the_least_whole_multiple(n, multiple):
-    indices = torch.arange(100, 100 + n)
-    out = pad_to_multiple(indices, multiple)
-    assert out.numel() % multiple == 0
-    assert n <= out.numel() < n + multiple
-    assert torch.equal(out[:n], indices)
-    assert set(out.tolist()) == set(indices.tolist())
-
-
 @given(st.integers(1, 6), st.integers(1, 20))
 def test_rank_shares_interleave_into_the_pass(world, per_rank):
     padded = torch.randperm(world * per_rank, generator=_generator(world))
@@ -374,17 +362,17 @@ def sampler_setups(draw):
 def _samplers(setup):
     samplers = []
     for rank in range(setup['world']):
-        with mock.patch(
-                'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-                return_value=(rank, setup['world'])):
-            s = InfoBatchSampler(
-                list(range(setup['n'])),
+        samplers.append(
+            make_sampler(
+                setup['n'],
+                rank,
+                setup['world'],
+                setup['batch'],
+                setup['drop_last'],
+                prune_stop=setup['prune_stop'],
                 seed=setup['seed'],
                 shuffle=setup['shuffle'],
-                **setup['policy'])
-        s.configure(setup['batch'], setup['drop_last'])
-        plan_prune_stop(s, setup['prune_stop'])
-        samplers.append(s)
+                **setup['policy']))
     return samplers
 
 

@@ -5,10 +5,14 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import demo_config, run_config
+from helpers import make_sampler
+from helpers.configs import demo_config, run_config
+from helpers.stand_in import (seg_logits_labels, stand_in_runner, start_hook,
+                              train)
+from mmseg.registry import DATA_SAMPLERS, HOOKS, MODELS
 from torch.utils.data import BatchSampler, DataLoader
 
-from mmseg_infobatch import InfoBatchHook, InfoBatchLoss, InfoBatchSampler
+from mmseg_infobatch import InfoBatchHook, InfoBatchLoss
 from mmseg_infobatch.hook.checks import (check_batch, find_losses,
                                          find_train_sampler)
 
@@ -39,7 +43,7 @@ def _fake_runner(model,
                  batch_sampler=None):
     dataset = list(range(dataset_len))
     if sampler is None:
-        sampler = InfoBatchSampler(dataset, seed=0)
+        sampler = make_sampler(dataset, seed=0)
     if batch_sampler is not None:
         loader = DataLoader(dataset, batch_sampler=batch_sampler)
     else:
@@ -56,7 +60,6 @@ def _wrapped():
 
 
 def _plain():
-    from mmseg.registry import MODELS
     return MODELS.build(PLAIN_CE)
 
 
@@ -123,7 +126,7 @@ def test_custom_batch_sampler_cannot_carry_indices():
         pass
 
     dataset = list(range(20))
-    sampler = InfoBatchSampler(dataset, seed=0)
+    sampler = make_sampler(dataset, seed=0)
     runner = _fake_runner(
         _Model(_wrapped()),
         sampler=sampler,
@@ -139,15 +142,11 @@ def test_custom_batch_sampler_cannot_carry_indices():
 
 
 def test_dataset_smaller_than_world_times_batch():
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(0, 2)):
-        sampler = InfoBatchSampler(list(range(6)), seed=0)
     with pytest.raises(
             ValueError,
             match='6 samples, fewer than world '
             'size x batch size = 2 x 4'):
-        sampler.configure(4)
+        make_sampler(6, world=2, batch_size=4, seed=0)
 
 
 def test_batch_mismatch_is_caught():
@@ -160,7 +159,7 @@ def test_batch_mismatch_is_caught():
         hook.before_train_iter(runner, 0, dict(inputs=[0, 1, 2]))
 
 
-def test_nonfinite_and_empty_images_never_enter_scores(tmp_path, digit_root):
+def test_nonfinite_and_empty_images_never_enter_scores():
     """NaN, inf and no-valid-pixel scores are skipped and counted."""
     loss = _wrapped()
     runner = _fake_runner(_Model(loss), dataset_len=8)
@@ -189,21 +188,20 @@ def test_sampler_without_hook_fails_at_first_pass_end(tmp_path, digit_root):
         run_config(cfg)
 
 
-def test_cfg_option_typos_are_named(tmp_path, digit_root):
-    cfg = demo_config(tmp_path, digit_root, record=False)
-    cfg.merge_from_dict({'train_dataloader.sampler.ratoi': 0.3})
+def test_cfg_option_typos_are_named():
+    """A misspelt key that ``--cfg-options`` puts into the sampler's, the
+    hook's or the loss's config is named when the runner builds it from
+    its registry."""
     with pytest.raises(TypeError, match='ratoi'):
-        run_config(cfg)
-    cfg = demo_config(tmp_path, digit_root, record=False)
-    cfg.merge_from_dict({'custom_hooks.0.detla': 0.5})
+        DATA_SAMPLERS.build(
+            dict(type='InfoBatchSampler', ratoi=0.3),
+            default_args=dict(dataset=list(range(8)), seed=0))
     with pytest.raises(TypeError, match='detla'):
-        run_config(cfg, train=False)
-    cfg = demo_config(tmp_path, digit_root, record=False)
-    cfg.merge_from_dict({'model.decode_head.loss_decode.los': PLAIN_CE})
+        HOOKS.build(dict(type='InfoBatchHook', detla=0.5))
     with pytest.raises(
             TypeError, match="InfoBatchLoss got arguments "
             "\\['los'\\]"):
-        run_config(cfg, train=False)
+        MODELS.build(dict(type='InfoBatchLoss', loss=PLAIN_CE, los=PLAIN_CE))
 
 
 def _plain_config(work_dir, digit_root, passes=1):
@@ -233,19 +231,22 @@ def test_resume_without_infobatch_state_starts_fresh(tmp_path, digit_root,
     assert runner.iter < 40
 
 
-def test_resume_with_other_dataset_size(tmp_path, digit_root,
-                                        tmp_path_factory):
-    from mmseg_infobatch.demo import generate_digit_scenes
-    run_config(demo_config(tmp_path, digit_root, passes=1, record=False))
-    other = tmp_path_factory.mktemp('digits44')
-    generate_digit_scenes(str(other), num_train=44, num_val=4, seed=0)
-    cfg = demo_config(tmp_path, other, passes=2, num_train=44, record=False)
-    cfg.resume = True
+def test_resume_with_other_dataset_size():
+    """A run of 40 images resumed after its first pass (10 iterations of
+    batch 4) on 44 images is refused when the hook restores the
+    checkpoint, before the first iteration."""
+    data = seg_logits_labels(44, 0)
+    first = stand_in_runner(data, n=40, batch=4)
+    hook = start_hook(first)
+    train(hook, first, until=10)
+    checkpoint = dict(meta=dict(iter=first.iter))
+    hook.before_save_checkpoint(first, checkpoint)
+    resumed = stand_in_runner(data, n=44, batch=4, iteration=10)
     with pytest.raises(
             ValueError,
             match='num_samples=40, but this run has '
             'num_samples=44.*load_from'):
-        run_config(cfg)
+        start_hook(resumed, checkpoint)
 
 
 def test_sample_idx_mismatch_is_caught():

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 import torch
-from conftest import demo_config, load_record, train_subprocess
+from helpers.configs import demo_config, load_record, train_subprocess
 
 KILL_AT = 16  # checkpoints every 7 iterations: the last one is at 14
 
@@ -14,7 +14,7 @@ def _configs(tmp_path, digit_root, name, **options):
         tmp_path / name, digit_root, passes=4, delta=0.7, **options)
     cfg.default_hooks.checkpoint.interval = 7
     killer = copy.deepcopy(cfg)
-    killer.custom_imports.imports.append('killer_hook')
+    killer.custom_imports.imports.append('helpers.killer_hook')
     killer.custom_hooks.append(dict(type='SigkillAtIterHook', at_iter=KILL_AT))
     return cfg, killer
 

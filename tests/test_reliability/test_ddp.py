@@ -1,6 +1,6 @@
 """Real 2-process DDP on CPU (gloo) through torchrun and tools/train.py."""
 import torch
-from conftest import demo_config, load_record, train_subprocess
+from helpers.configs import demo_config, load_record, train_subprocess
 
 
 def test_two_ranks_agree_on_every_pass(digit_root, tmp_path):

@@ -4,10 +4,9 @@ import copy
 
 import pytest
 import torch
-from conftest import load_record, train_subprocess
+from helpers.configs import (assert_continues, load_record, tiny_config,
+                             train_subprocess)
 from mmengine.config import Config
-from test_resume_matrix import assert_continues
-from tiny_config import tiny_config
 
 from mmseg_infobatch.engine.cpu_runtime import (cpu_fsdp_supported,
                                                 place_strategy_on_cpu)

@@ -1,8 +1,8 @@
 """InfoBatch in stock mmseg configs of other families, dataset wrappers,
 workers, AMP and gradient accumulation."""
 import pytest
-from conftest import (demo_config, load_record, run_config, tiny_ade_options,
-                      unique_names)
+from helpers.configs import (demo_config, load_record, run_config,
+                             tiny_ade_options, unique_names)
 from mmengine.config import Config
 
 from mmseg_infobatch import InfoBatchHook
@@ -138,7 +138,7 @@ def test_amp_optimizer_wrapper_runs(digit_root, tmp_path):
     """mmengine's AmpOptimWrapper refuses CPUs, so a test-only subclass of
     OptimWrapper autocasts to bfloat16 on CPU the same way; the CUDA AMP
     runs (fp16 and bf16) are in benchmarks/gpu_check.sh."""
-    import cpu_amp_optim_wrapper  # noqa: F401
+    import helpers.cpu_amp_optim_wrapper  # noqa: F401
     cfg = demo_config(tmp_path, digit_root, passes=3, delta=0.5)
     cfg.optim_wrapper.type = 'CpuAmpOptimWrapper'
     runner = run_config(cfg)
@@ -152,7 +152,7 @@ def test_amp_optimizer_wrapper_runs(digit_root, tmp_path):
 def test_train_tool_amp_flag_selects_amp_wrapper():
     import sys
 
-    from conftest import DEMO_CONFIG, REPO
+    from helpers import DEMO_CONFIG, REPO
     sys.path.insert(0, str(REPO / 'tools'))
     from train import build_config, parse_args
     cfg = build_config(parse_args([str(DEMO_CONFIG), '--amp']))

@@ -8,16 +8,15 @@ mmengine hands the checkpoint, InfoBatch state included, to every hook's
 pass 0 with nothing scored, a full first pass and its own seed.
 """
 import torch
-from conftest import load_record
-from tiny_config import BATCH, NUM_TRAIN, tiny_config
-from tiny_config import train as run
+from helpers.configs import (BATCH, NUM_TRAIN, load_record, run_config,
+                             tiny_config)
 
 from mmseg_infobatch.engine.checkpoint_types import load_trusted_checkpoint
 
 
 def test_load_from_starts_infobatch_fresh_in_a_real_run(ade_root, tmp_path):
     first = tiny_config(tmp_path / 'first', ade_root, seed=0, passes=2)
-    run(first)
+    run_config(first)
     checkpoints = sorted(
         (tmp_path / 'first').glob('iter_*.pth'),
         key=lambda p: int(p.stem.split('_')[1]))
@@ -26,7 +25,7 @@ def test_load_from_starts_infobatch_fresh_in_a_real_run(ade_root, tmp_path):
 
     loaded = tiny_config(tmp_path / 'loaded', ade_root, seed=1, passes=2)
     loaded.load_from = str(checkpoints[-1])
-    run(loaded)
+    run_config(loaded)
     record = load_record(tmp_path / 'loaded')
     first_pass = record['passes'][0]
     assert (first_pass['pass_idx'], first_pass['start_iter'],

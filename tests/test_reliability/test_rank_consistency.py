@@ -3,22 +3,21 @@ the same error: the fingerprint check on its own (all_gather mocked), and
 the case that hung before it existed, two nodes on localhost each with its
 own work dir, only one of which holds the checkpoint, both --resume."""
 import os
-import socket
 import subprocess
 import sys
 from unittest import mock
 
 import pytest
 import torch
-from conftest import REPO, TESTS, load_record
-from tiny_config import tiny_config
+from helpers import REPO, free_port, make_sampler
+from helpers.configs import (load_record, subprocess_env, tiny_config,
+                             train_subprocess)
 
 from mmseg_infobatch.hook import consistency
 from mmseg_infobatch.hook.consistency import (ON_RANK0, TABLES,
                                               agree_on_resume,
                                               check_ranks_agree,
                                               sampler_digest)
-from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
 
 DIGEST = {
     'iteration': 14,
@@ -94,11 +93,7 @@ def test_resume_agreement_names_the_fix_and_hands_out_rank0_tables():
 def _pruned_sampler(**kwargs):
     """A one-rank sampler in its second pass, pruned from the scores of
     every sample."""
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(0, 1)):
-        sampler = InfoBatchSampler(list(range(40)), seed=3, **kwargs)
-    sampler.configure(4)
+    sampler = make_sampler(40, batch_size=4, seed=3, **kwargs)
     iter(sampler)
     for _ in range(sampler.pass_batches):
         sampler.finish_batch()
@@ -142,49 +137,26 @@ def test_rank_check_compares_each_samples_weight_code():
     _refused_as_another_pass(rank0, rank1)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_node_local_work_dirs_are_refused_on_every_rank(ade_root, tmp_path):
     """Two nodes without a shared work dir: only node 0 holds the
     checkpoint, and both are started with --resume."""
     node0, node1 = tmp_path / 'node0', tmp_path / 'node1'
     cfg = tiny_config(node0, ade_root, world_size=2, passes=2)
     cfg.default_hooks.checkpoint.interval = 10**6  # only the last
-    cfg.dump(str(tmp_path / 'cfg.py'))
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]),
-        OMP_NUM_THREADS='1')
-    train_py = str(REPO / 'tools' / 'train.py')
-    first = subprocess.run([
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-        f'--master_port={_free_port()}', '--master_addr=127.0.0.1', train_py,
-        str(tmp_path / 'cfg.py'), '--launcher', 'pytorch'
-    ],
-                           capture_output=True,
-                           text=True,
-                           cwd=REPO,
-                           env=env,
-                           timeout=300)
-    assert first.returncode == 0, first.stderr[-4000:]
+    train_subprocess(cfg, tmp_path / 'cfg.py', nproc=2, timeout=300)
     final = load_record(node0)['final_iter']
     assert (node0 / 'last_checkpoint').exists()
 
-    port = _free_port()
+    port = free_port()
     nodes = []
     for rank, work_dir in enumerate((node0, node1)):
-        node_env = dict(
-            env,
+        node_env = subprocess_env(
             NNODES='2',
             NODE_RANK=str(rank),
             PORT=str(port),
             MASTER_ADDR='127.0.0.1',
             PATH=os.pathsep.join(
-                [os.path.dirname(sys.executable), env['PATH']]))
+                [os.path.dirname(sys.executable), os.environ['PATH']]))
         nodes.append(
             subprocess.Popen([
                 'bash',

@@ -11,9 +11,10 @@ builds the train dataloader exactly as mmengine's runner does
 """
 import json
 import os
-import socket
 import subprocess
 import sys
+
+from helpers import free_port
 
 PROBE = r'''
 import json
@@ -60,12 +61,6 @@ SETTINGS = [
 ]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_every_rank_decides_from_one_seed(tmp_path):
     script, out = tmp_path / 'probe.py', tmp_path / 'out.json'
     script.write_text(PROBE)
@@ -74,7 +69,7 @@ def test_every_rank_decides_from_one_seed(tmp_path):
     env = dict(
         os.environ,
         MASTER_ADDR='127.0.0.1',
-        MASTER_PORT=str(_free_port()),
+        MASTER_PORT=str(free_port()),
         WORLD_SIZE='2',
         OMP_NUM_THREADS='1')
     procs = [

@@ -13,35 +13,15 @@ mmseg's own tools/train.py.
 import copy
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import REPO, load_record, train_subprocess
-from tiny_config import BATCH, FULL_PASS_BATCHES, PASSES, tiny_config
-from tiny_config import train as run
-
-
-def assert_continues(ref, res, resumed_at):
-    """The resumed record equals the reference's from ``resumed_at`` on."""
-    rows = [i for i, row in enumerate(ref['iters']) if row[0] >= resumed_at]
-    assert len(res['iters']) == len(rows), (resumed_at, len(rows))
-    for j, i in enumerate(rows):
-        assert res['iters'][j] == ref['iters'][i], (resumed_at, j)
-        assert res['batches'][j] == ref['batches'][i], (resumed_at, j)
-        for got, want in zip(res['loss_weights'][j], ref['loss_weights'][i]):
-            assert torch.equal(got, want), (resumed_at, j)
-    by_pass = {p['pass_idx']: p for p in ref['passes']}
-    for landed in res['passes']:
-        want = by_pass[landed['pass_idx']]
-        for key in ('padded_order', 'rank_indices', 'weights'):
-            assert torch.equal(landed[key], want[key]), (resumed_at, key)
-    assert res['final_iter'] == ref['final_iter']
-    assert res['final_lr'] == ref['final_lr']
-    assert torch.equal(res['final_scores'], ref['final_scores'])
-    assert torch.equal(res['final_seen'], ref['final_seen'])
-    for got, want in zip(res['final_params'], ref['final_params']):
-        assert torch.equal(got, want), resumed_at
+from helpers import REPO, free_port
+from helpers.configs import (BATCH, FULL_PASS_BATCHES, PASSES,
+                             assert_continues, load_record, run_config,
+                             subprocess_env, tiny_config, train_subprocess)
 
 
 def _has_matrix_shape(ref):
@@ -63,7 +43,7 @@ def reference_run(work_dir, data_root, **options):
     full length; such a run is drawn again (at most 5 times)."""
     for attempt in range(5):
         ref_dir = work_dir / f'ref{attempt}'
-        run(tiny_config(ref_dir, data_root, **options))
+        run_config(tiny_config(ref_dir, data_root, **options))
         ref = load_record(ref_dir)
         if _has_matrix_shape(ref):
             break
@@ -107,7 +87,7 @@ def test_resume_from_every_iteration(seed, workers, loop, sampler, ade_root,
             loop=loop,
             sampler=sampler)
         cfg.default_hooks.checkpoint.interval = 10**6  # only the last
-        run(cfg, resume_from=ref_dir / f'iter_{k}.pth')
+        run_config(cfg, resume_from=ref_dir / f'iter_{k}.pth')
         assert_continues(ref, load_record(res_dir), k)
         text = ''.join(p.read_text() for p in res_dir.glob('*/*.log'))
         # The checkpoint's seed wins; a seed the user never fixed is
@@ -121,7 +101,7 @@ def test_resume_at_every_epoch_boundary(ade_root, tmp_path):
     for epoch in range(1, PASSES):
         res_dir = tmp_path / f'resume_{epoch}'
         cfg = tiny_config(res_dir, ade_root, by_epoch=True)
-        runner = run(cfg, resume_from=ref_dir / f'epoch_{epoch}.pth')
+        runner = run_config(cfg, resume_from=ref_dir / f'epoch_{epoch}.pth')
         start = ref['passes'][epoch]['start_iter']
         assert_continues(ref, load_record(res_dir), start)
         assert runner.epoch == PASSES
@@ -148,7 +128,7 @@ def test_epoch_based_resume_from_every_iteration_checkpoint(
     for k in positions:
         res_dir = tmp_path / f'resume_{k}'
         cfg = tiny_config(res_dir, ade_root, **options)
-        runner = run(cfg, resume_from=ref_dir / f'iter_{k}.pth')
+        runner = run_config(cfg, resume_from=ref_dir / f'iter_{k}.pth')
         assert_continues(ref, load_record(res_dir), k)
         assert runner.epoch == PASSES
         text = ''.join(p.read_text() for p in res_dir.glob('*/*.log'))
@@ -215,18 +195,8 @@ def test_epoch_based_two_rank_resume_through_dist_train(ade_root, tmp_path):
 
 
 def _dist_train(config_file, work_dir, *args):
-    import socket
-    import subprocess
-    import sys
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    env = dict(
-        os.environ,
-        PORT=str(port),
-        OMP_NUM_THREADS='1',
-        PYTHONPATH=os.pathsep.join([str(REPO / 'tests'),
-                                    str(REPO)]),
+    env = subprocess_env(
+        PORT=str(free_port()),
         PATH=os.pathsep.join(
             [os.path.dirname(sys.executable), os.environ['PATH']]))
     result = subprocess.run([
@@ -252,9 +222,10 @@ def cfg_file(cfg, path):
 
 def test_changed_fixed_seed_warns_and_the_checkpoint_wins(ade_root, tmp_path):
     ref_dir = tmp_path / 'ref'
-    run(tiny_config(ref_dir, ade_root, seed=1))
+    run_config(tiny_config(ref_dir, ade_root, seed=1))
     res_dir = tmp_path / 'resumed'
-    run(tiny_config(res_dir, ade_root, seed=2),
+    run_config(
+        tiny_config(res_dir, ade_root, seed=2),
         resume_from=ref_dir / 'iter_8.pth')
     text = ''.join(p.read_text() for p in res_dir.glob('*/*.log'))
     assert 'differs from the checkpoint' in text

@@ -18,133 +18,38 @@ and scheduler, so each test takes milliseconds.
 import logging
 import math
 import re
-from types import SimpleNamespace
 from unittest import mock
 
 import pytest
 import torch
-from helpers import all_weights
+from helpers import all_weights, make_sampler
+from helpers.stand_in import (BATCH, DELTA, IGNORE, PASSES, N, as_lists,
+                              seg_logits_labels, stand_in_runner, start_hook,
+                              step, train)
 from mmengine.dataset import DefaultSampler
 from mmengine.optim import OptimWrapper, PolyLR
-from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmseg.registry import MODELS
 from torch.utils.data import DataLoader
 
-from mmseg_infobatch import InfoBatchHook, InfoBatchSampler
 from mmseg_infobatch.hook.report import SavingReport
 from mmseg_infobatch.sampler.decision import decide_pass
 from mmseg_infobatch.sampler.prune_rule import Profile, prune_probabilities
 from mmseg_infobatch.sampler.target import expected_saving
 
-N, BATCH, PASSES, DELTA = 12, 2, 4, 0.7  # 6 iterations a full pass
-FULL_PASS = N // BATCH
-IGNORE = 255
+FULL_PASS = N // BATCH  # 12 images, batch 2: 6 iterations a full pass
 MAX_N = 20
-
-
-def _data(num, seed):
-    g = torch.Generator().manual_seed(seed)
-    logits = 3 * torch.randn(num, 3, 4, 4, generator=g)
-    labels = torch.randint(0, 3, (num, 4, 4), generator=g)
-    labels[torch.rand(num, 4, 4, generator=g) < 0.3] = IGNORE
-    return logits, labels
-
 
 # The first 16 samples as they always were, then 4 more.
 LOGITS, LABELS = (
-    torch.cat(parts) for parts in zip(_data(16, 0), _data(MAX_N - 16, 1)))
+    torch.cat(parts) for parts in zip(
+        seg_logits_labels(16, 0), seg_logits_labels(MAX_N - 16, 1)))
 
 
-class _Heads(torch.nn.Module):
-
-    def __init__(self):
-        super().__init__()
-        self.terms = torch.nn.ModuleList([
-            MODELS.build(
-                dict(
-                    type='InfoBatchLoss',
-                    loss=dict(type='CrossEntropyLoss', loss_weight=w)))
-            for w in (1.0, 0.4)
-        ])
-
-
-def _runner(n=N,
-            batch=BATCH,
-            seed=3,
-            drop_last=False,
-            by_epoch=False,
-            world=1,
-            optim_wrapper=None,
-            param_schedulers=None,
-            logger='test_rules',
-            sampler_args=None,
-            max_iters=None):
-    """A stand-in runner around mmengine's own loop (built by its
-    ``__init__``, so its length is mmengine's) and a real dataloader.
-    An iteration-based loop gets the budget of ``PASSES`` full passes as
-    the dataloader counts them."""
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(0, world)):
-        sampler = InfoBatchSampler(
-            list(range(n)), seed=seed, **(sampler_args or dict(ratio=0.5)))
-    dataloader = DataLoader(
-        list(range(n)), batch_size=batch, sampler=sampler, drop_last=drop_last)
-    runner = SimpleNamespace(
-        model=_Heads(),
-        logger=logging.getLogger(logger),
-        iter=0,
-        cfg={},
-        optim_wrapper=optim_wrapper or SimpleNamespace(),
-        param_schedulers=param_schedulers or [],
-        visualizer=mock.MagicMock())
-    if by_epoch:
-        runner.train_loop = EpochBasedTrainLoop(
-            runner, dataloader, max_epochs=PASSES)
-    else:
-        runner.train_loop = IterBasedTrainLoop(
-            runner,
-            dataloader,
-            max_iters=max_iters or PASSES * len(dataloader))
-    return runner
-
-
-def _start(runner, checkpoint=None, **hook_args):
-    hook = InfoBatchHook(**{'delta': DELTA, **hook_args})
-    if checkpoint is not None:
-        hook.after_load_checkpoint(runner, checkpoint)
-    hook.before_train(runner)
-    return hook
-
-
-def _step(hook, runner, train_step=None):
-    """One iteration as mmengine runs it; ``train_step`` stands for the
-    optimizer wrapper's part of ``model.train_step``."""
-    sampler = hook.sampler
-    if sampler.pass_idx < 0 or sampler.trained_batches >= sampler.pass_batches:
-        list(iter(sampler))  # the dataloader starts the next pass
-    batch = sampler.batch_indices().clone()
-    hook.before_train_iter(runner, runner.iter)
-    handed = runner.model.terms[0].batch_weights.clone()
-    for term in runner.model.terms:
-        term(LOGITS[batch], LABELS[batch], ignore_index=IGNORE)
-    if train_step is not None:
-        train_step()
-    hook.after_train_iter(runner, runner.iter)
-    runner.iter += 1
-    return dict(
-        iter=runner.iter - 1,
-        pass_idx=sampler.pass_idx,
-        batch=batch.tolist(),
-        handed=handed.tolist(),
-        end=runner.train_loop.max_iters)
-
-
-def _train(hook, runner, until=None, **kwargs):
-    rows = []
-    while runner.iter < (until or runner.train_loop.max_iters):
-        rows.append(_step(hook, runner, **kwargs))
-    return rows
+def _runner(**kwargs):
+    """A stand-in runner (mmengine's own loop and a real dataloader)
+    over the first ``n`` of these images."""
+    kwargs.setdefault('logger', 'test_rules')
+    return stand_in_runner((LOGITS, LABELS), **kwargs)
 
 
 # -- unscored samples, under every policy --------------------------------
@@ -241,11 +146,7 @@ def test_a_refilled_sample_is_one_that_was_dropped(sampler_args):
     the decision kept is still in it."""
     refilled = 0
     for seed in range(12):
-        with mock.patch(
-                'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-                return_value=(0, 1)):
-            s = InfoBatchSampler(list(range(16)), seed=seed, **sampler_args)
-        s.configure(8)
+        s = make_sampler(16, batch_size=8, seed=seed, **sampler_args)
         for _ in range(len(list(iter(s))) // 8):
             s.finish_batch()
         # Three samples stay unscored (no valid pixel yet): always kept.
@@ -293,7 +194,7 @@ def test_full_pass_length_follows_drop_last_as_mmengine_counts(
             by_epoch=by_epoch)
         loop = runner.train_loop
         assert len(loop.dataloader) == full  # before any pass
-        hook = _start(runner)
+        hook = start_hook(runner)
         assert hook.sampler.plan.full_pass_batches == full
         plan = hook.sampler.plan
         assert plan.budget_iters == loop.max_iters == PASSES * full
@@ -324,9 +225,9 @@ def test_adjust_schedule_false_keeps_the_schedule_as_written():
     optimizer, scheduler = poly(budget)
     written, as_written = poly(budget)
     runner = _runner(param_schedulers=[scheduler])
-    hook = _start(runner, adjust_schedule=False)
+    hook = start_hook(runner, adjust_schedule=False)
     while runner.iter < runner.train_loop.max_iters:
-        _step(hook, runner)
+        step(hook, runner)
         scheduler.step()  # ParamSchedulerHook's one step an iteration
         as_written.step()
         assert optimizer.param_groups[0]['lr'] == \
@@ -354,8 +255,8 @@ def test_end_report_without_schedule_adjustment_counts_the_data_saved(
         sampler_args=sampler_args,
         max_iters=max_iters)
     with caplog.at_level(logging.INFO, logger=runner.logger.name):
-        hook = _start(runner, adjust_schedule=False)
-        _train(hook, runner)
+        hook = start_hook(runner, adjust_schedule=False)
+        train(hook, runner)
         hook.after_train(runner)
     assert runner.iter == max_iters
     saved = sum(
@@ -377,21 +278,21 @@ def test_load_from_starts_infobatch_fresh():
     trains exactly as a run without any checkpoint: its own seed, every
     sample unscored, a full first pass, no history, no offset."""
     first = _runner(seed=3)
-    hook = _start(first)
-    _train(hook, first, until=N // BATCH + 3)  # mid pruned pass
+    hook = start_hook(first)
+    train(hook, first, until=N // BATCH + 3)  # mid pruned pass
     checkpoint = dict(meta=dict(iter=first.iter))
     hook.before_save_checkpoint(first, checkpoint)
     assert 'infobatch' in checkpoint
 
     loaded = _runner(seed=5)
-    from_weights = _start(loaded, checkpoint)
+    from_weights = start_hook(loaded, checkpoint)
     plain = _runner(seed=5)
-    fresh = _start(plain)
+    fresh = start_hook(plain)
     assert from_weights.sampler.seed == 5
     assert not from_weights.sampler.seen.any()
     assert from_weights.sampler.plan == fresh.sampler.plan
-    rows = _train(from_weights, loaded)
-    assert rows == _train(fresh, plain)
+    rows = train(from_weights, loaded)
+    assert as_lists(rows) == as_lists(train(fresh, plain))
     assert repr(from_weights.history) == repr(fresh.history)
     assert from_weights.history[0].pruned == 0
 
@@ -434,7 +335,7 @@ def test_epoch_based_resume_trains_each_batch_once(by_epoch_checkpoint):
     checkpoint: the rest of the saved pass (none after its last batch),
     then the same later passes."""
     reference = _runner(by_epoch=True)
-    hook = _start(reference)
+    hook = start_hook(reference)
     # Every iteration of the run: mid-pass, and each pass's last batch.
     batches, _ = _run_epochs(hook, reference)
     ends = {r.start_iter + r.iters for r in hook.history}
@@ -445,14 +346,14 @@ def test_epoch_based_resume_trains_each_batch_once(by_epoch_checkpoint):
         if by_epoch_checkpoint and k not in ends:
             continue  # an epoch checkpoint comes at an epoch's end
         first = _runner(by_epoch=True)
-        _, saved = _run_epochs(_start(first), first, checkpoint_at=k)
+        _, saved = _run_epochs(start_hook(first), first, checkpoint_at=k)
         resumed = _runner(by_epoch=True)
         resumed.iter = k
         # What mmengine's resume restores: the epoch in progress for an
         # iteration checkpoint, the next one for an epoch checkpoint.
         resumed.train_loop._epoch = saved.pop('epoch_in_progress') + (
             1 if by_epoch_checkpoint else 0)
-        again = _start(resumed, checkpoint=saved)
+        again = start_hook(resumed, checkpoint=saved)
         rest, _ = _run_epochs(again, resumed)
         assert rest == batches[k:], k
         assert resumed.iter == reference.iter
@@ -473,19 +374,19 @@ def test_every_accumulation_group_is_averaged_over_its_own_size():
     optimizer = torch.optim.SGD([param], lr=0.1)
     wrapper = OptimWrapper(optimizer, accumulative_counts=counts)
     applied = []
-    step = optimizer.step
+    optimizer_step = optimizer.step
 
     def recorded_step(*args, **kwargs):
         applied.append(float(param.grad))
-        return step(*args, **kwargs)
+        return optimizer_step(*args, **kwargs)
 
     optimizer.step = recorded_step
     runner = _runner(seed=3, optim_wrapper=wrapper)
     budget = runner.train_loop.max_iters
     # As Runner.train does before the loop starts.
     wrapper.initialize_count_status(torch.nn.Module(), 0, budget)
-    hook = _start(runner)
-    _train(hook, runner, train_step=lambda: wrapper.update_params(param.sum()))
+    hook = start_hook(runner)
+    train(hook, runner, train_step=lambda: wrapper.update_params(param.sum()))
     end = runner.iter
     # A shortened run whose last group is partial, and differs in size
     # from the partial group of the unshortened budget.
@@ -521,11 +422,11 @@ def test_every_iteration_of_a_group_counts_its_final_size(policy, hook_args):
         optimizer = torch.optim.SGD([param], lr=0.1)
         wrapper = OptimWrapper(optimizer, accumulative_counts=counts)
         applied, ends = [], [45]
-        step = optimizer.step
+        optimizer_step = optimizer.step
 
         def recorded_step(*args, **kwargs):
             applied.append(float(param.grad))
-            return step(*args, **kwargs)
+            return optimizer_step(*args, **kwargs)
 
         def group_size(start, end):  # mmengine's rule
             return counts if start < end - end % counts else end % counts
@@ -547,8 +448,8 @@ def test_every_iteration_of_a_group_counts_its_final_size(policy, hook_args):
             sampler_args=SAMPLER_POLICIES[policy],
             max_iters=45)
         wrapper.initialize_count_status(torch.nn.Module(), 0, 45)
-        hook = _start(runner, **hook_args)
-        _train(hook, runner, train_step=train_step)
+        hook = start_hook(runner, **hook_args)
+        train(hook, runner, train_step=train_step)
         moved_into_open_group += None in ends
         assert len(applied) == math.ceil(runner.iter / counts)
         assert applied == [pytest.approx(1.0)] * len(applied), seed
@@ -632,10 +533,10 @@ def test_setup_log_names_the_pass_that_anneals(delta, first_annealing, caplog):
     annealing pass, and that is the first pass trained on the full data."""
     runner = _runner(logger=f'test_rules_log_{delta}')
     with caplog.at_level(logging.INFO, logger=runner.logger.name):
-        hook = _start(runner, delta=delta)
+        hook = start_hook(runner, delta=delta)
     logged = re.findall(r'full-data annealing from pass (\d+)', caplog.text)
     assert logged == [str(first_annealing)]
-    _train(hook, runner)
+    train(hook, runner)
     pruning = [r.may_prune for r in hook.history]
     assert pruning.index(False) == first_annealing
     assert all(pruning[:first_annealing])
@@ -667,9 +568,9 @@ def test_a_target_out_of_reach_is_said_before_the_first_pruning_pass(
         logger=f'test_rules_reach_{delta}_{max_ratio}',
         sampler_args=dict(ratio=None, target_saving=0.3, max_ratio=max_ratio))
     with caplog.at_level(logging.INFO, logger=runner.logger.name):
-        hook = _start(runner, delta=delta)
+        hook = start_hook(runner, delta=delta)
         at_start = caplog.text.count(UNREACHABLE)
-        _train(hook, runner)
+        train(hook, runner)
         hook.after_train(runner)
     if reachable:
         assert UNREACHABLE not in caplog.text
@@ -696,12 +597,8 @@ def test_the_estimate_under_prune_high_assumes_the_share_above_the_mean(
     their mean. Every batch of 4 here holds three equal losses and one 5
     times as high: a quarter lie above their batch's mean (10 of 40), and
     so do the samples above the table's mean (the losses of 5)."""
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(0, 1)):
-        sampler = InfoBatchSampler(
-            list(range(40)), seed=0, ratio=0.5, prune_high=True)
-    sampler.configure(4)
+    sampler = make_sampler(
+        40, batch_size=4, seed=0, ratio=0.5, prune_high=True)
     sampler.set_plan(8 * 10, 0, 0.875)
     report = SavingReport()
     losses = torch.tensor([1.0, 1.0, 1.0, 5.0])
@@ -738,20 +635,20 @@ def test_a_checkpoint_before_a_passs_first_batch_keeps_its_decision():
     (a user's save, or a loop that prefetches) still resumes with the
     decision's record, as the uninterrupted run has it."""
     reference = _runner()
-    hook = _start(reference)
-    _train(hook, reference)
+    hook = start_hook(reference)
+    train(hook, reference)
     first = _runner()
-    hook_first = _start(first)
-    _train(hook_first, first, until=FULL_PASS)
+    hook_first = start_hook(first)
+    train(hook_first, first, until=FULL_PASS)
     list(iter(hook_first.sampler))  # pass 1 decided, no batch trained
     assert hook_first.sampler.position[:2] == (1, 0)
     checkpoint = {}
     hook_first.before_save_checkpoint(first, checkpoint)
     resumed = _runner()
     resumed.iter = FULL_PASS
-    again = _start(resumed, checkpoint=checkpoint)
+    again = start_hook(resumed, checkpoint=checkpoint)
     list(iter(again.sampler))  # mmengine's advance past the trained batches
-    _train(again, resumed)
+    train(again, resumed)
     assert resumed.iter == reference.iter
     assert repr(again.history) == repr(hook.history)
     assert torch.equal(again.sampler.scores, hook.sampler.scores)
@@ -768,8 +665,8 @@ def test_the_estimate_under_target_saving_is_the_solvers_plan(caplog):
         logger='test_rules_plan',
         sampler_args=dict(ratio=None, target_saving=0.2))
     with caplog.at_level(logging.INFO, logger=runner.logger.name):
-        hook = _start(runner, delta=1.0)
-        _train(hook, runner)
+        hook = start_hook(runner, delta=1.0)
+        train(hook, runner)
     planned = re.findall(r'planning to save (\d+\.\d)%', caplog.text)
     first = next(r for r in hook.history if r.candidates)
     assert planned == [f'{100 * first.expected:.1f}']

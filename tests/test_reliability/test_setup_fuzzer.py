@@ -15,9 +15,9 @@ import re
 from unittest import mock
 
 import pytest
-from conftest import load_record
-from make_tiny_ade import make_ade_layout
-from tiny_config import ETA_MIN, tiny_config, train_counting_steps
+from helpers import SAMPLER_DIST_INFO
+from helpers.configs import (ETA_MIN, load_record, tiny_config,
+                             train_counting_steps)
 
 from mmseg_infobatch.sampler.run_plan import batches_per_pass
 
@@ -62,15 +62,6 @@ def draw_setup(seed: int) -> dict:
         by_epoch=rng.random() < 0.3)
 
 
-@pytest.fixture(scope='module')
-def ade40_root(tmp_path_factory):
-    return make_ade_layout(
-        tmp_path_factory.mktemp('ade40'),
-        num_train=40,
-        num_val=2,
-        size=(32, 32))
-
-
 def _train(cfg, world_size):
     """Train with the sampler seeing ``world_size`` ranks; returns the
     runner and its optimizer-step count."""
@@ -78,8 +69,7 @@ def _train(cfg, world_size):
     def gather(tensor):
         return [tensor] * world_size
 
-    with mock.patch('mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-                    return_value=(0, world_size)), \
+    with mock.patch(SAMPLER_DIST_INFO, return_value=(0, world_size)), \
             mock.patch('mmseg_infobatch.hook.infobatch_hook.all_gather',
                        gather):
         return train_counting_steps(cfg)

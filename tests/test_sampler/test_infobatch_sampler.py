@@ -1,9 +1,8 @@
 import math
-from unittest import mock
 
 import pytest
 import torch
-from helpers import all_weights, plan_prune_stop
+from helpers import all_weights, make_sampler
 
 from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
 from mmseg_infobatch.sampler.state import dataset_fingerprint
@@ -17,15 +16,14 @@ def _sampler(n=50,
              prune_stop=math.inf,
              configure=True,
              **kwargs):
-    kwargs.setdefault('seed', 3)
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(rank, world)):
-        sampler = InfoBatchSampler(list(range(n)), **kwargs)
-    if configure:
-        sampler.configure(batch_size, drop_last)
-        plan_prune_stop(sampler, prune_stop)
-    return sampler
+    return make_sampler(
+        n,
+        rank,
+        world,
+        batch_size if configure else None,
+        drop_last,
+        prune_stop=prune_stop,
+        **kwargs)
 
 
 def _score_all(sampler, seed=0):
@@ -247,12 +245,8 @@ def test_resume_refuses_other_images_of_the_same_count():
 
     a, b = Listed(['a', 'b', 'c']), Listed(['a', 'b', 'd'])
     assert dataset_fingerprint(a) != dataset_fingerprint(b)
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(0, 1)):
-        s, t = InfoBatchSampler(a, seed=0), InfoBatchSampler(b, seed=0)
-    s.configure(1)
-    t.configure(1)
+    s = make_sampler(a, batch_size=1, seed=0)
+    t = make_sampler(b, batch_size=1, seed=0)
     with pytest.raises(ValueError, match='fingerprint.*same data'):
         t.load_state_dict(s.state_dict())
 

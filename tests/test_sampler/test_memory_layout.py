@@ -4,26 +4,19 @@ views, and the same decisions as the plain tables gave (the random stream
 pinned by CRCs that the plain-table implementation produced)."""
 import math
 import zlib
-from unittest import mock
 
 import pytest
 import torch
-from helpers import all_weights
+from helpers import all_weights, make_sampler
 
 from mmseg_infobatch.sampler import random_draws
 from mmseg_infobatch.sampler.decision import decide_pass
-from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
 from mmseg_infobatch.sampler.layout import index_dtype, pack_bits
 from mmseg_infobatch.sampler.state import sample_tables, upgrade_state
 
 
 def _sampler(n, rank=0, world=1, batch_size=4, **kwargs):
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(rank, world)):
-        sampler = InfoBatchSampler(list(range(n)), seed=3, **kwargs)
-    sampler.configure(batch_size)
-    return sampler
+    return make_sampler(n, rank, world, batch_size, **kwargs)
 
 
 def _pruned(n=10_000, **kwargs):

@@ -1,11 +1,10 @@
 """InfoBatchSampler with target_saving: each pass's ratio solved so that
 the run saves a share of its full-data iterations."""
 import math
-from unittest import mock
 
 import pytest
 import torch
-from helpers import all_weights, plan_prune_stop
+from helpers import all_weights, make_sampler
 
 from mmseg_infobatch.sampler.history import PassRecord
 from mmseg_infobatch.sampler.infobatch_sampler import InfoBatchSampler
@@ -23,14 +22,15 @@ def _sampler(n=N,
              prune_stop=DELTA * PASSES,
              offset=0,
              **kwargs):
-    kwargs.setdefault('seed', 3)
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(rank, world)):
-        sampler = InfoBatchSampler(list(range(n)), **kwargs)
-    sampler.configure(batch_size, False)
-    plan_prune_stop(sampler, prune_stop, budget, offset)
-    return sampler
+    return make_sampler(
+        n,
+        rank,
+        world,
+        batch_size,
+        prune_stop=prune_stop,
+        budget_iters=budget,
+        offset=offset,
+        **kwargs)
 
 
 def _scores(pass_idx, n=N):
@@ -262,11 +262,7 @@ def test_older_state_has_its_saving_made_from_the_pass_history():
 
 
 def test_target_needs_the_schedule():
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(0, 1)):
-        s = InfoBatchSampler(list(range(40)), seed=0, target_saving=0.3)
-    s.configure(4)
+    s = make_sampler(40, batch_size=4, seed=0, target_saving=0.3)
     _train_pass(s)  # pass 0 has nothing to prune: no schedule needed
     with pytest.raises(ValueError, match='InfoBatchHook'):
         list(iter(s))

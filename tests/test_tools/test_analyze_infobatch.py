@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
 import analyze_infobatch  # noqa: E402

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 ROW = re.compile(r'^\| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| '
                  r'([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$')

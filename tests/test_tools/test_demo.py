@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import torch
-from conftest import REPO, TOOLS
+from helpers import REPO, TOOLS
 
 
 def test_demo_summary_matches_the_run(tmp_path, capsys, monkeypatch):

@@ -8,7 +8,8 @@ from pathlib import Path
 import mmseg
 import pytest
 import torch
-from conftest import REPO, as_cli_options, tiny_ade_options
+from helpers import REPO
+from helpers.configs import as_cli_options, tiny_ade_options
 
 from mmseg_infobatch.engine.checkpoint_types import load_trusted_checkpoint
 from mmseg_infobatch.engine.cpu_runtime import sync_bn_to_bn

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import REPO, TOOLS, train_subprocess
+from helpers import REPO, TOOLS
+from helpers.configs import train_subprocess
 from mmengine.config import Config
 
 from mmseg_infobatch.engine.checkpoint_types import load_trusted_checkpoint

@@ -11,8 +11,8 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import (DEMO_CONFIG, REPO, TOOLS, demo_config, run_config,
-                      unique_names)
+from helpers import DEMO_CONFIG, REPO, TOOLS
+from helpers.configs import demo_config, run_config, unique_names
 
 FLAGSHIP = REPO / 'configs' / 'upernet_r50_ade20k_infobatch.py'
 LAUNCH_ENV = ('GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS', 'NNODES',

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, TESTS
+from helpers import REPO, TESTS
 
 # Script (relative to the repository) -> (test file under tests/, test).
 SCRIPT_TESTS = {

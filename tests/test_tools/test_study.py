@@ -4,7 +4,7 @@ import math
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
 sys.path.insert(0, str(REPO / 'tools' / 'misc'))

@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from conftest import demo_config, run_config
+from helpers.configs import demo_config, run_config
 
 
 def test_tensorboard_backend_receives_infobatch_scalars(digit_root, tmp_path):
