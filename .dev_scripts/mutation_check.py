@@ -47,9 +47,9 @@ TIMEOUT_S = 600  # a mutant that hangs the subset counts as killed
 # mutant below.
 # The rank check's unit tests, without the file's two-node training run.
 RANK_CHECK_TESTS = [
-    'tests/test_reliability/test_rank_consistency.py::'
+    'tests/test_distributed/test_rank_consistency.py::'
     'test_rank_check_compares_the_weight_table',
-    'tests/test_reliability/test_rank_consistency.py::'
+    'tests/test_distributed/test_rank_consistency.py::'
     'test_rank_check_compares_each_samples_weight_code',
 ]
 FAST_TESTS = [
@@ -60,14 +60,14 @@ FAST_TESTS = [
     'tests/test_hook/test_gather.py',
     'tests/test_loss/test_infobatch_loss.py',
     'tests/test_loss/test_loss_families.py',
-    'tests/test_reliability/test_rules.py',
-    'tests/test_reliability/test_rank_seed.py',
+    'tests/test_rules/test_rules.py',
+    'tests/test_distributed/test_rank_seed.py',
     'tests/test_pruning/test_target.py',
     'tests/test_sampler/test_target_saving.py',
     'tests/test_hook/test_guards.py',
     'tests/test_config/test_add_infobatch.py',
     'tests/test_sampler/test_memory_layout.py',
-    'tests/test_reliability/test_safe_checkpoint.py',
+    'tests/test_engine/test_safe_checkpoint.py',
     RANK_CHECK_TESTS[0],
     RANK_CHECK_TESTS[1],
 ]
@@ -76,12 +76,12 @@ FAST_TESTS = [
 # yapf: disable
 FIRST_FOR = {
     'sampler/decision.py': ['tests/test_pruning/test_decide_pass.py',
-                            'tests/test_reliability/test_rules.py'],
+                            'tests/test_rules/test_rules.py'],
     'sampler/prune_rule.py': ['tests/test_pruning/test_decide_pass.py',
-                              'tests/test_reliability/test_rules.py',
+                              'tests/test_rules/test_rules.py',
                               'tests/test_pruning/test_target.py'],
     'sampler/random_draws.py': ['tests/test_pruning/test_decide_pass.py',
-                                'tests/test_reliability/test_rules.py'],
+                                'tests/test_rules/test_rules.py'],
     'sampler/layout.py': ['tests/test_pruning/test_decide_pass.py',
                           'tests/test_sampler/test_infobatch_sampler.py'],
     'sampler/run_plan.py': ['tests/test_hook/test_progress.py',
@@ -94,16 +94,16 @@ FIRST_FOR = {
                          'tests/test_sampler/test_target_saving.py'],
     'hook/infobatch_hook.py': ['tests/test_hook/test_hook_methods.py',
                                'tests/test_hook/test_gather.py',
-                               'tests/test_reliability/test_rules.py'],
+                               'tests/test_rules/test_rules.py'],
     'hook/checks.py': ['tests/test_hook/test_guards.py'],
     'hook/report.py': ['tests/test_hook/test_guards.py'],
     'hook/consistency.py': RANK_CHECK_TESTS,
-    'engine/compat.py': ['tests/test_reliability/test_rules.py',
+    'engine/compat.py': ['tests/test_rules/test_rules.py',
                          'tests/test_hook/test_hook_methods.py'],
     'engine/resumable_fsdp_strategy.py': ['tests/test_hook/test_guards.py'],
     'loss/infobatch_loss.py': ['tests/test_loss/test_infobatch_loss.py',
                                'tests/test_loss/test_loss_families.py',
-                               'tests/test_reliability/test_rules.py'],
+                               'tests/test_rules/test_rules.py'],
     'loss/loss_kinds.py': ['tests/test_loss/test_loss_families.py',
                            'tests/test_loss/test_infobatch_loss.py'],
     'config.py': ['tests/test_config/test_add_infobatch.py'],
