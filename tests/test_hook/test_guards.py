@@ -34,7 +34,8 @@ STOCK_PIPELINE = [
 
 
 def _sampler(dataset, world_size=1, **kwargs):
-    return make_sampler(dataset, world=world_size, seed=0, **kwargs)
+    kwargs.setdefault('seed', 0)
+    return make_sampler(dataset, world=world_size, **kwargs)
 
 
 def _setup_log(cfg, sampler, batch_size, caplog, max_iters=160000):
@@ -144,9 +145,14 @@ def test_a_moved_copy_of_the_data_resumes(ade_root, tmp_path):
         assert dataset_fingerprint(here) == dataset_fingerprint(there)
     saved = _sampler(_build(_ade(ade_root)))
     saved.configure(2)
-    resumed = _sampler(_build(_ade(copy)))
+    list(iter(saved))  # pass 0, scored
+    saved.update_scores(torch.arange(12), torch.rand(12))
+    resumed = _sampler(_build(_ade(copy)), seed=1)
     resumed.configure(2)
     resumed.load_state_dict(saved.state_dict())
+    assert (resumed.seed, resumed.pass_idx) == (0, 0)
+    assert torch.equal(resumed.scores, saved.scores)
+    assert resumed.served.rank_indices().tolist() == list(iter(saved))
 
 
 def test_other_images_of_the_same_count_are_refused(ade_root):

@@ -68,6 +68,7 @@ def test_batches_get_the_samples_the_sampler_chose(runs):
         p['pass_idx']: p['rank_indices'].tolist()
         for p in rec['passes']
     }
+    assert len(rec['iters']) == len(rec['batches']) == rec['final_iter'] > 0
     for (it, _, _, pass_idx, pos), batch in zip(rec['iters'], rec['batches']):
         assert batch == by_pass[pass_idx][pos * 4:(pos + 1) * 4]
 

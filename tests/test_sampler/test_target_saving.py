@@ -226,8 +226,10 @@ def test_ranks_solve_the_same_ratio():
         _sampler(rank=r, world=2, budget=PASSES * 32, target_saving=0.3)
         for r in (0, 1)
     ]
+    pruned = 0
     for _ in range(4):
         shares = [torch.tensor(list(iter(s))) for s in samplers]
+        pruned += samplers[0].decision.pruned
         a, b = samplers
         trained = torch.cat(shares)
         for s in samplers:  # the hook gathers every rank's scores
@@ -238,6 +240,7 @@ def test_ranks_solve_the_same_ratio():
         assert torch.equal(a.padded_order, b.padded_order)
         for rank in (0, 1):
             assert torch.equal(shares[rank], a.padded_order[rank::2].long())
+    assert pruned > 0  # the ranks agreed on passes that pruned
 
 
 def test_older_state_has_its_saving_made_from_the_pass_history():
