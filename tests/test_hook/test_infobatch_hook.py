@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import REPO
 from helpers.configs import demo_config, load_record, run_config
 
 from mmseg_infobatch.engine.checkpoint_types import \
@@ -161,8 +162,6 @@ def test_epoch_based_loop_prunes_each_epoch(digit_root, tmp_path):
 
 def test_analysis_tool_plots_a_finished_run(runs, tmp_path):
     import sys
-
-    from helpers import REPO
     sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
     import analyze_infobatch
     analyze_infobatch.main([

@@ -1,6 +1,7 @@
 """InfoBatch in stock mmseg configs of other families, dataset wrappers,
 workers, AMP and gradient accumulation."""
 import pytest
+from helpers import DEMO_CONFIG, REPO
 from helpers.configs import (demo_config, load_record, run_config,
                              tiny_ade_options, unique_names)
 from mmengine.config import Config
@@ -151,8 +152,6 @@ def test_amp_optimizer_wrapper_runs(digit_root, tmp_path):
 
 def test_train_tool_amp_flag_selects_amp_wrapper():
     import sys
-
-    from helpers import DEMO_CONFIG, REPO
     sys.path.insert(0, str(REPO / 'tools'))
     from train import build_config, parse_args
     cfg = build_config(parse_args([str(DEMO_CONFIG), '--amp']))
