@@ -41,8 +41,9 @@ def test_at_least_30_named_mutants_cover_every_rule():
 
 
 def test_a_snippet_not_found_is_an_error(tmp_path):
-    missing = mc.Mutant('missing', 'pruning.py', 'no such code', 'x', 'r')
-    twice = mc.Mutant('twice', 'pruning.py', 'import', 'x', 'r')
+    missing = mc.Mutant('missing', 'sampler/decision.py', 'no such code', 'x',
+                        'r')
+    twice = mc.Mutant('twice', 'sampler/decision.py', 'import', 'x', 'r')
     package_dir = mc.copy_package(tmp_path)
     with pytest.raises(ValueError, match='not found in mmseg_infobatch/'):
         mc.apply_mutant(package_dir, missing)
@@ -63,7 +64,8 @@ def test_apply_changes_only_the_copy(tmp_path):
 
 
 def _result(name, status, equivalent=''):
-    mutant = mc.Mutant(name, 'pruning.py', 'a', 'b', 'rule', equivalent)
+    mutant = mc.Mutant(name, 'sampler/decision.py', 'a', 'b', 'rule',
+                       equivalent)
     return mc.Result(mutant, status)
 
 
