@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from unittest import mock
 
 from helpers import plan_prune_stop
+
 from mmseg_infobatch.hook import InfoBatchHook
 from mmseg_infobatch.hook.report import log_finish
 from mmseg_infobatch.sampler import InfoBatchSampler
