@@ -53,8 +53,35 @@ COPIED = [
     'setup.py'
 ]
 # Mutants no test can tell from the original: (module, the line as
-# mutated) -> why.
-EQUIVALENT: Dict[Tuple[str, str], str] = {}
+# mutated, stripped) -> why.
+# yapf: disable
+EQUIVALENT: Dict[Tuple[str, str], str] = dict([
+    (('sampler/layout.py',
+      'repeats = math.ceil(total * indices.numel())'),
+     'more repeats, cut to the same total entries'),
+    (('sampler/layout.py',
+      'index = index.astype(np.int64, copy=None)'),
+     'a copy or a view of the indices: they are only read'),
+    (('sampler/layout.py',
+      'index = index.astype(np.int64, )'),
+     'a copy or a view of the indices: they are only read'),
+    (('sampler/layout.py',
+      'index = index.astype(np.int64, copy=True)'),
+     'a copy or a view of the indices: they are only read'),
+    (('sampler/run_plan.py',
+      'if drop_last and num_samples > multiple:'),
+     'at num_samples == world x batch both branches give one batch'),
+    (('sampler/run_plan.py',
+      'if remaining < full:'),
+     'at remaining == full both branches end after pass_batches'),
+    (('sampler/run_plan.py',
+      '(self.budget_iters - self.offset) * self.full_pass_batches)'),
+     'the passes added beyond the budget each have share 0'),
+    (('sampler/run_plan.py',
+      '(self.budget_iters + self.offset) / self.full_pass_batches)'),
+     'the passes added beyond the budget each have share 0'),
+])
+# yapf: enable
 
 
 def fast_tests() -> List[str]:
@@ -153,7 +180,7 @@ def module_of(name: str) -> str:
 def report(workdir: Path, statuses: Dict[str, str], seconds: float,
            min_score: float) -> int:
     rows = defaultdict(lambda: defaultdict(int))
-    survivors = []
+    survivors, equivalent = [], []
     for name, status in sorted(statuses.items()):
         module = module_of(name)
         rows[module]['mutants'] += 1
@@ -163,6 +190,7 @@ def report(workdir: Path, statuses: Dict[str, str], seconds: float,
         line = mutated_line(workdir, name)
         if (module, line) in EQUIVALENT:
             rows[module]['equivalent'] += 1
+            equivalent.append((module, line))
             continue
         rows[module][status.replace(' ', '_')] += 1
         survivors.append((module, name, status, line))
@@ -174,6 +202,9 @@ def report(workdir: Path, statuses: Dict[str, str], seconds: float,
             total[key] += value
         print(_row(module, row))
     print(_row('all', total))
+    for module, line in equivalent:
+        print(f'  equivalent {module}: {line}   '
+              f'({EQUIVALENT[module, line]})')
     for module, name, status, line in survivors:
         print(f'  {status:<9} {module}: {line}   [{name}]')
     counted = total['mutants'] - total['equivalent']
