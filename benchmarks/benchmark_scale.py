@@ -49,10 +49,12 @@ class _Sized:
 
 
 def _held_bytes(sampler) -> int:
-    """Bytes of the tensors the sampler holds, each storage once."""
+    """Bytes of the tensors the sampler holds, itself and in the pass it
+    serves, each storage once."""
     import torch
     storages = {}
-    for value in vars(sampler).values():
+    held = list(vars(sampler).values()) + list(vars(sampler.served).values())
+    for value in held:
         if torch.is_tensor(value):
             storage = value.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()

@@ -131,3 +131,25 @@ def test_history_of_an_older_checkpoint_reads_ratio_as_unknown():
     back = history_from_state(state)
     assert back[0].kept == 10 and math.isnan(back[0].ratio)
     assert not back[0].capped and math.isnan(back[0].expected)
+
+
+def test_a_one_sample_dataset_has_a_plan():
+    plan = RunPlan(1, 1, 5)
+    assert plan.full_pass_batches == 1 and plan.num_passes == 5
+
+
+def test_a_pass_that_starts_at_the_budget_ends_there():
+    """Training ends at the budget: a pass whose first iteration lies at
+    the budget (a resume at the very end) ends before it trains."""
+    plan = _plan(10, 30)
+    assert plan.end_iter(PassPosition(3, 0, 10), 30) == 30
+    assert plan.end_iter(PassPosition(3, 0, 6), 25) == 25
+
+
+def test_pass_shares_count_from_the_offset():
+    """A run that gained InfoBatch state at iteration 7 of a 35-iteration
+    budget has 28 iterations of passes: whole passes 0 and 1, then 0.8 of
+    pass 2, and nothing after."""
+    plan = _plan(10, 35, offset=7)
+    assert [plan.pass_share(t) for t in range(4)] == [1.0, 1.0, 0.8, 0.0]
+    assert plan.pruning_share(0) == pytest.approx(2.8)

@@ -46,11 +46,13 @@ def test_at_most_nine_bytes_per_sample_held_and_saved():
     assert s.served.weight_codes.numel() == n
     assert s.served.weight_table.tolist() == [1.0, 2.0]
     assert s.order.dtype == torch.int32
+    # The sampler's own tables and its served pass's, each storage once.
     held = {
         _storage(t): t.untyped_storage().nbytes()
-        for t in vars(s).values() if torch.is_tensor(t)
+        for t in [*vars(s).values(), *vars(s.served).values()]
+        if torch.is_tensor(t)
     }
-    assert sum(held.values()) / n <= 9.2
+    assert 8 <= sum(held.values()) / n <= 9.2
     state = s.state_dict()
     saved = sum(t.untyped_storage().nbytes() for t in state.values()
                 if torch.is_tensor(t))

@@ -64,7 +64,8 @@ def test_apply_changes_only_the_copy(tmp_path):
 
 
 def _result(name, status, equivalent=''):
-    mutant = mc.Mutant(name, 'pruning.py', 'a', 'b', 'rule', equivalent)
+    mutant = mc.Mutant(name, 'sampler/decision.py', 'a', 'b', 'rule',
+                       equivalent)
     return mc.Result(mutant, status)
 
 
