@@ -51,6 +51,8 @@ RANK_CHECK_TESTS = [
     'test_rank_check_compares_the_weight_table',
     'tests/test_distributed/test_rank_consistency.py::'
     'test_rank_check_compares_each_samples_weight_code',
+    'tests/test_distributed/test_rank_consistency.py::'
+    'test_the_rank_check_runs_at_every_pass_start',
 ]
 FAST_TESTS = [
     'tests/test_sampler/test_infobatch_sampler.py',
@@ -70,6 +72,7 @@ FAST_TESTS = [
     'tests/test_engine/test_safe_checkpoint.py',
     RANK_CHECK_TESTS[0],
     RANK_CHECK_TESTS[1],
+    RANK_CHECK_TESTS[2],
 ]
 # The tests of a mutated file run first: with -x, a killed mutant stops at
 # its first failure, so most of them cost little more than start-up.
@@ -717,6 +720,11 @@ MUTANTS = [
       'order = _crc32(sampler.served.weight_codes, _crc32(sampler.order))',
       'order = _crc32(sampler.order)',
       "the rank check compares each sample's weight code"),
+    M('rank_check_only_at_start', 'hook/infobatch_hook.py',
+      "        self._check_ranks_agree(runner, f'at the start of pass '\n"
+      "                                f'{record.pass_idx}')\n",
+      '',
+      'the rank check runs at every pass start'),
     M('safe_types_allowed_late', 'hook/infobatch_hook.py',
       '        # checkpoint before calling before_run.\n'
       '        allow_mmengine_checkpoint_types()\n',

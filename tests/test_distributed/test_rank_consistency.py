@@ -12,6 +12,8 @@ import torch
 from helpers import REPO, free_port, make_sampler
 from helpers.configs import (load_record, subprocess_env, tiny_config,
                              train_subprocess)
+from helpers.stand_in import (N, seg_logits_labels, stand_in_runner,
+                              start_hook, train)
 
 from mmseg_infobatch.hook import consistency
 from mmseg_infobatch.hook.consistency import (ON_RANK0, TABLES,
@@ -177,3 +179,29 @@ def test_node_local_work_dirs_are_refused_on_every_rank(ade_root, tmp_path):
         assert f'iteration: rank 0: {final}, rank 1: 0' in log
         assert 'no shared file system' in log and '--resume PATH' in log
     assert f'resumed epoch: 0, iter: {final}' in logs[0]
+
+
+def test_the_rank_check_runs_at_every_pass_start():
+    """multi_gpu.md: the ranks check that they hold the same state at the
+    start of training and at every pass start, so ranks whose tables come
+    apart mid-run stop at the next pass start, with the error that names
+    it, before that pass trains a batch."""
+    data = seg_logits_labels(N, 0)
+    runner = stand_in_runner(data, world=2, logger='rank_check_passes')
+    calls = []
+
+    def check(digest, when):
+        calls.append((when, digest['pass']))
+        if when == 'at the start of pass 2':
+            raise RuntimeError(f'InfoBatch state differs across ranks {when}')
+
+    with mock.patch('mmseg_infobatch.hook.infobatch_hook.check_ranks_agree',
+                    check):
+        hook = start_hook(runner)
+        with pytest.raises(RuntimeError, match='at the start of pass 2'):
+            train(hook, runner)
+    assert calls == [('at the start of training', -1),
+                     ('at the start of pass 0', 0),
+                     ('at the start of pass 1', 1),
+                     ('at the start of pass 2', 2)]
+    assert hook.sampler.pass_idx == 2 and hook.sampler.trained_batches == 0

@@ -2,9 +2,9 @@
 it copies and configures, and how it counts (mutmut itself runs in CI's
 slice and in the documented full run)."""
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
+
 sys.path.insert(0, str(REPO / '.dev_scripts'))
 import mutmut_run  # noqa: E402
 

@@ -2,9 +2,8 @@
 assert it: every test it names must exist, so that the map follows the
 suite when tests move or are renamed."""
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
 
 
 def _named_tests():
@@ -19,7 +18,7 @@ def test_every_test_the_promise_map_names_exists():
     assert len(named) > 80
     missing = [
         f'{path}::{name}' for path, name in named
-        if not (REPO / path).is_file() or not re.search(
-            rf'^def {name}\(', (REPO / path).read_text(), re.M)
+        if not (REPO / path).is_file()
+        or not re.search(rf'^def {name}\(', (REPO / path).read_text(), re.M)
     ]
     assert not missing, missing
