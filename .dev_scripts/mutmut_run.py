@@ -80,6 +80,9 @@ EQUIVALENT: Dict[Tuple[str, str], str] = dict([
     (('sampler/run_plan.py',
       '(self.budget_iters + self.offset) / self.full_pass_batches)'),
      'the passes added beyond the budget each have share 0'),
+    (('sampler/decision.py',
+      'num_pruned = num_samples - num_kept if (prune) or True else 0'),
+     'without pruning every sample is kept, so the difference is 0'),
 ])
 # yapf: enable
 

@@ -136,6 +136,10 @@ def test_rank_shares_are_equal_disjoint_and_cover():
     ('quantile', 0.5, None, 'needs buckets'),
     ('quantile', 0.5, [(0.5, 0.2), (0.4, 0.1)], 'must increase'),
     ('quantile', 0.5, [(0.5, 1.0)], r'must be in \[0, 1\)'),
+    ('quantile', 0.5, [(0.5, 0.2), (0.5, 0.1)], 'must increase'),
+    ('quantile', 0.5, [(0.5, 0.2), (1.5, 0.1)], 'must increase'),
+    ('quantile', 0.5, [((i + 1) / 256, 0.1)
+                       for i in range(256)], 'at most 255 buckets'),
     ('mean', 0.5, [(0.5, 0.2)], "only used with policy='quantile'"),
 ])
 def test_bad_policy_arguments_are_named(policy, ratio, buckets, match):
@@ -303,3 +307,46 @@ def test_a_score_just_above_the_mean_is_a_candidate_with_prune_high():
     prob, threshold = prune_probabilities(scores, seen, 0.5, prune_high=True)
     assert float(one) < threshold < float(up)
     assert prob.tolist() == [0.5, 0.5, 0.0]
+
+
+# -- gaps the automated mutation run found ---------------------------------
+def test_bucket_edges_the_policy_accepts():
+    """255 buckets (one weight code each) and a bucket of ratio 0 (kept
+    whole) are valid."""
+    validate_policy('quantile', 0.5,
+                    [((i + 1) / 255, 0.1) for i in range(255)])
+    validate_policy('quantile', 0.5, [(0.5, 0.0), (1.0, 0.5)])
+
+
+def test_the_mean_of_one_scored_sample_is_its_score():
+    scores = torch.tensor([0.25, 0.5, 0.75, 1.0])
+    seen = torch.tensor([False, True, False, False])
+    probability, threshold = prune_probabilities(scores, seen, 0.5)
+    assert threshold == 0.5 and not probability.any()  # strictly below
+
+
+def test_a_full_pass_prunes_nothing_and_ratio_zero_has_no_threshold():
+    scores, seen = torch.rand(50), torch.ones(50, dtype=torch.bool)
+    d = decide_pass(scores, seen, 0.5, torch.Generator(), prune=False)
+    assert d.num_pruned == 0 and d.num_kept == 50 and d.num_candidates == 0
+    assert math.isnan(prune_probabilities(scores, seen, 0.0)[1])
+
+
+def test_a_bucket_of_ratio_zero_holds_no_candidate():
+    scores, seen = torch.arange(100.0), torch.ones(100, dtype=torch.bool)
+    d = decide_pass(
+        scores,
+        seen,
+        0.0,
+        torch.Generator().manual_seed(0),
+        policy='quantile',
+        buckets=[(0.5, 0.0), (1.0, 0.5)])
+    assert d.num_candidates == 50
+    assert set(range(50)) <= set(d.indices.tolist())
+
+
+def test_the_quantile_threshold_under_prune_high_is_the_score_itself():
+    scores, seen = torch.arange(100.0), torch.ones(100, dtype=torch.bool)
+    _, threshold = prune_probabilities(
+        scores, seen, 0.0, 'quantile', prune_high=True, buckets=[(0.3, 0.5)])
+    assert threshold == 70.0  # the highest 30% lie at or above 70
