@@ -64,6 +64,18 @@ def make_sampler(dataset_or_n,
     return sampler
 
 
+def delta_for_prune_stop(prune_stop: float,
+                         budget_iters: int,
+                         full_pass_batches: int,
+                         offset: int = 0) -> Optional[float]:
+    """The ``delta`` of a run plan whose ``prune_stop`` is ``prune_stop``
+    (None, no annealing, for an infinite one)."""
+    if not math.isfinite(prune_stop):
+        return None
+    return (prune_stop + offset / full_pass_batches) / (
+        budget_iters / full_pass_batches)
+
+
 def plan_prune_stop(sampler,
                     prune_stop: float = math.inf,
                     budget_iters: Optional[int] = None,
@@ -74,9 +86,7 @@ def plan_prune_stop(sampler,
     that puts the plan's ``prune_stop`` there."""
     full = sampler.full_pass_batches
     budget = full if budget_iters is None else budget_iters
-    delta = None
-    if math.isfinite(prune_stop):
-        delta = (prune_stop + offset / full) / (budget / full)
+    delta = delta_for_prune_stop(prune_stop, budget, full, offset)
     sampler.set_plan(budget, offset, delta)
     if delta is not None:
         assert sampler.prune_stop == prune_stop or math.isclose(

@@ -2,14 +2,13 @@
 (design.md: an image without valid pixels, or a non-finite loss, keeps its
 old score; both are counted and logged)."""
 import logging
+import math
 from types import SimpleNamespace
-from unittest import mock
 
-from helpers import plan_prune_stop
+from helpers import make_sampler
 
 from mmseg_infobatch.hook import InfoBatchHook
 from mmseg_infobatch.hook.report import log_finish
-from mmseg_infobatch.sampler import InfoBatchSampler
 
 
 def test_the_closing_line_names_the_skipped_scores(caplog):
@@ -21,12 +20,8 @@ def test_the_closing_line_names_the_skipped_scores(caplog):
 
 
 def test_the_hook_ends_the_run_with_its_count_of_skipped_scores(caplog):
-    with mock.patch(
-            'mmseg_infobatch.sampler.infobatch_sampler.get_dist_info',
-            return_value=(0, 1)):
-        sampler = InfoBatchSampler(list(range(40)), seed=0)
-    sampler.configure(4)
-    plan_prune_stop(sampler, budget_iters=80)
+    sampler = make_sampler(
+        40, batch_size=4, prune_stop=math.inf, budget_iters=80, seed=0)
     hook = InfoBatchHook()
     hook.sampler, hook.num_skipped_scores = sampler, 3
     runner = SimpleNamespace(

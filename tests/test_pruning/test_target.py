@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import delta_for_prune_stop
 
 from mmseg_infobatch.hook.report import RelativeLosses
 from mmseg_infobatch.sampler.prune_rule import (Profile, PruneRule,
@@ -24,11 +25,8 @@ def _plan(num_samples,
           offset=0,
           prune_stop=math.inf):
     """A :class:`RunPlan` whose passes ``t < prune_stop`` prune."""
-    plan = RunPlan(num_samples, global_batch, budget_iters, drop_last, offset)
-    if math.isinf(prune_stop):
-        return plan
-    full = plan.full_pass_batches
-    delta = (prune_stop + offset / full) / (budget_iters / full)
+    full = RunPlan(num_samples, global_batch).full_pass_batches
+    delta = delta_for_prune_stop(prune_stop, budget_iters, full, offset)
     return RunPlan(num_samples, global_batch, budget_iters, drop_last, offset,
                    delta)
 
