@@ -791,13 +791,11 @@ MUTANTS = [
     M('lovasz_sum_served', 'loss/loss_kinds.py',
       "        if loss.reduction == 'sum':\n", '        if False:\n',
       "LovaszLoss(per_image=True, reduction='sum') is refused"),
+    M('pass_saving_share_ignored', 'sampler/run_plan.py',
+      'share = self.pass_share(pass_idx) if self.budget_iters else 1.0',
+      'share = 1.0',
+      'a pass saves its share of the budget (the last one, part of it)'),
     # -- argued equivalent ----------------------------------------------
-    M('saved_before_share_ignored', 'sampler/state.py',
-      'plan.pass_share(t) * (full - iters)',
-      '(full - iters)',
-      'saving before the current pass',
-      equivalent='a pass before the current one lies wholly inside the '
-      'budget, so its share is 1'),
     M('pad_without_early_return', 'sampler/layout.py',
       '    if total == indices.numel():\n        return indices\n', '',
       'padding', equivalent='with nothing to pad, repeat(1)[:total] is '

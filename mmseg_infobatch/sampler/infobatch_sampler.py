@@ -333,9 +333,7 @@ class InfoBatchSampler(Sampler):
         budget, if the budget holds only part of it)."""
         if self.padded_order is None:
             return 0.0
-        share = self.plan.pass_share(self.pass_idx) \
-            if self.plan.budget_iters else 1.0
-        return share * (self.full_pass_batches - self.pass_batches)
+        return self.plan.pass_saving(self.pass_idx, self.pass_batches)
 
     def profile(self) -> Profile:
         """The candidates of the current pass as decided (see

@@ -111,6 +111,14 @@ class RunPlan:
         left = self.budget_iters - self.offset - pass_idx * full
         return min(max(left / full, 0.0), 1.0)
 
+    def pass_saving(self, pass_idx: int, pass_iters: int) -> float:
+        """Full-data iterations pass ``pass_idx`` saves when it takes
+        ``pass_iters`` iterations: what it took fewer than a full pass,
+        times its share of the budget (whole while the budget is
+        unknown)."""
+        share = self.pass_share(pass_idx) if self.budget_iters else 1.0
+        return share * (self.full_pass_batches - pass_iters)
+
     def pruning_share(self, pass_idx: int) -> float:
         """W: the summed shares of the passes from ``pass_idx`` on that may
         prune (annealing passes and passes beyond the budget count 0)."""

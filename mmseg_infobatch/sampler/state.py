@@ -134,10 +134,8 @@ def saved_before(history: Sequence[PassRecord], pass_idx: int,
     the pass history; NaN without a plan that knows the budget."""
     if plan is None or not plan.budget_iters:
         return math.nan
-    full = plan.full_pass_batches
     passes = {r.pass_idx: r.iters for r in history if r.pass_idx < pass_idx}
-    return sum(
-        plan.pass_share(t) * (full - iters) for t, iters in passes.items())
+    return sum(plan.pass_saving(t, iters) for t, iters in passes.items())
 
 
 def sample_tables(state: dict) -> dict:

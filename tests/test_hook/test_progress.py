@@ -153,3 +153,14 @@ def test_pass_shares_count_from_the_offset():
     plan = _plan(10, 35, offset=7)
     assert [plan.pass_share(t) for t in range(4)] == [1.0, 1.0, 0.8, 0.0]
     assert plan.pruning_share(0) == pytest.approx(2.8)
+
+
+def test_a_pass_saves_its_share_of_the_budget():
+    """What a pass saves: the iterations it took fewer than a full pass,
+    times its share of the budget; whole while the budget is unknown (a
+    sampler the hook has not planned)."""
+    plan = _plan(10, 35)
+    assert plan.pass_saving(0, 6) == 4
+    assert plan.pass_saving(3, 2) == pytest.approx(0.5 * 8)
+    assert plan.pass_saving(4, 2) == 0
+    assert RunPlan(10, 1).pass_saving(3, 6) == 4
