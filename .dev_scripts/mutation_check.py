@@ -57,6 +57,8 @@ RANK_CHECK_TESTS = [
 FAST_TESTS = [
     'tests/test_sampler/test_infobatch_sampler.py',
     'tests/test_pruning/test_decide_pass.py',
+    'tests/test_pruning/test_streamed_decision.py',
+    'tests/test_pruning/test_random_draws.py',
     'tests/test_hook/test_progress.py',
     'tests/test_hook/test_hook_methods.py',
     'tests/test_hook/test_gather.py',
@@ -83,7 +85,8 @@ FIRST_FOR = {
     'sampler/prune_rule.py': ['tests/test_pruning/test_decide_pass.py',
                               'tests/test_rules/test_rules.py',
                               'tests/test_pruning/test_target.py'],
-    'sampler/random_draws.py': ['tests/test_pruning/test_decide_pass.py',
+    'sampler/random_draws.py': ['tests/test_pruning/test_random_draws.py',
+                                'tests/test_pruning/test_decide_pass.py',
                                 'tests/test_rules/test_rules.py'],
     'sampler/layout.py': ['tests/test_pruning/test_decide_pass.py',
                           'tests/test_sampler/test_infobatch_sampler.py'],

@@ -86,21 +86,35 @@ EQUIVALENT: Dict[Tuple[str, str], str] = dict([
 ])
 # yapf: enable
 
+# Beyond the mutation check's fast subset: the whole-text refusal tests,
+# and the in-process tests of the parts the subset does not reach (the
+# demo data, the CPU runtime, the loop).
+EXTRA_TESTS = [
+    'tests/test_sampler/test_sampler_refusals.py',
+]
 
-def fast_tests() -> List[str]:
-    """The mutation check's fast subset, whole files only (mutmut selects
-    the tests of each function among them)."""
+
+def fast_tests(extra: List[str] = ()) -> List[str]:
+    """The mutation check's fast subset, ``EXTRA_TESTS`` and ``extra``,
+    whole files only (mutmut selects the tests of each function among
+    them)."""
     sys.path.insert(0, str(REPO / '.dev_scripts'))
     import mutation_check
-    return sorted({test.split('::')[0] for test in mutation_check.FAST_TESTS})
+    return sorted({test.split('::')[0]
+                   for test in mutation_check.FAST_TESTS}
+                  | set(EXTRA_TESTS) | set(extra))
 
 
 def prepare(workdir: Path, modules: List[str], tests: List[str]) -> None:
-    """A copy of the tracked files mutmut needs, with its configuration."""
+    """A copy of the files mutmut needs (tracked, or new and not ignored),
+    with its configuration."""
     if workdir.exists():
         shutil.rmtree(workdir)
     listed = subprocess.run(
-        ['git', 'ls-files', '-z', '--'] + COPIED,
+        [
+            'git', 'ls-files', '-z', '--cached', '--others',
+            '--exclude-standard', '--'
+        ] + COPIED,
         cwd=REPO,
         capture_output=True,
         check=True).stdout.decode().split('\0')
@@ -237,6 +251,13 @@ def parse_args(argv=None):
         help='a module, relative to the package (repeatable); all if none')
     parser.add_argument(
         '--slice', action='store_true', help=f'CI\'s slice: {SLICE}')
+    parser.add_argument(
+        '--extra-tests',
+        nargs='+',
+        default=[],
+        metavar='FILE',
+        help='more test files to run (to try new tests before they join '
+        'EXTRA_TESTS)')
     parser.add_argument('--jobs', type=int, default=2)
     parser.add_argument('--min-score', type=float, default=0.95)
     parser.add_argument(
@@ -254,7 +275,7 @@ def main(argv=None) -> int:
     modules = args.module or (SLICE if args.slice else sorted(
         str(p.relative_to(REPO / PACKAGE))
         for p in (REPO / PACKAGE).rglob('*.py') if p.name != '__init__.py'))
-    prepare(args.workdir, modules, fast_tests())
+    prepare(args.workdir, modules, fast_tests(args.extra_tests))
     seconds = run_mutmut(args.workdir, args.jobs)
     return report(args.workdir, results(args.workdir), seconds, args.min_score)
 

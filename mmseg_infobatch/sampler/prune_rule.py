@@ -62,7 +62,6 @@ class SeenMask:
     def __init__(self, seen: torch.Tensor, num_samples: int) -> None:
         self.mask = numpy_view(seen)
         self.packed = self.mask.dtype != np.bool_
-        self.num_samples = num_samples
         counts = [
             int(np.count_nonzero(self.chunk(start, stop)))
             for start, stop in chunks(num_samples)
@@ -165,13 +164,10 @@ def quantile_cuts(
 
 
 def quantile_buckets(values: np.ndarray, seen: SeenMask, start: int, stop: int,
-                     cuts: Optional[np.ndarray], num_buckets: int,
-                     prune_high: bool) -> np.ndarray:
+                     cuts: np.ndarray, prune_high: bool) -> np.ndarray:
     """The bucket of each sample of one chunk: the first bucket whose cut
     is at or above its signed score (cuts increase with the bucket), or
-    ``num_buckets`` (none) when no cut is or the sample is unscored."""
-    if cuts is None:
-        return np.full(stop - start, num_buckets, dtype=np.intp)
+    ``cuts.size`` (none) when no cut is or the sample is unscored."""
     part = values[start:stop]
     signed = -part if prune_high else part
     bucket = np.searchsorted(cuts, signed, side='left')
@@ -210,15 +206,21 @@ def scale_buckets(buckets: Sequence[Sequence[float]], ratio: float) -> list:
     return [(q, float(r) * ratio / top) for q, r in buckets]
 
 
+def bucket_probs(buckets: Sequence[Sequence[float]]) -> np.ndarray:
+    """The prune probability of each code of 'quantile': 0 for code 0,
+    bucket b's ratio for code b + 1 (float32, as the decision draws it)."""
+    return np.array([0.0] + [r for _, r in buckets], dtype=np.float32)
+
+
 def code_probs(policy: str, ratio: float,
                buckets: Optional[Sequence[Sequence[float]]]) -> np.ndarray:
     """The prune probability of each candidate code: code 0 is never
     dropped; under 'mean' and 'random' code 1 is dropped with ``ratio``
-    (float64); under 'quantile' code b + 1 with bucket b's ratio (float32,
-    as the decision draws it; ``ratio`` unused)."""
+    (a float64 pair); under 'quantile' see :func:`bucket_probs` (``ratio``
+    unused)."""
     if policy == 'quantile':
-        return np.array([0.0] + [r for _, r in buckets], dtype=np.float32)
-    return np.array([0.0, ratio], dtype=np.float64)
+        return bucket_probs(buckets)
+    return np.array([0.0, ratio])
 
 
 class PruneRule:
@@ -279,7 +281,7 @@ class PruneRule:
             if policy == 'quantile':
                 # Bucket len(buckets) (none, or unscored) is code 0.
                 bucket = quantile_buckets(values, seen, start, stop, cuts,
-                                          len(buckets), prune_high)
+                                          prune_high)
                 code = np.where(bucket < len(buckets), bucket + 1, 0)
             elif policy == 'random':
                 code = seen.chunk(start, stop)
@@ -309,10 +311,10 @@ class PruneRule:
         top = max_bucket_ratio(self.buckets)
         if top <= 0:
             return Profile(0, 0.0, 0.0)
-        probs = code_probs(self.policy, top, self.buckets)[1:]
-        first = float(np.dot(counts, probs.astype(np.float64))) / top
-        second = float(np.dot(counts,
-                              (probs * probs).astype(np.float64))) / top**2
+        probs = bucket_probs(self.buckets)[1:]
+        # int64 counts and float32 ratios: numpy sums in float64.
+        first = float(np.dot(counts, probs)) / top
+        second = float(np.dot(counts, probs * probs)) / top**2
         return Profile(int(counts[probs > 0].sum()), first, second)
 
     def probabilities(

@@ -118,3 +118,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def refusal(call, error: type = ValueError) -> str:
+    """The whole message of the ``error`` that ``call()`` raises.
+
+    A refusal's text is how a user learns the fix, so the refusal tests
+    compare it whole, not by a fragment: a fragment would let the rest of
+    the text say anything.
+    """
+    import pytest
+    with pytest.raises(error) as info:
+        call()
+    return str(info.value)

@@ -1,4 +1,5 @@
 import math
+import tracemalloc
 from collections import Counter
 
 import numpy as np
@@ -9,7 +10,8 @@ from helpers import pad_to_multiple
 from mmseg_infobatch.sampler import random_draws
 from mmseg_infobatch.sampler.decision import decide_pass
 from mmseg_infobatch.sampler.layout import cycle_to, rank_share
-from mmseg_infobatch.sampler.prune_rule import (prune_probabilities,
+from mmseg_infobatch.sampler.prune_rule import (Profile, PruneRule,
+                                                prune_probabilities,
                                                 validate_policy)
 
 
@@ -350,3 +352,74 @@ def test_the_quantile_threshold_under_prune_high_is_the_score_itself():
     _, threshold = prune_probabilities(
         scores, seen, 0.0, 'quantile', prune_high=True, buckets=[(0.3, 0.5)])
     assert threshold == 70.0  # the highest 30% lie at or above 70
+
+
+def test_a_score_exactly_at_the_mean_is_not_a_candidate_either_way():
+    # The mean, 2.0, is a float32: the strict rule keeps the score at it
+    # on both sides.
+    scores = torch.tensor([1.0, 2.0, 3.0])
+    seen = torch.ones(3, dtype=torch.bool)
+    low, threshold = prune_probabilities(scores, seen, 0.5)
+    high, _ = prune_probabilities(scores, seen, 0.5, prune_high=True)
+    assert threshold == 2.0
+    assert low.tolist() == [0.5, 0.0, 0.0]
+    assert high.tolist() == [0.0, 0.0, 0.5]
+
+
+def test_the_rule_defaults_to_the_mean_policy_on_low_scores():
+    scores, seen = _scores(300)
+    default = PruneRule(scores, seen)
+    mean_low = PruneRule(scores, seen, 'mean', False)
+    assert default.codes.any()
+    assert np.array_equal(default.codes, mean_low.codes)
+    assert default.profile() == mean_low.profile()
+
+
+@pytest.mark.parametrize(
+    'buckets,want',
+    [
+        ([(0.5, 0.0), (1.0, 0.0)], Profile(0, 0.0, 0.0)),
+        # u = 0 in the first bucket, 0.4 / 0.4 = 1 in the second.
+        ([(0.5, 0.0), (1.0, 0.4)], Profile(50, 50.0, 50.0)),
+        # u = 0.2 / 0.4 = 0.5 in the first bucket, 1 in the second.
+        ([(0.5, 0.2), (1.0, 0.4)], Profile(100, 75.0, 62.5)),
+    ])
+def test_the_profile_counts_only_buckets_that_may_drop(buckets, want):
+    scores, seen = torch.arange(100.0), torch.ones(100, dtype=torch.bool)
+    profile = PruneRule(scores, seen, 'quantile', False, buckets).profile()
+    # The draws' float32 ratios over the float64 largest one.
+    assert profile.candidates == want.candidates
+    assert profile.first == pytest.approx(want.first, rel=1e-6)
+    assert profile.second == pytest.approx(want.second, rel=1e-6)
+    assert type(profile.candidates) is int
+    assert type(profile.first) is float and type(profile.second) is float
+
+
+@pytest.mark.parametrize('policy,buckets,per_sample', [
+    ('mean', None, 1.5),
+    ('quantile', [(0.3, 0.5), (0.6, 0.2)], 5.5),
+])
+def test_the_rule_holds_its_codes_and_one_float32_copy_at_most(
+        policy, buckets, per_sample):
+    """Per sample: a uint8 code, and for 'quantile' one float32 copy of
+    the scores (the selection's), beyond the chunk-sized scratch."""
+    num = 2_000_000
+    scores, seen = torch.rand(num), torch.ones(num, dtype=torch.bool)
+    tracemalloc.start()
+    try:
+        PruneRule(scores, seen, policy, False, buckets)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert num <= peak < per_sample * num, peak / num
+
+
+def test_an_unshuffled_or_shuffled_pass_leaves_only_the_room_asked_for():
+    scores, seen = _scores(300)
+    for spare in (None, 5):
+        extra = {} if spare is None else dict(spare=spare)
+        d = decide_pass(scores, seen, 0.5, torch.Generator(), **extra)
+        ordered = decide_pass(
+            scores, seen, 0.5, torch.Generator(), shuffle=False, **extra)
+        assert d.buffer.numel() == d.num_kept + (spare or 0)
+        assert ordered.buffer.numel() == 300 + (spare or 0)

@@ -13,7 +13,8 @@ from mmseg_infobatch.sampler.prune_rule import (Profile, PruneRule,
                                                 scale_buckets)
 from mmseg_infobatch.sampler.run_plan import RunPlan
 from mmseg_infobatch.sampler.target import (expected_pass_iters,
-                                            expected_saving, pass_saving,
+                                            expected_saving,
+                                            max_expected_saving, pass_saving,
                                             ratio_for_saving, solve_pass_ratio,
                                             validate_target)
 
@@ -376,3 +377,61 @@ def test_estimate_with_later_passes_of_another_profile():
     assert expected_saving(r, now, QUICK, 1, 0.0, later) == pytest.approx(
         0.3, abs=1e-6)
     assert r < ratio_for_saving(0.3, now, QUICK, 1)
+
+
+def _summed_over_every_step(plan, pruned_mean, pruned_var):
+    """The docstring's sum over every step j = 2..F, with no window."""
+    kept = plan.num_samples - pruned_mean
+    sd = math.sqrt(pruned_var)
+    first_step = plan.global_batch if plan.drop_last else 1
+    total = 1.0
+    for j in range(2, plan.full_pass_batches + 1):
+        c_j = (j - 1) * plan.global_batch + first_step
+        total += 0.5 * math.erfc((c_j - 0.5 - kept) / (sd * math.sqrt(2.0)))
+    return total
+
+
+@pytest.mark.parametrize('drop_last', [False, True])
+@pytest.mark.parametrize('num_samples,batch', [(1000, 16), (1024, 16),
+                                               (100, 32), (37, 4)])
+@pytest.mark.parametrize('pruned_mean,pruned_sd', [(0.0, 0.01), (0.3, 0.5),
+                                                   (3.0, 2.0), (40.0, 0.2),
+                                                   (55.5, 6.0), (9.0, 30.0),
+                                                   (30.0, 0.9)])
+def test_the_tail_window_leaves_out_only_what_is_nearly_0_or_1(
+        num_samples, batch, drop_last, pruned_mean, pruned_sd):
+    """The expected iterations sum one term per step only within TAIL
+    standard deviations: the same, to 1e-9, as the sum over every step."""
+    plan = _plan(num_samples, batch, 10 * num_samples, drop_last=drop_last)
+    windowed = expected_pass_iters(plan, pruned_mean, pruned_sd**2)
+    assert windowed == pytest.approx(
+        _summed_over_every_step(plan, pruned_mean, pruned_sd**2), abs=1e-9)
+
+
+def test_the_solver_gives_ratio_zero_exactly_when_the_need_is_met():
+    profile = Profile(550, 550.0, 550.0)
+    budget = QUICK.budget_iters
+    met = solve_pass_ratio(0.25, profile, QUICK, 3, 0.25 * budget)
+    assert met.ratio == 0.0 and met.capped is False
+    # Half an iteration still needed: a ratio above 0 saves it.
+    short = solve_pass_ratio(0.25, profile, QUICK, 3, 0.25 * budget - 0.5)
+    assert 0 < short.ratio < 0.01 and short.capped is False
+    assert short.expected == pytest.approx(0.25, abs=1e-9)
+
+
+def test_the_savings_default_to_none_saved_before():
+    profile = Profile(550, 550.0, 550.0)
+    assert expected_saving(0.4, profile, QUICK,
+                           2) == expected_saving(0.4, profile, QUICK, 2, 0.0)
+    assert ratio_for_saving(0.2, profile, QUICK,
+                            2) == ratio_for_saving(0.2, profile, QUICK, 2, 0.0)
+
+
+def test_the_most_a_run_can_save_counts_what_was_saved_before():
+    budget = QUICK.budget_iters
+    fresh = max_expected_saving(QUICK, 4, 0.0, 0.8)
+    ahead = max_expected_saving(QUICK, 4, 100.0, 0.8)
+    assert ahead - fresh == pytest.approx(100.0 / budget)
+    # Every sample a candidate at 0.8: 800 of 1,000 pruned per pass.
+    everyone = Profile(1000, 1000.0, 1000.0)
+    assert fresh == expected_saving(0.8, everyone, QUICK, 4)
