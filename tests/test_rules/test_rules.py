@@ -18,6 +18,7 @@ and scheduler, so each test takes milliseconds.
 import logging
 import math
 import re
+from collections import Counter
 from unittest import mock
 
 import pytest
@@ -235,6 +236,28 @@ def test_adjust_schedule_false_keeps_the_schedule_as_written():
     assert runner.iter == budget
     assert any(r.pruned > 0 for r in hook.history)
 
+
+
+def test_a_target_is_met_over_the_schedules_passes_without_adjustment():
+    """The loop keeps its max_iters, so the saving turns into more passes
+    of data, not fewer iterations; over the schedule's C passes the data
+    saved is still the target, within a point (design.md)."""
+    num, batch, passes = 400, 8, 20
+    runner = stand_in_runner(
+        seg_logits_labels(num, seed=5),
+        n=num,
+        batch=batch,
+        passes=passes,
+        logger='test_rules',
+        sampler_args=dict(ratio=None, target_saving=0.3))
+    hook = start_hook(runner, adjust_schedule=False, delta=0.875)
+    rows = train(hook, runner)
+    full = num // batch
+    assert runner.iter == runner.train_loop.max_iters == passes * full
+    iters = Counter(row['pass_idx'] for row in rows)
+    assert len(iters) > passes  # the iterations saved trained more data
+    saved = sum(full - iters[t] for t in range(passes))
+    assert saved / (passes * full) == pytest.approx(0.3, abs=0.01)
 
 @pytest.mark.parametrize(
     'max_iters', [PASSES * FULL_PASS, FULL_PASS + 3],
