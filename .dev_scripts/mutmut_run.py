@@ -16,8 +16,8 @@ tree is never touched. The tests are the mutation check's fast subset (unit
 level, no training runs but one 2-process probe).
 
 A surviving mutant either fails a test once one is written, or is listed in
-``EQUIVALENT`` below, by its module and the line it changes, with the reason
-no test can tell it apart. The run prints, per module: mutants, killed,
+the table of equivalent mutants in docs/reliability.md, by its module and
+the line it changes, with the reason no test can tell it apart. The run prints, per module: mutants, killed,
 survived, equivalent, and the score (killed / (mutants - equivalent)); then
 each non-equivalent survivor as its diff line. It exits non-zero below
 ``--min-score``.
@@ -52,39 +52,10 @@ COPIED = [
     PACKAGE, 'tests', 'tools', 'configs', 'pyproject.toml', 'setup.cfg',
     'setup.py'
 ]
-# Mutants no test can tell from the original: (module, the line as
-# mutated, stripped) -> why.
-# yapf: disable
-EQUIVALENT: Dict[Tuple[str, str], str] = dict([
-    (('sampler/layout.py',
-      'repeats = math.ceil(total * indices.numel())'),
-     'more repeats, cut to the same total entries'),
-    (('sampler/layout.py',
-      'index = index.astype(np.int64, copy=None)'),
-     'a copy or a view of the indices: they are only read'),
-    (('sampler/layout.py',
-      'index = index.astype(np.int64, )'),
-     'a copy or a view of the indices: they are only read'),
-    (('sampler/layout.py',
-      'index = index.astype(np.int64, copy=True)'),
-     'a copy or a view of the indices: they are only read'),
-    (('sampler/run_plan.py',
-      'if drop_last and num_samples > multiple:'),
-     'at num_samples == world x batch both branches give one batch'),
-    (('sampler/run_plan.py',
-      'if remaining < full:'),
-     'at remaining == full both branches end after pass_batches'),
-    (('sampler/run_plan.py',
-      '(self.budget_iters - self.offset) * self.full_pass_batches)'),
-     'the passes added beyond the budget each have share 0'),
-    (('sampler/run_plan.py',
-      '(self.budget_iters + self.offset) / self.full_pass_batches)'),
-     'the passes added beyond the budget each have share 0'),
-    (('sampler/decision.py',
-      'num_pruned = num_samples - num_kept if (prune) or True else 0'),
-     'without pruning every sample is kept, so the difference is 0'),
-])
-# yapf: enable
+# Mutants no test can tell from the original are listed, each with its
+# reason, in this table of docs/reliability.md (read by ``equivalents``).
+EQUIVALENT_DOC = REPO / 'docs' / 'reliability.md'
+EQUIVALENT_TABLE = '| module | mutated line | why no test can tell it apart |'
 
 # Beyond the mutation check's fast subset: the whole-text refusal tests,
 # and the in-process tests of the parts the subset does not reach (the
@@ -92,6 +63,25 @@ EQUIVALENT: Dict[Tuple[str, str], str] = dict([
 EXTRA_TESTS = [
     'tests/test_sampler/test_sampler_refusals.py',
 ]
+
+
+def equivalents(doc: Path = EQUIVALENT_DOC) -> Dict[Tuple[str, str], str]:
+    """(module, the mutated line, stripped) -> why it is equivalent, from
+    the table of ``doc`` that follows ``EQUIVALENT_TABLE``. A ``|`` in a
+    cell is written ``\\|``."""
+    lines = doc.read_text().splitlines()
+    start = lines.index(EQUIVALENT_TABLE) + 2
+    found = {}
+    for row in lines[start:]:
+        if not row.startswith('|'):
+            break
+        cells = [
+            cell.strip().replace('\\|', '|')
+            for cell in re.split(r'(?<!\\)\|', row.strip())[1:-1]
+        ]
+        module, line, why = cells
+        found[module, line.strip('`')] = why
+    return found
 
 
 def fast_tests(extra: List[str] = ()) -> List[str]:
@@ -198,6 +188,7 @@ def report(workdir: Path, statuses: Dict[str, str], seconds: float,
            min_score: float) -> int:
     rows = defaultdict(lambda: defaultdict(int))
     survivors, equivalent = [], []
+    known = equivalents()
     for name, status in sorted(statuses.items()):
         module = module_of(name)
         rows[module]['mutants'] += 1
@@ -205,7 +196,7 @@ def report(workdir: Path, statuses: Dict[str, str], seconds: float,
             rows[module]['killed'] += 1
             continue
         line = mutated_line(workdir, name)
-        if (module, line) in EQUIVALENT:
+        if (module, line) in known:
             rows[module]['equivalent'] += 1
             equivalent.append((module, line))
             continue
@@ -221,7 +212,7 @@ def report(workdir: Path, statuses: Dict[str, str], seconds: float,
     print(_row('all', total))
     for module, line in equivalent:
         print(f'  equivalent {module}: {line}   '
-              f'({EQUIVALENT[module, line]})')
+              f'({known[module, line]})')
     for module, name, status, line in survivors:
         print(f'  {status:<9} {module}: {line}   [{name}]')
     counted = total['mutants'] - total['equivalent']

@@ -33,7 +33,7 @@ def test_the_copy_holds_the_package_tests_and_the_configuration(tmp_path):
 
 
 def test_the_score_leaves_out_the_equivalent_mutants(monkeypatch, capsys):
-    (module, line), _ = next(iter(mutmut_run.EQUIVALENT.items()))
+    (module, line), _ = next(iter(mutmut_run.equivalents().items()))
     dotted = 'mmseg_infobatch.' + module[:-3].replace('/', '.')
     lines = {f'{dotted}.x_f__mutmut_2': line, f'{dotted}.x_f__mutmut_3': 'y'}
     monkeypatch.setattr(mutmut_run, 'mutated_line',
@@ -48,3 +48,19 @@ def test_the_score_leaves_out_the_equivalent_mutants(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert 'automated mutation score: 1/2 killed (50.0%)' in out
     assert f'survived  {module}: y' in out
+
+
+def test_the_equivalent_mutants_are_read_from_their_table(tmp_path):
+    doc = tmp_path / 'doc.md'
+    doc.write_text('\n'.join([
+        'text', mutmut_run.EQUIVALENT_TABLE, '|---|---|---|',
+        '| sampler/decision.py | `keep \\|= ~candidates` | a reason |',
+        '| hook/report.py | `x = 1` | another, with `code` |', '', '| not | a '
+        '| row |'
+    ]))
+    assert mutmut_run.equivalents(doc) == {
+        ('sampler/decision.py', 'keep |= ~candidates'): 'a reason',
+        ('hook/report.py', 'x = 1'): 'another, with `code`',
+    }
+    # The repository's own table parses, one row per mutant.
+    assert len(mutmut_run.equivalents()) >= 9
