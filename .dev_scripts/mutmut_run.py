@@ -17,8 +17,9 @@ level, no training runs but one 2-process probe).
 
 A surviving mutant either fails a test once one is written, or is listed in
 the table of equivalent mutants in docs/reliability.md, by its module and
-the line it changes, with the reason no test can tell it apart. The run prints, per module: mutants, killed,
-survived, equivalent, and the score (killed / (mutants - equivalent)); then
+the line it changes, with the reason no test can tell it apart. The run
+prints, per module: mutants, killed, survived, equivalent, and the score
+(killed / (mutants - equivalent)); then
 each non-equivalent survivor as its diff line. It exits non-zero below
 ``--min-score``.
 

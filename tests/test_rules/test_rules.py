@@ -237,7 +237,6 @@ def test_adjust_schedule_false_keeps_the_schedule_as_written():
     assert any(r.pruned > 0 for r in hook.history)
 
 
-
 def test_a_target_is_met_over_the_schedules_passes_without_adjustment():
     """The loop keeps its max_iters, so the saving turns into more passes
     of data, not fewer iterations; over the schedule's C passes the data
@@ -258,6 +257,7 @@ def test_a_target_is_met_over_the_schedules_passes_without_adjustment():
     assert len(iters) > passes  # the iterations saved trained more data
     saved = sum(full - iters[t] for t in range(passes))
     assert saved / (passes * full) == pytest.approx(0.3, abs=0.01)
+
 
 @pytest.mark.parametrize(
     'max_iters', [PASSES * FULL_PASS, FULL_PASS + 3],
