@@ -60,7 +60,9 @@ def expected_pass_iters(plan: RunPlan, pruned_mean: float,
     low = max(2, math.floor(1 + (kept + 0.5 - first_step - TAIL * sd) / batch))
     high = min(full,
                math.ceil(1 + (kept + 0.5 - first_step + TAIL * sd) / batch))
-    total = 1.0 + max(min(low, full + 1) - 2, 0)
+    # The first step, and steps 2 .. low - 1, whole (2 <= low <= F, as at
+    # most N samples are kept).
+    total = float(low - 1)
     for j in range(low, high + 1):
         total += 0.5 * math.erfc(step(j) / (sd * math.sqrt(2.0)))
     return total
