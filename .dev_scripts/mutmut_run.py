@@ -63,6 +63,9 @@ EQUIVALENT_TABLE = '| module | mutated line | why no test can tell it apart |'
 # demo data, the CPU runtime, the loop).
 EXTRA_TESTS = [
     'tests/test_sampler/test_sampler_refusals.py',
+    'tests/test_hook/test_report_texts.py',
+    'tests/test_hook/test_report_state.py',
+    'tests/test_distributed/test_consistency_texts.py',
 ]
 
 

@@ -72,14 +72,16 @@ def agree_on_resume(iteration: int, state: Optional[dict],
         return state
     rows = _gather([iteration, kind])
     kinds = [row[1] for row in rows]
-    # A rank pointing at rank 0's tables agrees with a rank holding them.
-    compared = [[row[0], NO_STATE if row[1] == NO_STATE else TABLES]
-                for row in rows]
+    # A rank pointing at rank 0's tables agrees with a rank holding them:
+    # ON_RANK0 compares as TABLES.
+    compared = [[row[0], min(row[1], TABLES)] for row in rows]
     differ = _differing(compared, ('iteration', 'checkpoint state'))
-    if ON_RANK0 in kinds and kinds[0] != TABLES:
+    # Rank 0 holds the tables the others point at (named once).
+    if ON_RANK0 in kinds and kinds[0] != TABLES and \
+            'checkpoint state' not in differ:
         differ.append('checkpoint state')
     if differ:
-        shown = [[row[0], _KIND_NAMES.get(row[1], row[1])] for row in rows]
+        shown = [[row[0], _KIND_NAMES[row[1]]] for row in rows]
         raise RuntimeError(
             _message('at the start of training, after loading checkpoints',
                      ('iteration', 'checkpoint state'), shown, differ))

@@ -192,7 +192,7 @@ class SavingReport:
                 pass_idx=int(state['estimate_pass']),
                 ratio=float(state['estimate_ratio']),
                 saving=float(state['estimate_saving']))
-        self.cap_warned = bool(state.get('cap_warned', False))
+        self.cap_warned = bool(state.get('cap_warned'))
         self.out_of_reach = float(state.get('out_of_reach', math.nan))
         self.relative.load_state_dict(state.get('relative') or {})
 
@@ -223,8 +223,9 @@ class RelativeLosses:
             int(round(2 * LOG_RANGE / LOG_STEP)), dtype=np.int64)
 
     def add(self, scores: np.ndarray) -> None:
-        """Count one batch's scores (non-finite ones skipped; a batch
-        of fewer than two scores has no spread and is skipped)."""
+        """Count one batch's scores, at double precision (non-finite
+        ones skipped; a batch of fewer than two scores has no spread and
+        is skipped)."""
         scores = np.asarray(scores, dtype=np.float64)
         scores = scores[np.isfinite(scores)]
         if scores.size < 2:
@@ -244,10 +245,10 @@ class RelativeLosses:
         mean = float(np.dot(self.counts, np.exp(centers))) / total
         cut = math.log(mean)
         below = float(self.counts[edges[1:] <= cut].sum())
+        # The bin the mean falls in (between the lowest and the highest
+        # bin counted), split linearly.
         inside = int(np.searchsorted(edges, cut, side='right')) - 1
-        if 0 <= inside < self.counts.size:
-            # The bin the mean falls in, split linearly.
-            below += self.counts[inside] * (cut - edges[inside]) / LOG_STEP
+        below += self.counts[inside] * (cut - edges[inside]) / LOG_STEP
         return below / total
 
     def state_dict(self) -> dict:

@@ -134,3 +134,19 @@ def test_the_mean_of_every_scored_sample_is_the_sum_of_one_call():
     whole = float(np.add.reduce(values, dtype=np.float64) / NUM_SAMPLES)
     assert PruneRule(scores, seen).threshold == whole
     assert PruneRule(scores, pack_bits(seen)).threshold == whole
+
+
+@pytest.mark.parametrize('policy', ['mean', 'random'])
+def test_ratio_zero_over_several_chunks_keeps_every_sample_at_weight_one(
+        policy):
+    scores, seen = _table()
+    decision = decide_pass(
+        scores,
+        seen,
+        0.0,
+        torch.Generator().manual_seed(0),
+        policy=policy,
+        shuffle=False)
+    assert decision.num_candidates == 0 and decision.num_pruned == 0
+    assert torch.equal(decision.indices, torch.arange(NUM_SAMPLES))
+    assert (decision.weights == 1).all()
