@@ -66,6 +66,11 @@ EXTRA_TESTS = [
     'tests/test_hook/test_report_texts.py',
     'tests/test_hook/test_report_state.py',
     'tests/test_distributed/test_consistency_texts.py',
+    'tests/test_hook/test_hook_refusals.py',
+    'tests/test_hook/test_hook_resume.py',
+    'tests/test_hook/test_hook_run_end.py',
+    'tests/test_hook/test_batch_checks.py',
+    'tests/test_hook/test_hook_ranks.py',
 ]
 
 

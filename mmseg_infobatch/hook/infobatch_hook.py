@@ -349,8 +349,6 @@ def _seed_fixed(cfg) -> bool:
 
 
 def _step_iter_schedulers(param_schedulers, steps: int) -> None:
-    if steps <= 0:
-        return
     groups = param_schedulers.values() if isinstance(
         param_schedulers, dict) else [param_schedulers]
     for schedulers in groups:

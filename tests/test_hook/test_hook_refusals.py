@@ -44,8 +44,7 @@ def _lines(caplog, level=logging.INFO):
 
 def _warnings(caplog):
     return [
-        r.getMessage() for r in caplog.records
-        if r.levelno == logging.WARNING
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
     ]
 
 
@@ -68,9 +67,7 @@ def test_a_delta_in_0_1_is_taken_as_a_float(delta):
 
 def _run_runner(hooks=(), cfg=None, strategy=None):
     runner = SimpleNamespace(
-        hooks=list(hooks),
-        cfg=cfg or {},
-        logger=logging.getLogger(LOGGER))
+        hooks=list(hooks), cfg=cfg or {}, logger=logging.getLogger(LOGGER))
     if strategy is not None:
         runner.strategy = object.__new__(STRATEGIES.get(strategy))
     return runner
@@ -124,13 +121,15 @@ def test_an_eval_sampler_that_prunes_is_refused_before_the_run():
         "val_dataloader sampler=dict(type='DefaultSampler', shuffle=False).")
 
 
-def test_a_resume_without_infobatch_state_is_told_it_starts_fresh(caplog):
+@pytest.mark.parametrize('iteration', [1, FULL])
+def test_a_resume_without_infobatch_state_is_told_it_starts_fresh(
+        iteration, caplog):
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        start_hook(_runner(iteration=FULL))
+        start_hook(_runner(iteration=iteration))
     assert _warnings(caplog) == [
-        f'Resumed at iteration {FULL} from a checkpoint without InfoBatch '
-        'state: InfoBatch starts fresh from here (all samples unscored, '
-        'the next pass is full).'
+        f'Resumed at iteration {iteration} from a checkpoint without '
+        'InfoBatch state: InfoBatch starts fresh from here (all samples '
+        'unscored, the next pass is full).'
     ]
 
 
@@ -166,8 +165,7 @@ def test_an_iteration_without_infobatch_loss_is_refused_with_the_fix():
     list(iter(hook.sampler))  # the dataloader starts the first pass
     hook.before_train_iter(runner, 0)
     # No loss term ran: none holds scores.
-    assert refusal(lambda: hook.after_train_iter(runner, 0),
-                   RuntimeError) == (
+    assert refusal(lambda: hook.after_train_iter(runner, 0), RuntimeError) == (
         'No InfoBatchLoss ran in this training iteration, so no image was '
         'scored. Wrap the losses that the heads use.')
 
@@ -220,6 +218,26 @@ def test_a_train_dataloader_without_infobatch_sampler_is_refused():
         f'it uses RandomSampler. Add to the config:{CONFIG_HINT}')
 
 
+def test_a_train_dataloader_without_a_sampler_is_refused():
+    """An object that is no torch DataLoader (it has no sampler)."""
+    assert refusal(lambda: find_train_sampler(object()), TypeError) == (
+        'InfoBatchHook needs train_dataloader to use InfoBatchSampler, but '
+        f'it uses NoneType. Add to the config:{CONFIG_HINT}')
+
+
+def test_a_batch_sampler_given_in_the_config_is_refused():
+    """Even torch's own BatchSampler, when the config gives it (the
+    dataloader's sampler is then its default, not InfoBatchSampler)."""
+    sampler = make_sampler(N)
+    loader = DataLoader(
+        list(range(N)), batch_sampler=BatchSampler(sampler, BATCH, False))
+    assert refusal(lambda: find_train_sampler(loader), TypeError) == (
+        "InfoBatch finds each batch's sample indices from the sampler's "
+        'pass order, which needs the default torch BatchSampler, but '
+        'train_dataloader uses BatchSampler. Remove batch_sampler from '
+        'train_dataloader.')
+
+
 def test_a_custom_batch_sampler_is_refused():
     sampler = make_sampler(N)
     loader = DataLoader(
@@ -255,27 +273,27 @@ def _loss(wrapped=True, name='loss_ce'):
 
 def test_a_model_without_infobatch_loss_is_refused_with_the_config():
     model = torch.nn.Sequential(_Head(_loss(wrapped=False)))
-    assert refusal(lambda: find_losses(model, logging.getLogger(LOGGER)),
-                   TypeError) == (
-        'InfoBatchHook found no InfoBatchLoss in the model, so no image can '
-        f'be scored or rescaled. Wrap the head losses:{CONFIG_HINT}')
+    assert refusal(
+        lambda: find_losses(model, logging.getLogger(LOGGER)), TypeError
+    ) == ('InfoBatchHook found no InfoBatchLoss in the model, so no image can '
+          f'be scored or rescaled. Wrap the head losses:{CONFIG_HINT}')
 
 
 @pytest.mark.parametrize('heads,named', [
     (['Mask2FormerHead'], 'Mask2FormerHead'),
-    (['SideAdapterCLIPHead', 'MaskFormerHead', 'MaskFormerHead'],
-     'MaskFormerHead, SideAdapterCLIPHead'),
+    (['SideAdapterCLIPHead', 'MaskFormerHead', 'MaskFormerHead'
+      ], 'MaskFormerHead, SideAdapterCLIPHead'),
 ])
 def test_query_matching_heads_are_refused(heads, named):
     model = torch.nn.Sequential(
         *[type(name, (torch.nn.Module, ), {})() for name in heads],
         _Head(_loss()))
-    assert refusal(lambda: find_losses(model, logging.getLogger(LOGGER)),
-                   TypeError) == (
-        f'InfoBatch cannot serve {named}: its losses match queries to '
-        'masks, so their inputs have no per-image rows to score or '
-        'rescale. Train this model without InfoBatch (docs/compat.md lists '
-        'what is served).')
+    assert refusal(
+        lambda: find_losses(model, logging.getLogger(LOGGER)), TypeError
+    ) == (f'InfoBatch cannot serve {named}: its losses match queries to '
+          'masks, so their inputs have no per-image rows to score or '
+          'rescale. Train this model without InfoBatch (docs/compat.md lists '
+          'what is served).')
 
 
 def test_unwrapped_head_losses_are_warned_of_by_name(caplog):
@@ -299,6 +317,21 @@ def test_unwrapped_head_losses_are_warned_of_by_name(caplog):
     ]
 
 
+def test_unwrapped_head_losses_of_a_wrapped_model_are_named_inside_it(caplog):
+    model = torch.nn.ModuleDict(
+        dict(decode=_Head(_loss()), aux=_Head(_loss(False, 'loss_aux'))))
+    wrapped = torch.nn.DataParallel(model)  # a registered model wrapper
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        losses = find_losses(wrapped, logging.getLogger(LOGGER))
+    assert losses == [model['decode'].loss_decode]
+    assert _lines(caplog) == [
+        'InfoBatch: these loss terms are not wrapped in InfoBatchLoss: '
+        'aux.loss_aux. They are not rescaled, which biases the gradient of '
+        'pruned passes, and they do not count in the scores. Wrap each of '
+        "them: loss_decode=dict(type='InfoBatchLoss', loss=<the loss>)."
+    ]
+
+
 def test_wrapped_head_losses_are_not_warned_of(caplog):
     model = torch.nn.ModuleDict(
         dict(
@@ -318,11 +351,12 @@ def test_a_batch_of_another_size_is_refused(key):
     batch = {key: [_sample(sample_idx=i) for i in range(3)]}
     assert refusal(
         lambda: check_batch(batch, torch.tensor([4, 5]), list(range(N)),
-                            (2, 7)), RuntimeError) == (
-        'InfoBatch expected 2 images in this batch (pass 2, batch 7) but '
-        'the batch has 3: sample indices cannot reach the batch. Do not '
-        'replace the sampler or batch_sampler of train_dataloader while '
-        'InfoBatch is on.')
+                            (2, 7)),
+        RuntimeError) == (
+            'InfoBatch expected 2 images in this batch (pass 2, batch 7) but '
+            'the batch has 3: sample indices cannot reach the batch. Do not '
+            'replace the sampler or batch_sampler of train_dataloader while '
+            'InfoBatch is on.')
 
 
 class _Paths:
@@ -342,10 +376,10 @@ def test_a_batch_of_other_images_is_refused_by_their_paths():
     assert refusal(
         lambda: check_batch(batch, torch.tensor([3, 2]), _Paths(), (0, 0)),
         RuntimeError) == (
-        'InfoBatch expected image 1 of this batch to be sample 2, '
-        'img_2.png, but it is img_1.png: sample indices cannot reach the '
-        'batch. Keep shuffling in InfoBatchSampler and do not reorder '
-        'batches.')
+            'InfoBatch expected image 1 of this batch to be sample 2, '
+            'img_2.png, but it is img_1.png: sample indices cannot reach the '
+            'batch. Keep shuffling in InfoBatchSampler and do not reorder '
+            'batches.')
 
 
 def test_a_batch_of_other_samples_is_refused_by_their_indices():
@@ -354,7 +388,74 @@ def test_a_batch_of_other_samples_is_refused_by_their_indices():
     check_batch(batch, torch.tensor([3, 1]), list(range(N)), (0, 0))
     assert refusal(
         lambda: check_batch(batch, torch.tensor([1, 3]), list(range(N)),
-                            (0, 0)), RuntimeError) == (
-        'InfoBatch expected samples [1, 3] but the batch holds [3, 1]: '
-        'sample indices cannot reach the batch. Keep shuffling in '
-        'InfoBatchSampler and do not reorder batches.')
+                            (0, 0)),
+        RuntimeError) == (
+            'InfoBatch expected samples [1, 3] but the batch holds [3, 1]: '
+            'sample indices cannot reach the batch. Keep shuffling in '
+            'InfoBatchSampler and do not reorder batches.')
+
+
+def test_the_hook_warns_of_unwrapped_head_losses_on_the_runners_logger(caplog):
+    runner = _runner()
+    runner.model = torch.nn.ModuleDict(
+        dict(
+            decode=_Head(torch.nn.ModuleList([_loss(), _loss(False)])),
+            aux=_Head(_loss())))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        hook = start_hook(runner)
+    assert len(hook.losses) == 2
+    assert _warnings(caplog) == [
+        'InfoBatch: these loss terms are not wrapped in InfoBatchLoss: '
+        'decode.loss_ce. They are not rescaled, which biases the gradient '
+        'of pruned passes, and they do not count in the scores. Wrap each '
+        "of them: loss_decode=dict(type='InfoBatchLoss', loss=<the loss>)."
+    ]
+
+
+def test_the_hook_refuses_a_batch_of_another_size_naming_where(caplog):
+    runner = _runner()
+    hook = start_hook(runner)
+    list(iter(hook.sampler))  # the dataloader starts the first pass
+    batch = dict(inputs=[torch.zeros(1)] * 3)
+    assert refusal(
+        lambda: hook.before_train_iter(runner, 0, batch), RuntimeError
+    ) == (f'InfoBatch expected {BATCH} images in this batch (pass 0, batch 0) '
+          'but the batch has 3: sample indices cannot reach the batch. Do not '
+          'replace the sampler or batch_sampler of train_dataloader while '
+          'InfoBatch is on.')
+
+
+class _PathList(list):
+    """A dataset of images ``img_<i>.png``."""
+
+    def get_data_info(self, index):
+        return dict(img_path=f'img_{index}.png')
+
+
+def test_the_hook_checks_each_batch_against_the_samplers_dataset():
+    sampler = make_sampler(
+        _PathList(range(N)),
+        batch_size=BATCH,
+        prune_stop=0,  # a full pass
+        shuffle=False)
+    iter(sampler)
+    hook = InfoBatchHook()
+    hook.sampler = sampler
+    runner = SimpleNamespace(iter=0)
+
+    def batch(*indices):
+        return dict(data_samples=[
+            BaseDataElement(metainfo=dict(img_path=f'img_{i}.png'))
+            for i in indices
+        ])
+
+    # At the pass's second batch (the first began the pass).
+    sampler.served.trained_batches = 1
+    hook.before_train_iter(runner, 1, batch(2, 3))
+    assert refusal(
+        lambda: hook.before_train_iter(runner, 1, batch(2, 4)),
+        RuntimeError) == (
+            'InfoBatch expected image 1 of this batch to be sample 3, '
+            'img_3.png, but it is img_4.png: sample indices cannot reach the '
+            'batch. Keep shuffling in InfoBatchSampler and do not reorder '
+            'batches.')

@@ -52,7 +52,11 @@ def test_rank_0_writes_the_state_and_the_loops_epoch():
     assert state['sampler']['pass_idx'] == 1
     assert state['history']['pass'].tolist() == [0, 1]
     assert state['num_unscored'] == hook.num_skipped_scores
-    assert state['target'] == hook.report.state_dict()
+    # The pre-flight estimate, made at the start of pass 1.
+    assert hook.report.estimate['pass_idx'] == 1
+    assert state['target']['estimate_pass'] == 1
+    assert state['target']['estimate_saving'] == \
+        hook.report.estimate['saving']
 
 
 @pytest.mark.parametrize('rank,world', [(1, 2), (3, 4)])
@@ -63,8 +67,7 @@ def test_other_ranks_note_that_rank_0_holds_the_state(rank, world):
     with mock.patch(DIST_INFO, return_value=(rank, world)):
         checkpoint = _save(hook, runner)
     assert checkpoint == dict(
-        meta=dict(iter=runner.iter),
-        infobatch=dict(format=4, on_rank0=True))
+        meta=dict(iter=runner.iter), infobatch=dict(format=4, on_rank0=True))
 
 
 def test_rank_0_of_several_writes_the_whole_state():
@@ -81,7 +84,6 @@ SEED_WARNING = (
     'InfoBatchSampler seed 99 of the config differs from the checkpoint\'s '
     '3; the checkpoint\'s is used so the resumed run continues the same '
     'passes.')
-
 
 # (the resumed run's config, whether it fixes the seed)
 # yapf: disable
@@ -136,7 +138,7 @@ def test_the_checkpoints_own_seed_is_resumed_without_warning(caplog):
         _lines(caplog, logging.INFO)
 
 
-def test_the_resume_restores_the_count_of_skipped_scores():
+def test_the_resume_restores_the_skipped_scores_and_the_estimate():
     runner = _runner()
     hook = start_hook(runner)
     _train_to(hook, runner, 1, 2)
@@ -144,6 +146,8 @@ def test_the_resume_restores_the_count_of_skipped_scores():
     checkpoint = _save(hook, runner)
     other = start_hook(_runner(iteration=runner.iter), checkpoint)
     assert other.num_skipped_scores == 7
+    assert other.report.estimate == hook.report.estimate
+    assert other.report.estimate['pass_idx'] == 1
 
 
 # -- an epoch-based run resumed ---------------------------------------------
@@ -185,8 +189,8 @@ def test_an_epoch_rerun_from_an_iteration_checkpoint_serves_the_rest(
         pass_idx, batch, old_format, caplog):
     """mmengine runs the saved epoch again from its start: it gets the
     untrained batches of the saved pass, each trained once overall."""
-    hook, other, lines, drawn = _resume_epoch_run(
-        pass_idx, batch, pass_idx, caplog, old_format)
+    hook, other, lines, drawn = _resume_epoch_run(pass_idx, batch, pass_idx,
+                                                  caplog, old_format)
     sampler = hook.sampler
     share = sampler.served.rank_indices().tolist()
     rest = sampler.pass_batches - batch
@@ -218,15 +222,6 @@ def test_an_epoch_checkpoint_resumes_with_the_next_pass(old_format, caplog):
     assert sorted(drawn) == sorted(set(drawn))  # one pass, no replay
 
 
-def test_an_epoch_checkpoint_of_a_pass_not_trained_to_its_end_is_not_rerun(
-        caplog):
-    """The loop's epoch at the save tells: a later epoch runs the next
-    pass, whatever part of the saved pass was trained."""
-    hook, other, lines, drawn = _resume_epoch_run(1, 3, 2, caplog)
-    assert lines == []
-    assert other.sampler.pass_idx == 2
-
-
 def test_an_iteration_based_run_is_never_rerun(caplog):
     runner = _runner()
     hook = start_hook(runner)
@@ -242,3 +237,79 @@ def test_an_iteration_based_run_is_never_rerun(caplog):
     share = hook.sampler.served.rank_indices().tolist()
     assert len(drawn) == runner.iter * BATCH - 3 * BATCH + len(share)
     assert drawn[-len(share):] == share
+
+
+# -- loading a checkpoint safely --------------------------------------------
+@pytest.fixture
+def empty_allow_list():
+    """torch's safe-load allow-list, emptied for the test and restored."""
+    import torch
+    serialization = torch.serialization
+    if not hasattr(serialization, 'clear_safe_globals'):
+        pytest.skip('torch < 2.4 has no safe-load allow-list')
+    saved = serialization.get_safe_globals()
+    serialization.clear_safe_globals()
+    yield serialization.get_safe_globals
+    serialization.clear_safe_globals()
+    serialization.add_safe_globals(saved)
+
+
+def test_building_the_hook_allows_mmengines_checkpoint_types(empty_allow_list):
+    """FlexibleRunner loads its checkpoint before calling before_run."""
+    from mmengine.logging import HistoryBuffer
+
+    from mmseg_infobatch import InfoBatchHook
+    assert HistoryBuffer not in empty_allow_list()
+    InfoBatchHook()
+    assert HistoryBuffer in empty_allow_list()
+
+
+def test_before_run_allows_mmengines_checkpoint_types(empty_allow_list):
+    """The Runner loads its checkpoint after before_run (torch >= 2.6
+    loads safely by default)."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import HistoryBuffer
+
+    from mmseg_infobatch import InfoBatchHook
+    hook = InfoBatchHook()
+    import torch
+    torch.serialization.clear_safe_globals()  # what building it allowed
+    runner = SimpleNamespace(
+        hooks=[hook], cfg={}, logger=logging.getLogger(LOGGER))
+    hook.before_run(runner)
+    assert HistoryBuffer in empty_allow_list()
+
+
+@pytest.mark.parametrize('resume_at', [1, FULL + 1])
+def test_a_resume_at_any_iteration_continues_the_saved_pass(resume_at):
+    runner = _runner()
+    hook = start_hook(runner)
+    while runner.iter < resume_at:
+        step(hook, runner)
+    checkpoint = _save(hook, runner)
+    saved = hook.sampler
+    other = start_hook(_runner(iteration=resume_at), checkpoint)
+    assert (other.sampler.pass_idx,
+            other.sampler.trained_batches) == (saved.pass_idx,
+                                               saved.trained_batches)
+    assert len(other.history) == len(hook.history)
+
+
+def test_an_epoch_run_resumed_in_its_first_pass_moves_its_end_at_once():
+    """mmengine counts the loop's iterations from the dataloader's length
+    before InfoBatch configures the sampler; the hook moves the end to the
+    passes' own at the start of training, also when it resumes inside pass
+    0 (whose start, where a fresh run moves it, is past). 11 images on 2
+    ranks in batches of 2, drop_last: 5 images a rank, 2 batches a pass, 4
+    passes."""
+    layout = dict(by_epoch=True, world=2, n=11, batch=2, drop_last=True)
+    runner = _runner(**layout)
+    hook = start_hook(runner)
+    step(hook, runner)
+    checkpoint = _save(hook, runner)
+    resumed = _runner(iteration=1, **layout)
+    other = start_hook(resumed, checkpoint)
+    assert (other.sampler.pass_idx, other.sampler.trained_batches) == (0, 1)
+    assert other.sampler.plan.budget_iters == 4 * 2
+    assert resumed.train_loop.max_iters == 4 * 2
