@@ -71,6 +71,13 @@ EXTRA_TESTS = [
     'tests/test_hook/test_hook_run_end.py',
     'tests/test_hook/test_batch_checks.py',
     'tests/test_hook/test_hook_ranks.py',
+    'tests/test_engine/test_engine_refusals.py',
+    'tests/test_engine/test_cpu_runtime.py',
+    'tests/test_engine/test_no_pause_iterator.py',
+    'tests/test_engine/test_trusted_checkpoint.py',
+    'tests/test_engine/test_accumulation_group.py',
+    'tests/test_tools/test_digit_scenes.py',
+    'tests/test_tools/test_digit_scenes_generator.py',
 ]
 
 

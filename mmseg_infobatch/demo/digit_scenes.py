@@ -33,11 +33,9 @@ class DigitScenesDataset(BaseSegDataset):
                                 (157 * i) % 256] for i in range(1, 11)])
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(
-            img_suffix='.png',
-            seg_map_suffix='.png',
-            reduce_zero_label=False,
-            **kwargs)
+        # BaseSegDataset's defaults do the rest: .png label maps, and
+        # label 0 (the background) kept as a class.
+        super().__init__(img_suffix='.png', **kwargs)
 
     def load_data_list(self):
         img_dir = self.data_prefix.get('img_path', '')
@@ -62,13 +60,25 @@ def _load_digits() -> Tuple[np.ndarray, np.ndarray]:
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
     import cv2
-    return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(img, (size, size))  # bilinear, cv2's default
 
 
 def _scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray,
            size: int, digit_size: Tuple[int, int],
            max_digits: int) -> Tuple[np.ndarray, np.ndarray]:
-    canvas = rng.normal(0.15, 0.05, (size, size)).clip(0, 1)
+    """One scene: an RGB image and its label map.
+
+    The background is Gaussian noise (mean 0.15, s.d. 0.05 of full ink);
+    1 to ``max_digits`` digits, of a side drawn from ``digit_size``
+    (inclusive), go where they overlap no other digit (one that finds no
+    free place in a few tries is left out, the next ones are still
+    tried). A pixel of more than half ink is labelled with its digit's
+    class, one of (0.2, 0.5] ink (the anti-aliased rim) 255, the rest 0.
+    The scene is tinted by a random colour, each channel at 50-100%, and
+    stored in 8 bits: 255 x ink x tint, rounded down.
+    """
+    # Negative noise is clipped to black with the image, below.
+    canvas = rng.normal(0.15, 0.05, (size, size))
     tint = rng.uniform(0.5, 1.0, size=3)
     label = np.zeros((size, size), dtype=np.uint8)
     occupied = np.zeros((size, size), dtype=bool)
@@ -88,7 +98,8 @@ def _scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray,
         region[glyph > 0.5] = labels[k] + 1
         region[(glyph > 0.2) & (glyph <= 0.5)] = IGNORE_INDEX
         occupied[y:y + side, x:x + side] = True
-    rgb = (canvas[..., None] * tint * 255).clip(0, 255).astype(np.uint8)
+    # At most 255: ink and tint are at most 1.
+    rgb = np.maximum(canvas[..., None] * tint * 255, 0).astype(np.uint8)
     return rgb, label
 
 

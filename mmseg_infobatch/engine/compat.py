@@ -85,7 +85,7 @@ def open_group_size(wrapper) -> Optional[int]:
     iterations of the accumulation group in progress; None where no group
     holds gradient yet (or there is no accumulation)."""
     count, size = wrapper._inner_count, wrapper._accumulative_counts
-    if size == 1 or count % size == 0:
+    if count % size == 0:  # between groups; always without accumulation
         return None
     if wrapper._max_counts == -1:
         return size

@@ -116,10 +116,11 @@ def test_flexible_runner_and_its_subclasses_are_recognised(
 
 @pytest.mark.parametrize('strategy,placed', [
     (None, dict(type='DDPStrategy', model_wrapper=CPU_DDP)),
+    (dict(), dict(type='DDPStrategy', model_wrapper=CPU_DDP)),
     (dict(type='DDPStrategy'), dict(type='DDPStrategy',
                                     model_wrapper=CPU_DDP)),
-    (dict(type='FSDPStrategy'), dict(type='FSDPStrategy',
-                                     model_wrapper=CPU_FSDP)),
+    (dict(type='FSDPStrategy'),
+     dict(type='FSDPStrategy', model_wrapper=CPU_FSDP)),
     (dict(type='ResumableFSDPStrategy'),
      dict(type='ResumableFSDPStrategy', model_wrapper=CPU_FSDP)),
     (dict(type='DDPStrategy', model_wrapper=None),
@@ -152,8 +153,7 @@ def test_the_strategys_own_wrapper_keys_are_kept():
         dict(
             strategy=dict(
                 type='FSDPStrategy',
-                model_wrapper=dict(type='MyFSDP', device_id='meta',
-                                   sync=1))))
+                model_wrapper=dict(type='MyFSDP', device_id='meta', sync=1))))
     place_strategy_on_cpu(cfg)
     assert cfg.strategy.model_wrapper == dict(
         type='MyFSDP', device_id='meta', sync=1)
@@ -162,8 +162,7 @@ def test_the_strategys_own_wrapper_keys_are_kept():
 @pytest.mark.parametrize(
     'strategy',
     [dict(type='SingleDeviceStrategy'),
-     dict(type='NoSuchStrategy'),
-     dict()])
+     dict(type='NoSuchStrategy')])
 def test_strategies_without_ddp_or_fsdp_are_left_alone(strategy):
     cfg = Config(dict(strategy=strategy))
     place_strategy_on_cpu(cfg)
@@ -173,8 +172,8 @@ def test_strategies_without_ddp_or_fsdp_are_left_alone(strategy):
 def test_cpu_fsdp_needs_a_stream_that_takes_a_priority(monkeypatch):
     """torch < 2.2's ``torch.cpu.Stream`` is a stub without arguments."""
     from mmengine.utils import digit_version
-    assert cpu_fsdp_supported() is (digit_version(torch.__version__) >=
-                                    digit_version('2.2.0'))
+    assert cpu_fsdp_supported() is (digit_version(torch.__version__)
+                                    >= digit_version('2.2.0'))
 
     class StubStream:
 

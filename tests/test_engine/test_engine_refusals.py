@@ -53,6 +53,17 @@ def _missing_digit_scenes_without_root(tmp_path):
                 seg_map_path=str(tmp_path / 'nowhere'))))
 
 
+def _digit_scenes_without_img_path(tmp_path):
+    from mmseg.registry import DATASETS
+
+    import mmseg_infobatch.demo  # noqa: F401  registers DigitScenesDataset
+    DATASETS.build(
+        dict(
+            type='DigitScenesDataset',
+            data_root=str(tmp_path),
+            data_prefix=dict(seg_map_path='annotations/training')))
+
+
 def test_another_mmengine_is_refused_with_the_pip_line(monkeypatch):
     assert refusal(lambda: _old_mmengine(monkeypatch), RuntimeError) == (
         'mmseg_infobatch supports mmengine >= 0.10.7, < 0.11.0, but '
@@ -60,19 +71,17 @@ def test_another_mmengine_is_refused_with_the_pip_line(monkeypatch):
         '"mmengine>=0.10.7,<0.11.0"')
 
 
-def test_fsdp_on_a_cpu_torch_without_stream_priority_is_refused(
-        monkeypatch):
-    assert refusal(lambda: _fsdp_on_old_torch(monkeypatch),
-                   RuntimeError) == (
-                       'FSDP on the CPU needs torch >= 2.2; this is torch '
-                       '2.1.0, whose torch.cpu.Stream takes no priority, '
-                       'which FSDP passes at set-up. Use '
-                       "strategy=dict(type='DDPStrategy') on the CPU, run "
-                       'FSDP on GPUs, or install torch >= 2.2.')
+def test_fsdp_on_a_cpu_torch_without_stream_priority_is_refused(monkeypatch):
+    assert refusal(
+        lambda: _fsdp_on_old_torch(monkeypatch),
+        RuntimeError) == ('FSDP on the CPU needs torch >= 2.2; this is torch '
+                          '2.1.0, whose torch.cpu.Stream takes no priority, '
+                          'which FSDP passes at set-up. Use '
+                          "strategy=dict(type='DDPStrategy') on the CPU, run "
+                          'FSDP on GPUs, or install torch >= 2.2.')
 
 
-def test_the_no_pause_loop_names_the_stock_loop_as_the_fallback(
-        monkeypatch):
+def test_the_no_pause_loop_names_the_stock_loop_as_the_fallback(monkeypatch):
     assert refusal(lambda: _no_started_pass(monkeypatch), RuntimeError) == (
         'NoPauseIterBasedTrainLoop expects the iterator of mmengine '
         "0.10.7's IterBasedTrainLoop; with this mmengine use "
@@ -115,3 +124,20 @@ def test_cpu_distributed_training_is_announced_in_the_log(
     cpu_runtime.prepare_cpu_config(cfg, 'pytorch')
     assert logged == [(('No CUDA: distributed training on CPU with gloo; '
                         'SyncBN runs as BN.', ), dict(logger='current'))]
+
+
+def test_the_demo_without_scikit_learn_names_the_install(monkeypatch):
+    import sys
+
+    from mmseg_infobatch.demo import digit_scenes
+    monkeypatch.setitem(sys.modules, 'sklearn.datasets', None)
+    assert refusal(digit_scenes._load_digits, ImportError) == (
+        'Digit scenes need scikit-learn: pip install -e ".[demo]"')
+
+
+def test_digit_scenes_without_an_image_path_are_refused(tmp_path):
+    assert refusal(lambda: _digit_scenes_without_img_path(tmp_path),
+                   FileNotFoundError) == (
+                       'DigitScenesDataset: no image folder . Generate the '
+                       'data with `python tools/dataset_converters/'
+                       f'make_digit_scenes.py {tmp_path}` or fix data_root.')
