@@ -78,6 +78,16 @@ EXTRA_TESTS = [
     'tests/test_engine/test_accumulation_group.py',
     'tests/test_tools/test_digit_scenes.py',
     'tests/test_tools/test_digit_scenes_generator.py',
+    'tests/test_config/test_config_refusals.py',
+    'tests/test_config/test_default_losses.py',
+    'tests/test_config/test_config_tree.py',
+    'tests/test_loss/test_loss_refusals.py',
+    'tests/test_loss/test_loss_options.py',
+    'tests/test_sampler/test_sampler_state_refusals.py',
+    'tests/test_sampler/test_checkpoint_state.py',
+    'tests/test_sampler/test_served_pass.py',
+    'tests/test_sampler/test_sampler_interface.py',
+    'tests/test_resume/test_restored_decision.py',
 ]
 
 

@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 import torch
+from helpers import refusal
 
 from mmseg_infobatch.sampler.history import PassRecord
 from mmseg_infobatch.sampler.layout import pack_bits
@@ -94,22 +95,23 @@ def test_the_fingerprint_of_a_dataset_without_paths_is_its_size():
 
 @pytest.mark.parametrize('sep', ['/', '\\'])
 def test_a_copy_of_the_data_at_another_place_has_the_same_fingerprint(sep):
-    here = Listed(_infos(f'{sep}data{sep}ade', 'abc', sep), f'{sep}data'
-                  f'{sep}ade')
+    here = Listed(
+        _infos(f'{sep}data{sep}ade', 'abc', sep), f'{sep}data'
+        f'{sep}ade')
     # The copy's root is written with a trailing separator.
-    there = Listed(_infos(f'{sep}mnt{sep}copy', 'abc', sep),
-                   f'{sep}mnt{sep}copy{sep}')
+    there = Listed(
+        _infos(f'{sep}mnt{sep}copy', 'abc', sep), f'{sep}mnt{sep}copy{sep}')
     assert _fp(here) == _fp(there)
     assert _fp(here) != _fp(
-        Listed(_infos(f'{sep}mnt{sep}copy', 'abd', sep),
-               f'{sep}mnt{sep}copy'))
+        Listed(_infos(f'{sep}mnt{sep}copy', 'abd', sep), f'{sep}mnt{sep}copy'))
 
 
 def test_paths_not_below_the_data_root_are_taken_below_their_prefix():
     # The images and labels lie apart, each below its data_prefix.
     def dataset(images, labels, names='abc'):
         infos = [
-            dict(img_path=f'{images}/{n}.jpg', seg_map_path=f'{labels}/{n}.png')
+            dict(
+                img_path=f'{images}/{n}.jpg', seg_map_path=f'{labels}/{n}.png')
             for n in names
         ]
         return Listed(
@@ -125,6 +127,36 @@ def test_paths_not_below_the_data_root_are_taken_below_their_prefix():
     assert _fp(Listed(here.data_list)) != _fp(Listed(there.data_list))
     assert _fp(Listed(here.data_list, data_root='')) != \
         _fp(Listed(there.data_list, data_root=''))
+    assert _fp(Listed(here.data_list, data_root='/elsewhere')) != \
+        _fp(Listed(there.data_list, data_root='/elsewhere'))
+
+
+def test_below_the_root_only_the_separators_are_stripped():
+    # Images whose names differ in a leading letter are other images.
+    one = [dict(img_path='/d/Xray.jpg', seg_map_path='/d/Xray.png')]
+    other = [dict(img_path='/d/ray.jpg', seg_map_path='/d/ray.png')]
+    assert _fp(Listed(one, '/d')) != _fp(Listed(other, '/d'))
+
+
+def test_without_a_data_root_paths_are_taken_as_they_are():
+    absolute = [dict(img_path='/a/1.jpg', seg_map_path='/a/1.png')]
+    relative = [dict(img_path='a/1.jpg', seg_map_path='a/1.png')]
+    for root in (None, ''):
+        assert _fp(Listed(absolute, root)) != _fp(Listed(relative, root))
+        assert _fp(Listed([dict(img_path='XXXXa.jpg')], root)) != \
+            _fp(Listed([dict(img_path='a.jpg')], root))
+
+
+def test_the_fingerprint_of_format_2_is_unchanged():
+    # A checkpoint's fingerprint must equal the one this version makes of
+    # the same data: the CRC32 of the sample count, then of each sample's
+    # 'key=path' pairs below data_root, in key order, joined by '|'.
+    infos = _infos('/d', 'ab')
+    crc = zlib.crc32(b'2')
+    for n in 'ab':
+        crc = zlib.crc32(
+            f'img_path=img/{n}.jpg|seg_map_path=ann/{n}.png'.encode(), crc)
+    assert _fp(Listed(infos, '/d')) == dict(version=2, crc=crc)
 
 
 def test_the_fingerprint_changes_with_any_sample_path():
@@ -142,9 +174,15 @@ def test_the_fingerprint_reads_only_the_file_paths():
     base = _fp(Listed(infos, '/d'))
     other = [
         dict(
-            reversed(list(dict(info, reduce_zero_label=True,
-                               seg_fields=['x'], sample_idx=i,
-                               extra_path=None).items())))
+            reversed(
+                list(
+                    dict(
+                        info,
+                        reduce_zero_label=True,
+                        seg_fields=['x'],
+                        sample_idx=i,
+                        category=f'other {i}',
+                        extra_path=None).items())))
         for i, info in enumerate(infos)
     ]
     assert _fp(Listed(other, '/d')) == base
@@ -162,8 +200,8 @@ def test_the_fingerprint_looks_through_dataset_wrappers():
     # A ConcatDataset holds the samples of its parts, in order.
     assert _fp(Concat(Listed(a, '/d'), Listed(b, '/d'))) == \
         _fp(Listed(a + b, '/d'))
-    moved = Concat(Listed(_infos('/m', 'ab'), '/m'),
-                   Listed(_infos('/m', 'cde'), '/m'))
+    moved = Concat(
+        Listed(_infos('/m', 'ab'), '/m'), Listed(_infos('/m', 'cde'), '/m'))
     assert _fp(moved) == _fp(Concat(Listed(a, '/d'), Listed(b, '/d')))
     # A RepeatDataset: its part's samples, and its own length.
     repeated = Repeat(Listed(a, '/d'), 3)
@@ -213,8 +251,7 @@ def test_format_2_weights_become_codes_into_a_table_that_starts_at_1():
     assert table.tolist() == [1.0, 2.0, 2.5, 4.0]  # 1 first, once
     assert codes.tolist() == [0, 2, 1, 0, 2, 3, 1]
     assert torch.equal(table[codes.long()], weights.float())
-    assert torch.equal(upgraded['seen_bits'],
-                       pack_bits(state['seen'].bool()))
+    assert torch.equal(upgraded['seen_bits'], pack_bits(state['seen'].bool()))
     # The rest of the state is kept.
     for key in ('pass_idx', 'position', 'scores', 'order', 'saved_iters'):
         assert upgraded[key] is state[key]
@@ -228,6 +265,15 @@ def test_format_2_weights_of_up_to_256_values_are_upgraded():
     assert upgraded['weight_codes'].max() == 255
     table, codes = upgraded['weight_table'], upgraded['weight_codes']
     assert torch.equal(table[codes.long()], weights)
+
+
+def test_format_2_weights_of_more_than_256_values_are_refused():
+    # 1 and 256 other values: one more than the uint8 codes hold.
+    weights = torch.cat([torch.ones(3), 2 + torch.arange(256) / 64])
+    assert refusal(lambda: upgrade_state(_format_2(weights))) == (
+        "The checkpoint's InfoBatch weights take 257 distinct values, more "
+        'than 256: start a fresh run from its weights with '
+        'load_from=CHECKPOINT instead of --resume.')
 
 
 def test_a_state_in_this_format_is_upgraded_to_itself():

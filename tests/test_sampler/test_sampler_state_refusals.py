@@ -171,8 +171,8 @@ def test_an_older_fingerprint_is_not_compared_and_says_so():
             level=logging.WARNING)
     ]
     # The rest of the layout still is, after the fingerprint as before it.
-    assert refusal(lambda: check_layout(
-        dict(saved, num_samples=13), LAYOUT)).startswith(
+    assert refusal(
+        lambda: check_layout(dict(saved, num_samples=13), LAYOUT)).startswith(
             'The checkpoint holds InfoBatch state made with num_samples=13,')
 
 

@@ -157,14 +157,14 @@ def test_the_checkpoint_state_restores_the_same_pass():
     assert restored.padded_order.tolist() == ORDER + ORDER[:1]
     assert restored.batch_indices().tolist() == [9, 5]
     assert torch.equal(
-        restored.weights_of(torch.arange(N)), served.weights_of(
-            torch.arange(N)))
+        restored.weights_of(torch.arange(N)),
+        served.weights_of(torch.arange(N)))
     # The restored tables are its own.
     state['weight_codes'][:] = 7
     state['weight_table'][:] = 7
     assert torch.equal(
-        restored.weights_of(torch.arange(N)), served.weights_of(
-            torch.arange(N)))
+        restored.weights_of(torch.arange(N)),
+        served.weights_of(torch.arange(N)))
 
 
 def test_a_state_from_before_any_pass_restores_none():
