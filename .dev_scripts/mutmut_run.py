@@ -191,16 +191,25 @@ def results(workdir: Path) -> Dict[str, str]:
 
 
 def mutated_line(workdir: Path, name: str) -> str:
-    """The first line the mutant adds, as ``mutmut show`` prints it."""
+    """The first line the mutant adds, as ``mutmut show`` prints it; where
+    that line is too bare to tell the mutant (``None,``, ``)``, or no line
+    at all), ``'<the line it replaces> -> <the line>'``."""
     shown = subprocess.run([sys.executable, '-m', 'mutmut', 'show', name],
                            cwd=workdir,
                            capture_output=True,
                            text=True).stdout
-    added = [
-        line[1:].strip() for line in shown.splitlines()
-        if line.startswith('+') and not line.startswith('+++')
-    ]
-    return added[0] if added else '(no line added)'
+    return _named_line(shown.splitlines())
+
+
+def _named_line(diff: List[str]) -> str:
+    added, removed = ([
+        line[1:].strip() for line in diff
+        if line.startswith(sign) and not line.startswith(sign * 3)
+    ] for sign in '+-')
+    first = added[0] if added else ''
+    if re.search(r'\w', first.replace('None', '')):
+        return first
+    return f'{removed[0] if removed else ""} -> {first}'.strip()
 
 
 def module_of(name: str) -> str:

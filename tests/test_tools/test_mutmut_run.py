@@ -64,3 +64,15 @@ def test_the_equivalent_mutants_are_read_from_their_table(tmp_path):
     }
     # The repository's own table parses, one row per mutant.
     assert len(mutmut_run.equivalents()) >= 9
+
+
+def test_a_bare_mutated_line_is_named_with_the_line_it_replaces():
+    diff = ['--- a/x.py', '+++ b/x.py', '-    f(a,', '+    f(b,']
+    assert mutmut_run._named_line(diff) == 'f(b,'
+    assert mutmut_run._named_line(
+        ['-            self.seen_bits,', '+            None,']) == \
+        'self.seen_bits, -> None,'
+    assert mutmut_run._named_line(['-    rule=rule)', '+    )']) == \
+        'rule=rule) -> )'
+    assert mutmut_run._named_line(['-    prune_high=self.prune_high,']) == \
+        'prune_high=self.prune_high, ->'
