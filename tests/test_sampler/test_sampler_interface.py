@@ -11,6 +11,7 @@ from helpers import SAMPLER_DIST_INFO, make_sampler
 
 from mmseg_infobatch.sampler.infobatch_sampler import (DEFAULT_RATIO,
                                                        InfoBatchSampler)
+from mmseg_infobatch.sampler.prune_rule import Profile
 from mmseg_infobatch.sampler.run_plan import PassPosition, RunPlan
 from mmseg_infobatch.sampler.state import dataset_fingerprint
 
@@ -325,3 +326,21 @@ def test_configure_pads_passes_up_by_default():
     s = make_sampler(21)
     s.configure(2)
     assert s.drop_last is False and s.full_pass_batches == 11
+
+
+def test_a_fresh_sampler_holds_one_uint8_code_per_sample_and_no_candidate():
+    sampler = make_sampler(40)
+    assert sampler.served.weight_codes.dtype == torch.uint8
+    assert sampler.served.weight_codes.numel() == 40
+    # Nothing scored yet: no sample may be pruned.
+    assert sampler.profile() == Profile(0, 0.0, 0.0)
+
+
+def test_the_sampler_refuses_a_target_its_quantile_buckets_cannot_save():
+    with pytest.raises(ValueError, match='every ratio in buckets is 0'):
+        make_sampler(
+            40,
+            policy='quantile',
+            buckets=[(0.5, 0.0), (1.0, 0.0)],
+            ratio=None,
+            target_saving=0.3)
