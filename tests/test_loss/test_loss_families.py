@@ -6,6 +6,7 @@ be means over valid pixels whatever the loss's 'none' shape.
 """
 import pytest
 import torch
+from helpers.loss_cases import build_wrapped, call_weighted, case_ids
 from mmseg.models.losses import CrossEntropyLoss
 from mmseg.registry import MODELS
 
@@ -122,19 +123,6 @@ COUPLED = [
 ]
 
 
-def _ids(cases):
-    return [case[0] for case in cases]
-
-
-def _build(inner, **kwargs):
-    return MODELS.build(dict(type='InfoBatchLoss', loss=inner, **kwargs))
-
-
-def _call(loss, args, kwargs, weights=None):
-    loss.set_batch_weights(weights)
-    return loss(*args, **kwargs)
-
-
 def _grad(value, pred):
     pred.grad = None
     value.mean().backward()
@@ -175,18 +163,18 @@ def _inner_calls(wrapped):
     return calls
 
 
-@pytest.mark.parametrize('name,inner,make', EXACT, ids=_ids(EXACT))
+@pytest.mark.parametrize('name,inner,make', EXACT, ids=case_ids(EXACT))
 def test_unit_weights_equal_inner_loss(name, inner, make):
     """At weights 1 the 'weight' mode is the inner loss bit for bit, value
     and gradient, in one evaluation where the table says so; the per-image
     mode (a mean of image losses) to float rounding."""
     args, kwargs = make()
     plain = MODELS.build(inner)
-    wrapped = _build(inner)
+    wrapped = build_wrapped(inner)
     expected = plain(*args, **kwargs)
     expected_grad = _grad(expected, args[0])
     calls = _inner_calls(wrapped)
-    got = _call(wrapped, args, kwargs, torch.ones(N))
+    got = call_weighted(wrapped, args, kwargs, torch.ones(N))
     grad = _grad(got, args[0])
     if wrapped.mode == 'weight':
         assert len(calls) == (N + 1 if name in TWO_CALLS else 1)
@@ -202,7 +190,7 @@ def test_unit_weights_equal_inner_loss(name, inner, make):
     assert torch.isfinite(scores).all()
     assert wrapped.loss_name == plain.loss_name
     # Without weights (no hook) it is the inner loss, bit for bit.
-    assert torch.equal(_call(wrapped, args, kwargs), expected)
+    assert torch.equal(call_weighted(wrapped, args, kwargs), expected)
     assert wrapped.pop_scores() is None
 
 
@@ -226,23 +214,23 @@ def _reference_scores(inner, args, kwargs):
     return (values * valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
 
 
-@pytest.mark.parametrize('name,inner,make', EXACT, ids=_ids(EXACT))
+@pytest.mark.parametrize('name,inner,make', EXACT, ids=case_ids(EXACT))
 def test_scores_are_unweighted_valid_means(name, inner, make):
     """Scores are the mean over valid elements of the per-element loss (to
     float32 rounding: rtol 1e-6), whatever the image weights."""
     args, kwargs = make()
-    wrapped = _build(inner)
+    wrapped = build_wrapped(inner)
     if wrapped.mode != 'weight':
         pytest.skip('per-image mode: its scores are the image losses')
-    _call(wrapped, args, kwargs, torch.ones(N))
+    call_weighted(wrapped, args, kwargs, torch.ones(N))
     scores = wrapped.pop_scores()
     torch.testing.assert_close(
         scores, _reference_scores(inner, args, kwargs), rtol=1e-6, atol=0)
-    _call(wrapped, args, kwargs, torch.tensor([2.0, 0.0, 0.5]))
+    call_weighted(wrapped, args, kwargs, torch.tensor([2.0, 0.0, 0.5]))
     assert torch.equal(wrapped.pop_scores(), scores)
 
 
-@pytest.mark.parametrize('name,inner,make', EXACT, ids=_ids(EXACT))
+@pytest.mark.parametrize('name,inner,make', EXACT, ids=case_ids(EXACT))
 def test_weights_rescale_each_image(name, inner, make):
     """L(w) = sum_i w_i * L(e_i): each image's share scales by its weight,
     and an image of weight 0 gets no gradient."""
@@ -250,12 +238,12 @@ def test_weights_rescale_each_image(name, inner, make):
         pytest.skip('avg_factor is refused per image; use_mask is tested '
                     'with the per-image losses')
     args, kwargs = make()
-    wrapped = _build(inner)
+    wrapped = build_wrapped(inner)
     weights = torch.tensor([2.0, 0.0, 0.5])
-    got = _call(wrapped, args, kwargs, weights)
+    got = call_weighted(wrapped, args, kwargs, weights)
     shares = [
-        _call(wrapped, args, kwargs,
-              torch.eye(N)[i]).detach() for i in range(N)
+        call_weighted(wrapped, args, kwargs,
+                      torch.eye(N)[i]).detach() for i in range(N)
     ]
     expected = sum(w * s for w, s in zip(weights, shares))
     torch.testing.assert_close(got.detach(), expected, rtol=1e-5, atol=1e-7)
@@ -269,9 +257,9 @@ def test_sigmoid_ce_with_19_classes_divides_like_mmseg():
     """mmseg's mean divides by the (N, C, H, W) loss size; the score is a
     mean over valid pixels and classes."""
     (logits, label), kwargs = _seg(c=19)
-    wrapped = _build(dict(type='CrossEntropyLoss', use_sigmoid=True))
+    wrapped = build_wrapped(dict(type='CrossEntropyLoss', use_sigmoid=True))
     weights = torch.tensor([1.0, 2.0, 0.5])
-    got = _call(wrapped, (logits, label), kwargs, weights)
+    got = call_weighted(wrapped, (logits, label), kwargs, weights)
     valid = (label != IGNORE).unsqueeze(1).expand(-1, 19, -1, -1)
     onehot = torch.nn.functional.one_hot(label.clamp(max=18), 19)
     per_elem = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -290,20 +278,20 @@ def test_sigmoid_ce_with_19_classes_divides_like_mmseg():
 def test_focal_scores_ignore_ignored_pixels():
     (logits, label), kwargs = _seg()
     logits, label = logits.detach().cuda(), label.cuda()
-    wrapped = _build(dict(type='FocalLoss'))
-    _call(wrapped, (logits, label), kwargs, torch.ones(N))
+    wrapped = build_wrapped(dict(type='FocalLoss'))
+    call_weighted(wrapped, (logits, label), kwargs, torch.ones(N))
     scores = wrapped.pop_scores()
     moved = logits.detach().clone()
     moved.permute(0, 2, 3, 1)[label == IGNORE] = 30.0
-    _call(wrapped, (moved, label), kwargs, torch.ones(N))
+    call_weighted(wrapped, (moved, label), kwargs, torch.ones(N))
     torch.testing.assert_close(wrapped.pop_scores(), scores)
 
 
 def test_dice_scores_are_its_per_image_values():
     (logits, label), kwargs = _seg()
     inner = dict(type='DiceLoss', loss_weight=2.0)
-    wrapped = _build(inner)
-    _call(wrapped, (logits, label), kwargs, torch.ones(N))
+    wrapped = build_wrapped(inner)
+    call_weighted(wrapped, (logits, label), kwargs, torch.ones(N))
     per_image = MODELS.build(inner)(
         logits, label, reduction_override='none', **kwargs)
     torch.testing.assert_close(wrapped.pop_scores(), per_image.detach())
@@ -321,15 +309,15 @@ def test_dice_scores_are_its_per_image_values():
     (dict(type='HuasdorffDisstanceLoss'), 'per_image'),
 ])
 def test_auto_mode_per_loss(inner, mode):
-    assert _build(inner).mode == mode
+    assert build_wrapped(inner).mode == mode
 
 
-@pytest.mark.parametrize('name,inner,make', COUPLED, ids=_ids(COUPLED))
+@pytest.mark.parametrize('name,inner,make', COUPLED, ids=case_ids(COUPLED))
 def test_coupled_losses_are_refused_at_build(name, inner, make):
     with pytest.raises(ValueError, match="(?s)batch.*mode='per_image'"):
-        _build(inner)
+        build_wrapped(inner)
     with pytest.raises(ValueError, match="mode='weight'"):
-        _build(inner, mode='weight')
+        build_wrapped(inner, mode='weight')
 
 
 def test_refused_when_the_model_is_built():
@@ -350,19 +338,20 @@ def test_refused_when_the_model_is_built():
     assert MODELS.build(head).loss_decode[1].mode == 'per_image'
 
 
-@pytest.mark.parametrize('name,inner,make', COUPLED, ids=_ids(COUPLED))
+@pytest.mark.parametrize('name,inner,make', COUPLED, ids=case_ids(COUPLED))
 def test_per_image_mode_is_mean_of_weighted_image_losses(name, inner, make):
     args, kwargs = make()
     plain = MODELS.build(inner)
-    wrapped = _build(inner, mode='per_image')
+    wrapped = build_wrapped(inner, mode='per_image')
     # No weights: the plain loss, called exactly as the head called it
     # (OhemCrossEntropy and BoundaryLoss take no weight= keyword).
-    assert torch.equal(_call(wrapped, args, kwargs), plain(*args, **kwargs))
+    assert torch.equal(
+        call_weighted(wrapped, args, kwargs), plain(*args, **kwargs))
     per_image = torch.stack([
         plain(*[a[i:i + 1] for a in args], **kwargs).mean() for i in range(N)
     ])
     weights = torch.tensor([2.0, 0.0, 0.5])
-    got = _call(wrapped, args, kwargs, weights)
+    got = call_weighted(wrapped, args, kwargs, weights)
     torch.testing.assert_close(got, (weights * per_image).mean())
     torch.testing.assert_close(wrapped.pop_scores(), per_image.detach())
     grad = _grad(got, args[0])
@@ -372,9 +361,9 @@ def test_per_image_mode_is_mean_of_weighted_image_losses(name, inner, make):
 def test_per_image_mode_scores_nan_for_image_without_valid_pixel():
     logits, label = _logits(), _labels()
     label[1] = IGNORE
-    wrapped = _build(
+    wrapped = build_wrapped(
         dict(type='OhemCrossEntropy', min_kept=10), mode='per_image')
-    loss = _call(wrapped, (logits, label), {}, torch.ones(N))
+    loss = call_weighted(wrapped, (logits, label), {}, torch.ones(N))
     scores = wrapped.pop_scores()
     assert torch.isfinite(loss)
     assert torch.isnan(scores[1]) and torch.isfinite(scores[[0, 2]]).all()
@@ -382,9 +371,9 @@ def test_per_image_mode_scores_nan_for_image_without_valid_pixel():
 
 def test_per_image_mode_refuses_batch_avg_factor():
     (logits, label), kwargs = _seg(avg_factor=10.0)
-    wrapped = _build(dict(type='CrossEntropyLoss'), mode='per_image')
+    wrapped = build_wrapped(dict(type='CrossEntropyLoss'), mode='per_image')
     with pytest.raises(ValueError, match='avg_factor'):
-        _call(wrapped, (logits, label), kwargs, torch.ones(N))
+        call_weighted(wrapped, (logits, label), kwargs, torch.ones(N))
 
 
 class _OwnLoss(torch.nn.Module):
@@ -411,11 +400,11 @@ def _refused_then_served_by_weight_mode(loss_cls, match):
     mode='weight' it reduces itself, so at unit weights the wrapper gives
     the inner loss."""
     with pytest.raises(ValueError, match=match):
-        _build(dict(type=loss_cls))
-    wrapped = _build(dict(type=loss_cls), mode='weight')
+        build_wrapped(dict(type=loss_cls))
+    wrapped = build_wrapped(dict(type=loss_cls), mode='weight')
     (logits, label), kwargs = _seg()
     expected = loss_cls()(logits, label, **kwargs)
-    got = _call(wrapped, (logits, label), kwargs, torch.ones(N))
+    got = call_weighted(wrapped, (logits, label), kwargs, torch.ones(N))
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
 
 
@@ -452,9 +441,10 @@ def test_a_subclass_of_an_mmseg_loss_is_refused():
 
 def test_bad_mode_is_named():
     with pytest.raises(ValueError, match="'per-image'"):
-        _build(dict(type='CrossEntropyLoss'), mode='per-image')
+        build_wrapped(dict(type='CrossEntropyLoss'), mode='per-image')
     assert isinstance(
-        _build(dict(type='CrossEntropyLoss'), mode='per_image'), InfoBatchLoss)
+        build_wrapped(dict(type='CrossEntropyLoss'), mode='per_image'),
+        InfoBatchLoss)
 
 
 @pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
@@ -465,11 +455,11 @@ def test_kldiv_loss_is_exact_per_image(reduction):
     inner = dict(type='KLDivLoss', temperature=2.0, reduction=reduction)
     student, teacher = _logits(seed=5), _logits(seed=6).detach()
     plain = MODELS.build(inner)
-    wrapped = _build(inner)
+    wrapped = build_wrapped(inner)
     assert wrapped.mode == 'per_image'
     expected = plain(student, teacher)
     expected_grad = _grad(expected, student)
-    got = _call(wrapped, (student, teacher), {}, torch.ones(N))
+    got = call_weighted(wrapped, (student, teacher), {}, torch.ones(N))
     torch.testing.assert_close(got, expected.mean())
     torch.testing.assert_close(_grad(got, student), expected_grad)
     per_image = expected.detach().flatten(1).mean(1) if expected.dim() > 1 \

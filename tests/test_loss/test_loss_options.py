@@ -12,6 +12,7 @@ image's valid pixels."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.loss_cases import build_wrapped, call_weighted, case_ids
 from mmseg.registry import MODELS
 
 from mmseg_infobatch import InfoBatchLoss
@@ -140,19 +141,6 @@ CASES = [
 # yapf: enable
 
 
-def _ids(cases):
-    return [case[0] for case in cases]
-
-
-def _build(inner, **kwargs):
-    return MODELS.build(dict(type='InfoBatchLoss', loss=inner, **kwargs))
-
-
-def _call(loss, args, kwargs, weights=None):
-    loss.set_batch_weights(weights)
-    return loss(*args, **kwargs)
-
-
 def _grad(value, pred):
     pred.grad = None
     value.sum().backward()
@@ -160,31 +148,31 @@ def _grad(value, pred):
 
 
 @pytest.mark.parametrize(
-    'name,inner,options,make,ignore', CASES, ids=_ids(CASES))
+    'name,inner,options,make,ignore', CASES, ids=case_ids(CASES))
 def test_unit_weights_give_the_inner_loss_bit_for_bit(name, inner, options,
                                                       make, ignore):
     args, kwargs = make()
     plain = MODELS.build(inner)
-    wrapped = _build(inner, **options)
+    wrapped = build_wrapped(inner, **options)
     assert wrapped.mode == 'weight'
     expected = plain(*args, **kwargs)
     expected_grad = _grad(expected, args[0])
-    got = _call(wrapped, args, kwargs, torch.ones(N))
+    got = call_weighted(wrapped, args, kwargs, torch.ones(N))
     assert got.dtype == expected.dtype and torch.equal(got, expected)
     assert torch.equal(_grad(got, args[0]), expected_grad)
 
 
 @pytest.mark.parametrize(
-    'name,inner,options,make,ignore', CASES, ids=_ids(CASES))
+    'name,inner,options,make,ignore', CASES, ids=case_ids(CASES))
 def test_weights_scale_each_images_share(name, inner, options, make, ignore):
     """L(w) = sum_i w_i * L(e_i), e_i image i alone at weight 1."""
     args, kwargs = make()
-    wrapped = _build(inner, **options)
+    wrapped = build_wrapped(inner, **options)
     weights = torch.tensor([2.0, 0.0, 0.5])
-    got = _call(wrapped, args, kwargs, weights).detach()
+    got = call_weighted(wrapped, args, kwargs, weights).detach()
     shares = [
-        _call(wrapped, args, kwargs,
-              torch.eye(N)[i]).detach() for i in range(N)
+        call_weighted(wrapped, args, kwargs,
+                      torch.eye(N)[i]).detach() for i in range(N)
     ]
     expected = sum(w * s for w, s in zip(weights, shares))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
@@ -192,15 +180,15 @@ def test_weights_scale_each_images_share(name, inner, options, make, ignore):
 
 
 @pytest.mark.parametrize(
-    'name,inner,options,make,ignore', CASES, ids=_ids(CASES))
+    'name,inner,options,make,ignore', CASES, ids=case_ids(CASES))
 def test_scores_are_means_over_the_valid_pixels(name, inner, options, make,
                                                 ignore):
     """Each image's mean of the loss's 'none' values (without the head's
     pixel weight and batch-wide avg_factor) over its pixels whose label is
     not the ignored one, whatever the image weights."""
     args, kwargs = make()
-    wrapped = _build(inner, **options)
-    _call(wrapped, args, kwargs, torch.tensor([2.0, 0.0, 0.5]))
+    wrapped = build_wrapped(inner, **options)
+    call_weighted(wrapped, args, kwargs, torch.tensor([2.0, 0.0, 0.5]))
     scores = wrapped.pop_scores()
     own = {
         k: v
@@ -233,10 +221,11 @@ def test_weights_of_another_dtype_leave_the_losss_dtype(inner, mode, make):
     """Weights handed in as float64 (e.g. computed in NumPy) rescale as
     the float32 weights do, and the loss keeps its own dtype."""
     args, kwargs = make()
-    wrapped = _build(inner, mode=mode)
-    single = _call(wrapped, args, kwargs, torch.tensor([2.0, 0.0, 0.5]))
-    double = _call(wrapped, args, kwargs,
-                   torch.tensor([2.0, 0.0, 0.5], dtype=torch.float64))
+    wrapped = build_wrapped(inner, mode=mode)
+    single = call_weighted(wrapped, args, kwargs, torch.tensor([2.0, 0.0,
+                                                                0.5]))
+    double = call_weighted(wrapped, args, kwargs,
+                           torch.tensor([2.0, 0.0, 0.5], dtype=torch.float64))
     assert double.dtype == single.dtype == torch.float32
     assert torch.equal(double, single)
 
@@ -248,11 +237,12 @@ def test_per_image_mode_hands_each_image_its_rows_of_the_keywords():
     logits, label = _logits(), _labels()
     pixel_weight = _valid_mask()
     inner = dict(type='CrossEntropyLoss')
-    wrapped = _build(inner, mode='per_image')
+    wrapped = build_wrapped(inner, mode='per_image')
     assert isinstance(wrapped, InfoBatchLoss)
     weights = torch.tensor([2.0, 0.0, 0.5])
-    got = _call(wrapped, (logits, label),
-                dict(weight=pixel_weight, ignore_index=IGNORE), weights)
+    got = call_weighted(wrapped, (logits, label),
+                        dict(weight=pixel_weight, ignore_index=IGNORE),
+                        weights)
     plain = MODELS.build(inner)
     per_image = torch.stack([
         plain(
@@ -288,9 +278,9 @@ def test_a_keyword_the_wrapper_does_not_know_takes_two_calls(
     inner = dict(type='CrossEntropyLoss', use_sigmoid=True)
     (logits, label), kwargs = (_logits(), _labels()), dict(
         ignore_index=IGNORE, **keywords)
-    wrapped = _build(inner)
+    wrapped = build_wrapped(inner)
     calls = _evaluations(wrapped)
-    got = _call(wrapped, (logits, label), kwargs, torch.ones(N))
+    got = call_weighted(wrapped, (logits, label), kwargs, torch.ones(N))
     assert len(calls) == evaluations
     assert torch.equal(got, MODELS.build(inner)(logits, label, **kwargs))
 
@@ -316,8 +306,8 @@ def test_values_not_laid_out_like_the_label_score_their_plain_mean():
 def test_a_mode_asked_for_is_kept_where_it_serves_the_loss(inner):
     """mode='weight' set by hand on a loss it serves builds as asked, as
     does mode='per_image' on any loss."""
-    assert _build(inner, mode='weight').mode == 'weight'
-    assert _build(inner, mode='per_image').mode == 'per_image'
+    assert build_wrapped(inner, mode='weight').mode == 'weight'
+    assert build_wrapped(inner, mode='per_image').mode == 'per_image'
 
 
 def test_per_image_scores_use_the_losss_own_ignore_index():
@@ -325,9 +315,9 @@ def test_per_image_scores_use_the_losss_own_ignore_index():
     keyword): an image whose pixels all carry that label scores NaN."""
     logits, label = _logits(), _labels()
     label[1] = 7
-    wrapped = _build(dict(type='TverskyLoss', ignore_index=7))
+    wrapped = build_wrapped(dict(type='TverskyLoss', ignore_index=7))
     assert wrapped.mode == 'per_image'
-    _call(wrapped, (logits, label), {}, torch.ones(N))
+    call_weighted(wrapped, (logits, label), {}, torch.ones(N))
     scores = wrapped.pop_scores()
     assert torch.isnan(scores[1]) and torch.isfinite(scores[[0, 2]]).all()
 
@@ -337,7 +327,7 @@ def test_a_wrapper_no_hook_has_given_weights_is_its_inner_loss():
     training), it is the inner loss and records no score."""
     logits, label = _logits(), _labels()
     inner = dict(type='CrossEntropyLoss', avg_non_ignore=True)
-    wrapped = _build(inner)
+    wrapped = build_wrapped(inner)
     got = wrapped(logits, label, ignore_index=IGNORE)
     assert torch.equal(got,
                        MODELS.build(inner)(logits, label, ignore_index=IGNORE))
@@ -350,9 +340,9 @@ def test_a_pixel_weight_given_by_position_is_applied():
     passed by name."""
     logits, label, pixel_weight = _logits(), _labels(), _valid_mask()
     inner = dict(type='CrossEntropyLoss')
-    wrapped = _build(inner)
-    got = _call(wrapped, (logits, label, pixel_weight),
-                dict(ignore_index=IGNORE), torch.ones(N))
+    wrapped = build_wrapped(inner)
+    got = call_weighted(wrapped, (logits, label, pixel_weight),
+                        dict(ignore_index=IGNORE), torch.ones(N))
     expected = MODELS.build(inner)(
         logits, label, weight=pixel_weight, ignore_index=IGNORE)
     assert torch.equal(got, expected)

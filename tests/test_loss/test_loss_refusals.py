@@ -4,13 +4,9 @@ does not match the weights; a fragment would let the rest say anything."""
 import pytest
 import torch
 from helpers import refusal
-from mmseg.registry import MODELS
+from helpers.loss_cases import build_wrapped
 
 import mmseg_infobatch  # noqa: F401
-
-
-def _build(inner, **kwargs):
-    return MODELS.build(dict(type='InfoBatchLoss', loss=inner, **kwargs))
 
 
 class UserLossForLossRefusals(torch.nn.Module):
@@ -37,7 +33,7 @@ FutureLossForLossRefusals.__module__ = 'mmseg.models.losses.future_loss'
 
 def _called(inner, num_weights, mode='auto', **kwargs):
     """A call of the wrapper on 4 images with ``num_weights`` weights."""
-    wrapped = _build(inner, mode=mode)
+    wrapped = build_wrapped(inner, mode=mode)
     wrapped.set_batch_weights(torch.ones(num_weights))
     logits = torch.zeros(4, 3, 2, 2)
     label = torch.zeros(4, 2, 2, dtype=torch.long)
@@ -48,61 +44,65 @@ LOVASZ = dict(type='LovaszLoss', loss_type='multi_class')
 # (the bad set-up, the error, the whole message)
 # yapf: disable
 REFUSALS = [
-    (lambda: _build('CrossEntropyLoss'), TypeError,
+    (lambda: build_wrapped('CrossEntropyLoss'), TypeError,
      'InfoBatchLoss(loss=...) must be an mmseg loss config such as '
      "dict(type='CrossEntropyLoss'), but got 'CrossEntropyLoss'"),
-    (lambda: _build(dict(loss_weight=1.0)), TypeError,
+    (lambda: build_wrapped(dict(loss_weight=1.0)), TypeError,
      'InfoBatchLoss(loss=...) must be an mmseg loss config such as '
      "dict(type='CrossEntropyLoss'), but got {'loss_weight': 1.0}"),
-    (lambda: _build(dict(type='CrossEntropyLoss'), avg_non_ignore=True,
-                    loss_weight=1.0, use_sigmoid=False), TypeError,
+    (lambda: build_wrapped(dict(type='CrossEntropyLoss'),
+                           avg_non_ignore=True, loss_weight=1.0,
+                           use_sigmoid=False), TypeError,
      "InfoBatchLoss got arguments ['avg_non_ignore', 'loss_weight', "
      "'use_sigmoid'] that are not its own and differ from its inner loss "
      'CrossEntropyLoss. Put inner-loss settings inside loss=dict(...); if '
      'they were inherited from a base config, add _delete_=True next to '
      "type='InfoBatchLoss'."),
-    (lambda: _build(dict(type='InfoBatchLoss',
-                         loss=dict(type='CrossEntropyLoss'))), TypeError,
+    (lambda: build_wrapped(dict(type='InfoBatchLoss',
+                                loss=dict(type='CrossEntropyLoss'))),
+     TypeError,
      'InfoBatchLoss must not wrap another InfoBatchLoss'),
-    (lambda: _build(dict(type=mmseg_infobatch.InfoBatchLoss,
-                         loss=dict(type='CrossEntropyLoss'))), TypeError,
+    (lambda: build_wrapped(dict(type=mmseg_infobatch.InfoBatchLoss,
+                                loss=dict(type='CrossEntropyLoss'))),
+     TypeError,
      'InfoBatchLoss must not wrap another InfoBatchLoss'),
-    (lambda: _build(dict(type=FutureLossForLossRefusals)), ValueError,
+    (lambda: build_wrapped(dict(type=FutureLossForLossRefusals)), ValueError,
      'InfoBatchLoss cannot rescale each image of FutureLossForLossRefusals '
      'exactly: InfoBatchLoss does not know how it reduces. It can evaluate '
      'FutureLossForLossRefusals image by image instead, which makes that '
      "coupling per image. To accept this, set mode='per_image': "
      "loss_decode=dict(type='InfoBatchLoss', mode='per_image', "
      "loss=dict(type='FutureLossForLossRefusals', ...))."),
-    (lambda: _build(dict(type='CrossEntropyLoss'), mode='exact'), ValueError,
+    (lambda: build_wrapped(dict(type='CrossEntropyLoss'), mode='exact'),
+     ValueError,
      "InfoBatchLoss mode must be one of ('auto', 'weight', 'per_image'), "
      "but got 'exact'"),
-    (lambda: _build(dict(type='OhemCrossEntropy'), mode='weight'),
+    (lambda: build_wrapped(dict(type='OhemCrossEntropy'), mode='weight'),
      ValueError,
      "InfoBatchLoss(mode='weight') can't serve OhemCrossEntropy: its "
      'forward does not rescale by a per-image weight= argument. Use '
      "mode='auto' or mode='per_image'."),
-    (lambda: _build(dict(type=UserLossForLossRefusals)), ValueError,
+    (lambda: build_wrapped(dict(type=UserLossForLossRefusals)), ValueError,
      'InfoBatchLoss does not know how UserLossForLossRefusals reduces, so '
      'it cannot tell how to rescale each image. If its forward takes '
      'weight= shaped like the label and divides by a count that does not '
      'depend on it (as CrossEntropyLoss does), set mode=\'weight\'; '
      "otherwise set mode='per_image' to evaluate it image by image."),
-    (lambda: _build(dict(type='OhemCrossEntropy')), ValueError,
+    (lambda: build_wrapped(dict(type='OhemCrossEntropy')), ValueError,
      'InfoBatchLoss cannot rescale each image of OhemCrossEntropy exactly: '
      'it keeps the hardest pixels of the whole batch. It can evaluate '
      'OhemCrossEntropy image by image instead, which makes that coupling '
      "per image. To accept this, set mode='per_image': "
      "loss_decode=dict(type='InfoBatchLoss', mode='per_image', "
      "loss=dict(type='OhemCrossEntropy', ...))."),
-    (lambda: _build(dict(type='BoundaryLoss')), ValueError,
+    (lambda: build_wrapped(dict(type='BoundaryLoss')), ValueError,
      'InfoBatchLoss cannot rescale each image of BoundaryLoss exactly: '
      'it balances boundary against other pixels over the whole batch. It '
      'can evaluate BoundaryLoss image by image instead, which makes that '
      "coupling per image. To accept this, set mode='per_image': "
      "loss_decode=dict(type='InfoBatchLoss', mode='per_image', "
      "loss=dict(type='BoundaryLoss', ...))."),
-    (lambda: _build(dict(LOVASZ, per_image=False, reduction='none')),
+    (lambda: build_wrapped(dict(LOVASZ, per_image=False, reduction='none')),
      ValueError,
      'InfoBatchLoss cannot rescale each image of LovaszLoss exactly: with '
      "per_image=False it computes one Lovasz extension over the whole "
@@ -110,7 +110,7 @@ REFUSALS = [
      "which makes that coupling per image. To accept this, set "
      "mode='per_image': loss_decode=dict(type='InfoBatchLoss', "
      "mode='per_image', loss=dict(type='LovaszLoss', ...))."),
-    (lambda: _build(dict(LOVASZ, per_image=True, reduction='sum')),
+    (lambda: build_wrapped(dict(LOVASZ, per_image=True, reduction='sum')),
      ValueError,
      'InfoBatchLoss cannot rescale each image of LovaszLoss exactly: with '
      "reduction='sum' it adds the images' values, where the per-image "
@@ -138,8 +138,8 @@ def test_a_loss_that_cannot_be_served_is_refused_with_its_fix(
 
 
 def test_the_printout_names_the_mode_beside_the_inner_loss():
-    wrapped = _build(dict(type='CrossEntropyLoss'))
-    per_image = _build(dict(type='CrossEntropyLoss'), mode='per_image')
+    wrapped = build_wrapped(dict(type='CrossEntropyLoss'))
+    per_image = build_wrapped(dict(type='CrossEntropyLoss'), mode='per_image')
     assert wrapped.extra_repr() == "mode='weight'"
     assert per_image.extra_repr() == "mode='per_image'"
     assert repr(wrapped).splitlines()[0] == "InfoBatchLoss("
