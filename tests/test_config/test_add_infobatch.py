@@ -8,7 +8,6 @@ import pytest
 import torch
 from helpers import REPO
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 from mmseg_infobatch import InfoBatchLoss, add_infobatch
@@ -63,35 +62,6 @@ def head_terms(model: dict):
 
     visit(model, 'model')
     return found
-
-
-class Records(logging.Handler):
-    """What the current MMLogger logs (it has no parent for caplog)."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    @property
-    def text(self):
-        return '\n'.join(r.getMessage() for r in self.records)
-
-    def clear(self):
-        self.records.clear()
-
-
-@pytest.fixture
-def log():
-    logger = MMLogger.get_current_instance()
-    level, records = logger.level, Records()
-    logger.setLevel(logging.INFO)
-    logger.addHandler(records)
-    yield records
-    logger.removeHandler(records)
-    logger.setLevel(level)
 
 
 def test_stock_pspnet_gains_the_three_components(log):

@@ -6,7 +6,6 @@ import logging
 import pytest
 from helpers import refusal
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 from mmseg_infobatch import add_infobatch
@@ -15,31 +14,6 @@ from mmseg_infobatch import add_infobatch
 @pytest.fixture(scope='module', autouse=True)
 def mmseg_scope():
     init_default_scope('mmseg')
-
-
-class Records(logging.Handler):
-    """What the current MMLogger logs (it has no parent for caplog)."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def messages(self, level=logging.INFO):
-        return [r.getMessage() for r in self.records if r.levelno == level]
-
-
-@pytest.fixture
-def log():
-    logger = MMLogger.get_current_instance()
-    level, records = logger.level, Records()
-    logger.setLevel(logging.INFO)
-    logger.addHandler(records)
-    yield records
-    logger.removeHandler(records)
-    logger.setLevel(level)
 
 
 def head(loss=None, **kwargs):
